@@ -1,0 +1,329 @@
+"""Typed, validated view of ``params.yaml``, and its composition from ``conf/``.
+
+``conf/`` is the source of truth; ``params.yaml`` is its Hydra composition
+(``make params``, or DVC itself on ``dvc exp run``). Stages call
+:func:`load` and get frozen dataclasses; any unknown key, unknown name or
+impossible value raises :class:`~mnist_pipeline.errors.ConfigError` naming
+the key and what would be valid.
+
+Run ``python -m mnist_pipeline.config [overrides...]`` to rewrite params.yaml.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mnist_pipeline.errors import ConfigError
+
+PARAMS_FILE = "params.yaml"
+CONF_DIR = "conf"
+FILE_ROLES = ("train_images", "train_labels", "test_images", "test_labels")
+ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "gelu")
+INITS = ("zeros", "he_normal", "he_uniform", "glorot_normal", "glorot_uniform", "lecun_normal")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
+SCHEDULES = ("constant", "cosine")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _choice(key: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ConfigError(f"{key}={value!r} is not one of: {', '.join(valid)}")
+
+
+def _check(key: str, ok: bool, requirement: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is invalid: must be {requirement}")
+
+
+def plain_file_name(key: str, name: str) -> None:
+    """Reject names that could escape the data directory (``../x``, ``/x``, ``a/b``)."""
+    bad = not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name
+    _check(key, not bad, "a plain file name without path separators", name)
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    name: str
+    size: int
+    sha256: str
+
+    def validate(self, key: str) -> None:
+        plain_file_name(f"{key}.name", self.name)
+        _check(f"{key}.size", self.size > 0, "a positive byte count", self.size)
+        _check(f"{key}.sha256", bool(_SHA256.match(self.sha256)), "64 lowercase hex digits", self.sha256)
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    name: str
+    mirrors: tuple[str, ...]
+    files: dict[str, FileSpec]
+    image_shape: tuple[int, ...]
+    class_names: tuple[str, ...]
+
+    def validate(self, key: str) -> None:
+        plain_file_name(f"{key}.name", self.name)
+        for i, url in enumerate(self.mirrors):
+            ok = url.startswith(("http://", "https://")) and url.endswith("/")
+            _check(f"{key}.mirrors[{i}]", ok, "an http(s) URL ending in '/'", url)
+        if sorted(self.files) != sorted(FILE_ROLES):
+            raise ConfigError(f"{key}.files must have exactly the keys {', '.join(FILE_ROLES)}; got {', '.join(self.files)}")
+        for role, spec in self.files.items():
+            spec.validate(f"{key}.files.{role}")
+        ok = len(self.image_shape) == 2 and all(d > 0 for d in self.image_shape)
+        _check(f"{key}.image_shape", ok, "two positive ints [rows, cols]", list(self.image_shape))
+        ok = len(self.class_names) >= 2 and len(set(self.class_names)) == len(self.class_names)
+        _check(f"{key}.class_names", ok, "at least two distinct names", list(self.class_names))
+
+    @property
+    def num_features(self) -> int:
+        return self.image_shape[0] * self.image_shape[1]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+@dataclass(frozen=True)
+class DownloadConfig:
+    connect_timeout: float
+    read_timeout: float
+    retries: int
+    backoff: float
+
+    def validate(self, key: str) -> None:
+        _check(f"{key}.connect_timeout", self.connect_timeout > 0, "> 0 seconds", self.connect_timeout)
+        _check(f"{key}.read_timeout", self.read_timeout > 0, "> 0 seconds", self.read_timeout)
+        _check(f"{key}.retries", 0 <= self.retries <= 10, "between 0 and 10", self.retries)
+        _check(f"{key}.backoff", 0 <= self.backoff <= 60, "between 0 and 60 seconds", self.backoff)
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    normalize: str
+
+    def validate(self, key: str) -> None:
+        _choice(f"{key}.normalize", self.normalize, ("scale", "standardize"))
+
+
+@dataclass(frozen=True)
+class FeaturizeConfig:
+    val_size: int
+    stratify: bool
+    seed: int
+
+    def validate(self, key: str) -> None:
+        _check(f"{key}.val_size", self.val_size > 0, "a positive number of examples", self.val_size)
+        _check(f"{key}.seed", self.seed >= 0, ">= 0", self.seed)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    hidden: tuple[int, ...]
+    activation: str
+    init: str
+
+    def validate(self, key: str) -> None:
+        for i, width in enumerate(self.hidden):
+            _check(f"{key}.hidden[{i}]", width > 0, "a positive layer width", width)
+        _choice(f"{key}.activation", self.activation, ACTIVATIONS)
+        _choice(f"{key}.init", self.init, INITS)
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    name: str
+    momentum: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+
+    def validate(self, key: str) -> None:
+        _choice(f"{key}.name", self.name, OPTIMIZERS)
+        _check(f"{key}.momentum", 0 <= self.momentum < 1, "in [0, 1)", self.momentum)
+        _check(f"{key}.beta1", 0 <= self.beta1 < 1, "in [0, 1)", self.beta1)
+        _check(f"{key}.beta2", 0 <= self.beta2 < 1, "in [0, 1)", self.beta2)
+        _check(f"{key}.eps", self.eps > 0, "> 0", self.eps)
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    name: str
+    warmup_epochs: float = 0.0
+    min_lr: float = 0.0
+
+    def validate(self, key: str) -> None:
+        _choice(f"{key}.name", self.name, SCHEDULES)
+        _check(f"{key}.warmup_epochs", self.warmup_epochs >= 0, ">= 0", self.warmup_epochs)
+        _check(f"{key}.min_lr", self.min_lr >= 0, ">= 0", self.min_lr)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int
+    batch_size: int
+    lr: float
+    l2: float
+    seed: int
+    dtype: str
+
+    def validate(self, key: str) -> None:
+        _check(f"{key}.epochs", self.epochs > 0, "a positive number of epochs", self.epochs)
+        _check(f"{key}.batch_size", self.batch_size > 0, "a positive batch size", self.batch_size)
+        _check(f"{key}.lr", self.lr > 0, "> 0", self.lr)
+        _check(f"{key}.l2", self.l2 >= 0, ">= 0", self.l2)
+        _check(f"{key}.seed", self.seed >= 0, ">= 0", self.seed)
+        _choice(f"{key}.dtype", self.dtype, ("float32", "float64"))
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    batch_size: int
+
+    def validate(self, key: str) -> None:
+        _check(f"{key}.batch_size", self.batch_size > 0, "a positive batch size", self.batch_size)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole of params.yaml; each field is one top-level key."""
+
+    dataset: DatasetConfig
+    model: ModelConfig
+    optimizer: OptimizerConfig
+    schedule: ScheduleConfig
+    download: DownloadConfig
+    prepare: PrepareConfig
+    featurize: FeaturizeConfig
+    train: TrainConfig
+    evaluate: EvaluateConfig
+
+
+def _convert(tp: Any, value: Any, key: str) -> Any:
+    """Convert a YAML value to the annotated type ``tp``, naming ``key`` on mismatch."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}={value!r} is invalid: must be a list")
+        (item_tp, _) = typing.get_args(tp)
+        return tuple(_convert(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}={value!r} is invalid: must be a mapping")
+        (_, item_tp) = typing.get_args(tp)
+        return {k: _convert(item_tp, v, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r} is invalid: must be true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}={value!r} is invalid: must be an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}={value!r} is invalid: must be a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}={value!r} is invalid: must be a string")
+        return value
+    raise TypeError(f"unsupported config type {tp!r} for {key}")  # a bug, not user error
+
+
+def _build(cls: type, data: Any, key: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{key} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown key {key}.{unknown[0]}; valid keys under {key}: {', '.join(sorted(fields))}"
+        )
+    kwargs = {}
+    for name, f in fields.items():
+        if name in data:
+            kwargs[name] = _convert(hints[name], data[name], f"{key}.{name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"missing key {key}.{name}")
+    obj = cls(**kwargs)
+    if hasattr(obj, "validate"):
+        obj.validate(key)
+    return obj
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Build and validate a :class:`Config` from a params mapping."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{PARAMS_FILE} must be a mapping at top level")
+    keys = {f.name for f in dataclasses.fields(Config)}
+    unknown = sorted(set(data) - keys)
+    if unknown:
+        raise ConfigError(f"unknown top-level key {unknown[0]!r}; valid keys: {', '.join(sorted(keys))}")
+    missing = sorted(keys - set(data))
+    if missing:
+        raise ConfigError(f"missing top-level key {missing[0]!r} in {PARAMS_FILE}; run `make params`")
+    hints = typing.get_type_hints(Config)
+    return Config(**{k: _convert(hints[k], data[k], k) for k in sorted(keys)})
+
+
+def load(path: str | Path = PARAMS_FILE) -> Config:
+    """Read and validate ``params.yaml``; ConfigError on any problem."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}; run `make params`") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    return from_dict(data)
+
+
+def compose(overrides: list[str] | None = None, conf_dir: str | Path = CONF_DIR) -> str:
+    """Compose ``conf/`` with Hydra overrides into params.yaml text (as DVC does)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(str(Path(conf_dir).resolve()), version_base=None):
+        cfg = hydra_compose(config_name="config", overrides=list(overrides or []))
+    OmegaConf.resolve(cfg)
+    return OmegaConf.to_yaml(cfg)
+
+
+def as_dict(obj: Any) -> Any:
+    """A dataclass config as plain JSON-able data (tuples become lists)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: as_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {k: as_dict(v) for k, v in obj.items()}
+    if isinstance(obj, tuple | list):
+        return [as_dict(v) for v in obj]
+    return obj
+
+
+def main() -> None:
+    """Write params.yaml from conf/ with optional Hydra overrides; validate it."""
+    text = compose(sys.argv[1:])
+    from_dict(yaml.safe_load(text))
+    Path(PARAMS_FILE).write_text(text, encoding="utf-8")
+    print(f"wrote {PARAMS_FILE}")
+
+
+if __name__ == "__main__":
+    from mnist_pipeline.cli import run
+
+    run(main, "config")
+

@@ -1,0 +1,105 @@
+"""Atomic, pickle-free artifact I/O: npz arrays, JSON and CSV with stable bytes.
+
+Every writer goes through :func:`atomic_write`: the data lands in a temporary
+file beside the target and is renamed over it only when complete, so a stage
+killed at any point leaves the previous complete file or none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnist_pipeline.errors import DataError
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[Any]:
+    """Open a temp file next to ``path``; rename it over ``path`` on success only."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def save_npz(path: str | Path, meta: dict[str, Any] | None = None, **arrays: np.ndarray) -> None:
+    """Write arrays (and optional JSON ``meta``) to an uncompressed ``.npz``.
+
+    Entries are written in sorted order with a fixed zip timestamp so that equal
+    arrays give byte-identical files.
+    """
+    if meta is not None:
+        arrays["meta"] = np.array(json.dumps(meta, sort_keys=True))
+    with atomic_write(path) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
+        for name in sorted(arrays):
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.asanyarray(arrays[name]), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            zf.writestr(info, buf.getvalue())
+
+
+def load_npz(path: str | Path, required: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """Load every array of an ``.npz`` into memory, refusing pickled objects."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except FileNotFoundError as exc:
+        raise DataError(f"{path} is missing; run `dvc repro` to build it") from exc
+    except ValueError as exc:  # numpy raises ValueError for pickled object arrays
+        raise DataError(f"{path} holds pickled objects, refusing to load it ({exc}); delete it and rerun") from exc
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(f"{path} is not a readable .npz ({exc}); delete it and rerun `dvc repro`") from exc
+    missing = [k for k in required if k not in arrays]
+    if missing:
+        raise DataError(f"{path} lacks array {missing[0]!r}; rebuild it with `dvc repro`")
+    return arrays
+
+
+def npz_meta(arrays: dict[str, np.ndarray], path: str | Path) -> dict[str, Any]:
+    """The JSON metadata stored by :func:`save_npz` under ``meta``."""
+    if "meta" not in arrays:
+        raise DataError(f"{path} has no metadata; rebuild it with `dvc repro`")
+    try:
+        return json.loads(str(arrays["meta"]))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path} has corrupt metadata ({exc}); rebuild it with `dvc repro`") from exc
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Write JSON with sorted keys and a trailing newline (stable bytes)."""
+    with atomic_write(path, "w") as f:
+        f.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write a text file atomically."""
+    with atomic_write(path, "w") as f:
+        f.write(text)
+
+
+def write_csv(path: str | Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Write a CSV file atomically (``\\n`` line endings)."""
+    with atomic_write(path, "w") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)

@@ -1,0 +1,88 @@
+"""The MLP: a stack of Dense and activation layers, with save/load to ``.npz``.
+
+The saved model is self-contained: weights ``W0, b0, W1, b1, ...`` plus JSON
+``meta`` (layer sizes, activation, normalization, class names) so that
+``predict`` needs nothing else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnist_pipeline.errors import DataError
+from mnist_pipeline.io import load_npz, npz_meta, save_npz
+from mnist_pipeline.mlp.layers import ACTIVATIONS, Dense, Layer
+from mnist_pipeline.mlp.losses import SoftmaxCrossEntropy, softmax
+
+
+class Network:
+    """``sizes = [in, h1, ..., out]``: Dense + activation per hidden layer, then Dense to logits."""
+
+    def __init__(
+        self, sizes: list[int], activation: str, init: str, rng: np.random.Generator, dtype=np.float32
+    ) -> None:
+        self.sizes = list(sizes)
+        self.activation = activation
+        self.dtype = np.dtype(dtype)
+        act = ACTIVATIONS.get(activation)
+        self.layers: list[Layer] = []
+        self.dense: list[Dense] = []
+        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+            layer = Dense(fan_in, fan_out, init, rng, self.dtype)
+            self.layers.append(layer)
+            self.dense.append(layer)
+            if i < len(sizes) - 2:
+                self.layers.append(act())
+        self.loss = SoftmaxCrossEntropy()
+
+    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        """``(B, in)`` -> logits ``(B, out)``."""
+        for layer in self.layers:
+            x = layer.forward(x, train)
+        return x
+
+    def backward(self, grad: np.ndarray) -> None:
+        """Back-propagate the gradient w.r.t. the logits, filling every layer's grads."""
+        for layer in reversed(self.layers):
+            grad = layer.backward(grad)
+
+    def parameters(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        """``(name, param, grad)`` for every parameter, in layer order."""
+        return [(f"{k}{i}", d.params[k], d.grads[k]) for i, d in enumerate(self.dense) for k in ("W", "b")]
+
+    def predict_proba(self, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+        """Class probabilities ``(N, out)``, evaluated in batches (inference mode)."""
+        out = [softmax(self.forward(x[i : i + batch_size].astype(self.dtype, copy=False))) for i in range(0, len(x), batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, self.sizes[-1]), self.dtype)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {name: p.copy() for name, p, _ in self.parameters()}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        for name, p, _ in self.parameters():
+            p[...] = state[name]
+
+    def save(self, path: str | Path, meta: dict[str, Any]) -> None:
+        meta = {**meta, "sizes": self.sizes, "activation": self.activation, "dtype": self.dtype.name}
+        save_npz(path, meta, **self.state())
+
+    @classmethod
+    def load(cls, path: str | Path) -> tuple[Network, dict[str, Any]]:
+        """Load a saved model, checking every array against the metadata's shapes."""
+        arrays = load_npz(path, ["meta"])
+        meta = npz_meta(arrays, path)
+        try:
+            sizes, activation, dtype = list(meta["sizes"]), meta["activation"], meta["dtype"]
+        except KeyError as exc:
+            raise DataError(f"{path}: model metadata lacks {exc}; retrain with `dvc repro train`") from exc
+        net = cls(sizes, activation, "zeros", np.random.default_rng(0), dtype)
+        for name, p, _ in net.parameters():
+            if name not in arrays:
+                raise DataError(f"{path}: missing array {name} for layer sizes {sizes}")
+            if arrays[name].shape != p.shape:
+                raise DataError(f"{path}: {name} has shape {arrays[name].shape}, metadata sizes {sizes} need {p.shape}")
+        net.load_state(arrays)
+        return net, meta

@@ -1,0 +1,70 @@
+"""Stage ``evaluate``: the one and only use of the test set.
+
+Loads ``data/model/model.npz``, predicts the test split (and the validation
+split, for ``val`` metrics), and writes ``reports/metrics.json``,
+``reports/classification_report.{json,txt}`` (y_true first, scikit-learn's
+definitions) and ``reports/predictions.csv`` (``actual,predicted``).
+
+Run: ``python -m mnist_pipeline.stages.evaluate``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from mnist_pipeline import config
+from mnist_pipeline.errors import DataError
+from mnist_pipeline.io import write_csv, write_json, write_text
+from mnist_pipeline.metrics import classification_report, format_report
+from mnist_pipeline.mlp.network import Network
+from mnist_pipeline.mlp.trainer import evaluate
+from mnist_pipeline.stages.featurize import OUT_DIR as FEATURES_DIR
+from mnist_pipeline.stages.train import MODEL_FILE, load_split
+
+log = logging.getLogger(__name__)
+
+REPORTS = Path("reports")
+METRICS_FILE = REPORTS / "metrics.json"
+PREDICTIONS_FILE = REPORTS / "predictions.csv"
+
+
+def main() -> None:
+    cfg = config.load()
+    net, meta = Network.load(MODEL_FILE)
+    d, c = cfg.dataset.num_features, cfg.dataset.num_classes
+    if net.sizes[0] != d or net.sizes[-1] != c or meta.get("dataset") != cfg.dataset.name:
+        raise DataError(
+            f"{MODEL_FILE} was trained for {meta.get('dataset')} with sizes {net.sizes}, "
+            f"but the config is {cfg.dataset.name} ({d} features, {c} classes); rerun `dvc repro train`"
+        )
+    test = load_split(FEATURES_DIR / "test.npz", d, c)
+    val = load_split(FEATURES_DIR / "val.npz", d, c)
+    test_loss, test_acc = evaluate(net, test, cfg.evaluate.batch_size)
+    val_loss, val_acc = evaluate(net, val, cfg.evaluate.batch_size)
+    y_pred = net.predict_proba(test.x, cfg.evaluate.batch_size).argmax(axis=1)
+    names = list(cfg.dataset.class_names)
+    report = classification_report(test.y, y_pred, names)
+    metrics = {
+        "test": {
+            "accuracy": test_acc,
+            "loss": round(test_loss, 8),
+            "macro_precision": report["macro avg"]["precision"],
+            "macro_recall": report["macro avg"]["recall"],
+            "macro_f1": report["macro avg"]["f1-score"],
+        },
+        "val": {"accuracy": val_acc, "loss": round(val_loss, 8)},
+    }
+    write_json(METRICS_FILE, metrics)
+    write_json(REPORTS / "classification_report.json", report)
+    write_text(REPORTS / "classification_report.txt", format_report(report, names))
+    write_csv(PREDICTIONS_FILE, ("actual", "predicted"), np.stack([test.y, y_pred], axis=1).tolist())
+    log.info("test accuracy %.4f, loss %.4f, macro F1 %.4f", test_acc, test_loss, metrics["test"]["macro_f1"])
+
+
+if __name__ == "__main__":
+    from mnist_pipeline.cli import run
+
+    run(main, "evaluate")

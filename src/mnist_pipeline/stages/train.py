@@ -1,0 +1,88 @@
+"""Stage ``train``: fit the NumPy MLP on the training split, validate each epoch.
+
+All randomness (initialization, per-epoch shuffles) comes from one
+``numpy.random.default_rng(train.seed)``, so equal params give a bit-identical
+``data/model/model.npz``. Wall-clock times go to ``reports/timing.json`` only,
+so every other output compares byte for byte across reruns.
+
+Writes ``data/model/model.npz``, ``reports/train_log.csv`` and
+``reports/timing.json``. Run: ``python -m mnist_pipeline.stages.train``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from mnist_pipeline import config
+from mnist_pipeline.config import Config
+from mnist_pipeline.errors import DataError
+from mnist_pipeline.io import load_npz, npz_meta, write_csv, write_json
+from mnist_pipeline.mlp.network import Network
+from mnist_pipeline.mlp.trainer import Split, fit
+from mnist_pipeline.stages.featurize import OUT_DIR as FEATURES_DIR
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = Path("data/model/model.npz")
+LOG_FILE = Path("reports/train_log.csv")
+TIMING_FILE = Path("reports/timing.json")
+LOG_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr")
+
+
+def load_split(path: Path, num_features: int, num_classes: int) -> Split:
+    arrays = load_npz(path, ["x", "y", "onehot"])
+    x, y, onehot = arrays["x"], arrays["y"], arrays["onehot"]
+    if x.ndim != 2 or x.shape[1] != num_features or onehot.shape != (len(x), num_classes) or len(y) != len(x):
+        raise DataError(
+            f"{path}: shapes x{x.shape} y{y.shape} onehot{onehot.shape} do not fit "
+            f"{num_features} features and {num_classes} classes; rerun `dvc repro featurize`"
+        )
+    return Split(x, y, onehot)
+
+
+def build(cfg: Config, rng: np.random.Generator) -> Network:
+    """The network ``cfg`` describes, initialized from ``rng``."""
+    sizes = [cfg.dataset.num_features, *cfg.model.hidden, cfg.dataset.num_classes]
+    return Network(sizes, cfg.model.activation, cfg.model.init, rng, np.dtype(cfg.train.dtype))
+
+
+def main() -> None:
+    cfg = config.load()
+    d, c = cfg.dataset.num_features, cfg.dataset.num_classes
+    train = load_split(FEATURES_DIR / "train.npz", d, c)
+    val = load_split(FEATURES_DIR / "val.npz", d, c)
+    norm = npz_meta(load_npz(FEATURES_DIR / "train.npz", ["meta"]), FEATURES_DIR / "train.npz")
+    rng = np.random.default_rng(cfg.train.seed)
+    net = build(cfg, rng)
+    rows, seconds = fit(net, train, val, cfg.train, cfg.optimizer, cfg.schedule, rng)
+    meta = {
+        "dataset": cfg.dataset.name,
+        "class_names": list(cfg.dataset.class_names),
+        "image_shape": list(cfg.dataset.image_shape),
+        "normalize": norm["normalize"],
+        "mean": norm["mean"],
+        "std": norm["std"],
+        "init": cfg.model.init,
+        "epochs": cfg.train.epochs,
+    }
+    net.save(MODEL_FILE, meta)
+    write_csv(LOG_FILE, LOG_COLUMNS, [[f"{r[k]:.6g}" if isinstance(r[k], float) else r[k] for k in LOG_COLUMNS] for r in rows])
+    total = sum(seconds)
+    write_json(
+        TIMING_FILE,
+        {
+            "train_seconds": round(total, 3),
+            "seconds_per_epoch": round(total / len(seconds), 3),
+            "epoch_seconds": [round(s, 3) for s in seconds],
+        },
+    )
+    log.info("val_acc %.4f after %d epochs in %.1fs", rows[-1]["val_acc"], len(rows), total)
+
+
+if __name__ == "__main__":
+    from mnist_pipeline.cli import run
+
+    run(main, "train")
