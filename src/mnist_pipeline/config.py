@@ -12,6 +12,7 @@ Run ``python -m mnist_pipeline.config [overrides...]`` to rewrite params.yaml.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import sys
 import typing
@@ -28,9 +29,23 @@ CONF_DIR = "conf"
 FILE_ROLES = ("train_images", "train_labels", "test_images", "test_labels")
 ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "gelu")
 INITS = ("zeros", "he_normal", "he_uniform", "glorot_normal", "glorot_uniform", "lecun_normal")
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
-SCHEDULES = ("constant", "cosine")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "ema_momentum", "rmsprop", "adam", "adamw")
+SCHEDULES = ("constant", "step", "linear", "exponential", "cosine")
+LOSSES = ("cross_entropy", "mse_softmax", "mse_sigmoid")
+EARLY_STOP = ("none", "val_loss", "val_acc")
+NORMALIZATIONS = ("scale", "standardize")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-3`` as a float (YAML 1.2, as DVC and OmegaConf do)."""
+
+
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 def _choice(key: str, value: str, valid: tuple[str, ...]) -> None:
@@ -75,7 +90,9 @@ class DatasetConfig:
             ok = url.startswith(("http://", "https://")) and url.endswith("/")
             _check(f"{key}.mirrors[{i}]", ok, "an http(s) URL ending in '/'", url)
         if sorted(self.files) != sorted(FILE_ROLES):
-            raise ConfigError(f"{key}.files must have exactly the keys {', '.join(FILE_ROLES)}; got {', '.join(self.files)}")
+            raise ConfigError(
+                f"{key}.files must have exactly the keys {', '.join(FILE_ROLES)}; got {', '.join(self.files)}"
+            )
         for role, spec in self.files.items():
             spec.validate(f"{key}.files.{role}")
         ok = len(self.image_shape) == 2 and all(d > 0 for d in self.image_shape)
@@ -111,7 +128,7 @@ class PrepareConfig:
     normalize: str
 
     def validate(self, key: str) -> None:
-        _choice(f"{key}.normalize", self.normalize, ("scale", "standardize"))
+        _choice(f"{key}.normalize", self.normalize, NORMALIZATIONS)
 
 
 @dataclass(frozen=True)
@@ -130,25 +147,33 @@ class ModelConfig:
     hidden: tuple[int, ...]
     activation: str
     init: str
+    dropout: float = 0.0  # probability of dropping a hidden unit (inverted dropout)
 
     def validate(self, key: str) -> None:
         for i, width in enumerate(self.hidden):
             _check(f"{key}.hidden[{i}]", width > 0, "a positive layer width", width)
         _choice(f"{key}.activation", self.activation, ACTIVATIONS)
         _choice(f"{key}.init", self.init, INITS)
+        _check(f"{key}.dropout", 0 <= self.dropout < 1, "in [0, 1)", self.dropout)
 
 
 @dataclass(frozen=True)
 class OptimizerConfig:
     name: str
-    momentum: float = 0.0
+    momentum: float = 0.0  # momentum / nesterov: v = mu * v - lr * g
+    beta: float = 0.9  # ema_momentum: v = beta * v + (1 - beta) * g
+    rho: float = 0.9  # rmsprop: s = rho * s + (1 - rho) * g^2
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
+    weight_decay: float = 0.0  # adamw: decoupled, w -= lr * weight_decay * w
 
     def validate(self, key: str) -> None:
         _choice(f"{key}.name", self.name, OPTIMIZERS)
         _check(f"{key}.momentum", 0 <= self.momentum < 1, "in [0, 1)", self.momentum)
+        _check(f"{key}.beta", 0 <= self.beta < 1, "in [0, 1)", self.beta)
+        _check(f"{key}.rho", 0 <= self.rho < 1, "in [0, 1)", self.rho)
+        _check(f"{key}.weight_decay", self.weight_decay >= 0, ">= 0", self.weight_decay)
         _check(f"{key}.beta1", 0 <= self.beta1 < 1, "in [0, 1)", self.beta1)
         _check(f"{key}.beta2", 0 <= self.beta2 < 1, "in [0, 1)", self.beta2)
         _check(f"{key}.eps", self.eps > 0, "> 0", self.eps)
@@ -158,12 +183,16 @@ class OptimizerConfig:
 class ScheduleConfig:
     name: str
     warmup_epochs: float = 0.0
-    min_lr: float = 0.0
+    min_lr: float = 0.0  # cosine and linear decay end here
+    step_epochs: float = 10.0  # step: multiply by gamma every step_epochs
+    gamma: float = 0.1  # step: factor per step; exponential: factor per epoch
 
     def validate(self, key: str) -> None:
         _choice(f"{key}.name", self.name, SCHEDULES)
         _check(f"{key}.warmup_epochs", self.warmup_epochs >= 0, ">= 0", self.warmup_epochs)
         _check(f"{key}.min_lr", self.min_lr >= 0, ">= 0", self.min_lr)
+        _check(f"{key}.step_epochs", self.step_epochs > 0, "> 0", self.step_epochs)
+        _check(f"{key}.gamma", 0 < self.gamma <= 1, "in (0, 1]", self.gamma)
 
 
 @dataclass(frozen=True)
@@ -174,6 +203,12 @@ class TrainConfig:
     l2: float
     seed: int
     dtype: str
+    loss: str = "cross_entropy"
+    label_smoothing: float = 0.0
+    max_norm: float = 0.0  # 0 = off; else cap each unit's incoming weight vector norm
+    augment_shift: int = 0  # random translation of training images by up to k pixels
+    early_stop: str = "none"  # none, val_loss or val_acc; restores the best epoch's weights
+    patience: int = 5
 
     def validate(self, key: str) -> None:
         _check(f"{key}.epochs", self.epochs > 0, "a positive number of epochs", self.epochs)
@@ -182,6 +217,12 @@ class TrainConfig:
         _check(f"{key}.l2", self.l2 >= 0, ">= 0", self.l2)
         _check(f"{key}.seed", self.seed >= 0, ">= 0", self.seed)
         _choice(f"{key}.dtype", self.dtype, ("float32", "float64"))
+        _choice(f"{key}.loss", self.loss, LOSSES)
+        _check(f"{key}.label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)", self.label_smoothing)
+        _check(f"{key}.max_norm", self.max_norm >= 0, ">= 0 (0 disables it)", self.max_norm)
+        _check(f"{key}.augment_shift", 0 <= self.augment_shift <= 8, "between 0 and 8 pixels", self.augment_shift)
+        _choice(f"{key}.early_stop", self.early_stop, EARLY_STOP)
+        _check(f"{key}.patience", self.patience > 0, "a positive number of epochs", self.patience)
 
 
 @dataclass(frozen=True)
@@ -190,6 +231,18 @@ class EvaluateConfig:
 
     def validate(self, key: str) -> None:
         _check(f"{key}.batch_size", self.batch_size > 0, "a positive batch size", self.batch_size)
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    dpi: int
+    misclassified: int
+    max_units: int
+
+    def validate(self, key: str) -> None:
+        _check(f"{key}.dpi", 10 <= self.dpi <= 600, "between 10 and 600", self.dpi)
+        _check(f"{key}.misclassified", 1 <= self.misclassified <= 100, "between 1 and 100 images", self.misclassified)
+        _check(f"{key}.max_units", 1 <= self.max_units <= 256, "between 1 and 256 units", self.max_units)
 
 
 @dataclass(frozen=True)
@@ -205,6 +258,7 @@ class Config:
     featurize: FeaturizeConfig
     train: TrainConfig
     evaluate: EvaluateConfig
+    report: ReportConfig
 
 
 def _convert(tp: Any, value: Any, key: str) -> Any:
@@ -231,8 +285,8 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"{key}={value!r} is invalid: must be an integer")
         return value
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{key}={value!r} is invalid: must be a number")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ConfigError(f"{key}={value!r} is invalid: must be a finite number")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -248,9 +302,7 @@ def _build(cls: type, data: Any, key: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(
-            f"unknown key {key}.{unknown[0]}; valid keys under {key}: {', '.join(sorted(fields))}"
-        )
+        raise ConfigError(f"unknown key {key}.{unknown[0]}; valid keys under {key}: {', '.join(sorted(fields))}")
     kwargs = {}
     for name, f in fields.items():
         if name in data:
@@ -285,7 +337,7 @@ def load(path: str | Path = PARAMS_FILE) -> Config:
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}; run `make params`") from exc
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
     return from_dict(data)
@@ -326,4 +378,3 @@ if __name__ == "__main__":
     from mnist_pipeline.cli import run
 
     run(main, "config")
-

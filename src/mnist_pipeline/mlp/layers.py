@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from mnist_pipeline.mlp.initializers import INITIALIZERS
+from mnist_pipeline.mlp.losses import sigmoid
 from mnist_pipeline.mlp.registry import Registry
 
 ACTIVATIONS = Registry("activation")
@@ -86,13 +87,8 @@ class LeakyReLU(Layer):
 @ACTIVATIONS.register("sigmoid")
 class Sigmoid(Layer):
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
-        # 0.5 * (1 + tanh(x / 2)) is sigmoid without overflow in exp for large |x|.
-        half = x.dtype.type(0.5)
-        out = np.tanh(x * half)
-        out += 1
-        out *= half
-        self._out = out
-        return out
+        self._out = sigmoid(x)
+        return self._out
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
         return grad * self._out * (1 - self._out)
@@ -125,3 +121,28 @@ class GELU(Layer):
         x, th = self._x, self._t
         dinner = t(self.c) * (1 + t(3 * 0.044715) * x * x)
         return grad * (t(0.5) * (1 + th) + t(0.5) * x * (1 - th * th) * dinner)
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training, zero each unit with probability ``p`` and
+    scale survivors by ``1 / (1 - p)`` so the expected activation is unchanged;
+    identity at evaluation. Masks are drawn from the stage's ``rng``.
+    """
+
+    def __init__(self, p: float, rng: np.random.Generator) -> None:
+        super().__init__()
+        self.p, self.rng = p, rng
+        self.mask: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        if not train or self.p == 0:
+            self.mask = None
+            return x
+        keep = x.dtype.type(1 - self.p)
+        self.mask = self.rng.random(x.shape, dtype=x.dtype) < keep  # (B, H) bool
+        return x * self.mask / keep
+
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        if self.mask is None:
+            return grad
+        return grad * self.mask / grad.dtype.type(1 - self.p)

@@ -14,18 +14,28 @@ import numpy as np
 
 from mnist_pipeline.errors import DataError
 from mnist_pipeline.io import load_npz, npz_meta, save_npz
-from mnist_pipeline.mlp.layers import ACTIVATIONS, Dense, Layer
+from mnist_pipeline.mlp.layers import ACTIVATIONS, Dense, Dropout, Layer
 from mnist_pipeline.mlp.losses import SoftmaxCrossEntropy, softmax
 
 
 class Network:
-    """``sizes = [in, h1, ..., out]``: Dense + activation per hidden layer, then Dense to logits."""
+    """``sizes = [in, h1, ..., out]``: Dense + activation (+ dropout) per hidden layer, then Dense to logits.
+
+    ``rng`` draws the initial weights and, when ``dropout > 0``, the dropout masks.
+    """
 
     def __init__(
-        self, sizes: list[int], activation: str, init: str, rng: np.random.Generator, dtype=np.float32
+        self,
+        sizes: list[int],
+        activation: str,
+        init: str,
+        rng: np.random.Generator,
+        dtype=np.float32,
+        dropout: float = 0.0,
     ) -> None:
         self.sizes = list(sizes)
         self.activation = activation
+        self.dropout = dropout
         self.dtype = np.dtype(dtype)
         act = ACTIVATIONS.get(activation)
         self.layers: list[Layer] = []
@@ -36,6 +46,8 @@ class Network:
             self.dense.append(layer)
             if i < len(sizes) - 2:
                 self.layers.append(act())
+                if dropout > 0:
+                    self.layers.append(Dropout(dropout, rng))
         self.loss = SoftmaxCrossEntropy()
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
@@ -55,7 +67,10 @@ class Network:
 
     def predict_proba(self, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
         """Class probabilities ``(N, out)``, evaluated in batches (inference mode)."""
-        out = [softmax(self.forward(x[i : i + batch_size].astype(self.dtype, copy=False))) for i in range(0, len(x), batch_size)]
+        out = [
+            softmax(self.forward(x[i : i + batch_size].astype(self.dtype, copy=False)))
+            for i in range(0, len(x), batch_size)
+        ]
         return np.concatenate(out) if out else np.zeros((0, self.sizes[-1]), self.dtype)
 
     def state(self) -> dict[str, np.ndarray]:
@@ -66,7 +81,8 @@ class Network:
             p[...] = state[name]
 
     def save(self, path: str | Path, meta: dict[str, Any]) -> None:
-        meta = {**meta, "sizes": self.sizes, "activation": self.activation, "dtype": self.dtype.name}
+        arch = {"sizes": self.sizes, "activation": self.activation, "dtype": self.dtype.name, "dropout": self.dropout}
+        meta = {**meta, **arch}
         save_npz(path, meta, **self.state())
 
     @classmethod

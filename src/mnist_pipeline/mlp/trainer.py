@@ -1,4 +1,12 @@
-"""Mini-batch training loop: shuffle per epoch, forward, backward, L2, step, log."""
+"""Mini-batch training loop: shuffle, augment, forward, backward, regularize, step.
+
+Per epoch: one permutation from the stage's ``rng`` gathers the training set
+into contiguous memory (plus random shifts if ``augment_shift > 0``), then each
+batch does forward -> loss -> backward -> L2 -> optimizer step (learning rate
+from the per-step schedule) -> max-norm. After the epoch the validation split
+is evaluated with plain cross-entropy. With ``early_stop`` the best epoch's
+weights are kept and restored at the end.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +19,8 @@ import numpy as np
 
 from mnist_pipeline.config import OptimizerConfig, ScheduleConfig, TrainConfig
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.mlp.augment import random_shift
+from mnist_pipeline.mlp.losses import make_loss
 from mnist_pipeline.mlp.network import Network
 from mnist_pipeline.mlp.optimizers import make_optimizer
 from mnist_pipeline.mlp.schedules import Schedule
@@ -38,6 +48,22 @@ def evaluate(net: Network, data: Split, batch_size: int = 4096) -> tuple[float, 
     return total_loss / len(data.y), correct / len(data.y)
 
 
+def apply_max_norm(weights: list[np.ndarray], c: float) -> None:
+    """Rescale each unit's incoming weight vector (a column of ``W``) to norm <= ``c``."""
+    for w in weights:
+        norms = np.sqrt((w * w).sum(axis=0))  # (out,)
+        scale = np.minimum(1, w.dtype.type(c) / np.maximum(norms, np.finfo(w.dtype).tiny))
+        w *= scale.astype(w.dtype)
+
+
+def best_epoch(rows: list[dict], monitor: str) -> int:
+    """The 1-based epoch with the best ``monitor`` (lowest loss / highest accuracy); first wins ties."""
+    if monitor == "none":
+        return rows[-1]["epoch"]
+    sign = 1 if monitor == "val_loss" else -1
+    return min(rows, key=lambda r: (sign * r[monitor], r["epoch"]))["epoch"]
+
+
 def fit(
     net: Network,
     train: Split,
@@ -46,11 +72,13 @@ def fit(
     opt_cfg: OptimizerConfig,
     sched_cfg: ScheduleConfig,
     rng: np.random.Generator,
+    image_shape: tuple[int, int] | None = None,
 ) -> tuple[list[dict], list[float]]:
     """Train ``net`` in place; return per-epoch log rows and per-epoch seconds.
 
-    The training loss/accuracy in a row are running means over that epoch's
-    batches (weights change during the epoch); validation is a full pass after it.
+    ``train_loss``/``train_acc`` in a row are running means of the training
+    objective over that epoch's batches (weights change during the epoch);
+    ``val_loss`` is plain cross-entropy after it.
 
     Raises
     ------
@@ -60,25 +88,31 @@ def fit(
     n = len(train.y)
     if cfg.batch_size > n:
         raise PipelineError(f"train.batch_size={cfg.batch_size} exceeds the {n} training examples; lower it")
+    if cfg.augment_shift and image_shape is None:
+        raise ValueError("augment_shift needs image_shape")
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     schedule = Schedule(sched_cfg, cfg.lr, cfg.epochs * steps_per_epoch, steps_per_epoch)
+    loss_fn = make_loss(cfg.loss, cfg.label_smoothing)
     params = net.parameters()
     opt = make_optimizer(opt_cfg, [p for _, p, _ in params], [g for _, _, g in params])
     weights = [(p, g) for name, p, g in params if name.startswith("W")]
     l2 = net.dtype.type(cfg.l2)
     rows, seconds = [], []
+    best, best_state, waited = None, None, 0
     step = 0
     for epoch in range(1, cfg.epochs + 1):
         start = time.perf_counter()
         perm = rng.permutation(n)
         xs = train.x[perm].astype(net.dtype, copy=False)  # gathered once, contiguous
+        if cfg.augment_shift:
+            xs = random_shift(xs, image_shape, cfg.augment_shift, rng)
         ts = train.onehot[perm].astype(net.dtype, copy=False)
         ys = train.y[perm]
         loss_sum, correct = 0.0, 0
         for i in range(0, n, cfg.batch_size):
             xb, tb = xs[i : i + cfg.batch_size], ts[i : i + cfg.batch_size]
             logits = net.forward(xb, train=True)
-            loss = net.loss.forward(logits, tb)
+            loss = loss_fn.forward(logits, tb)
             if not math.isfinite(loss):
                 raise PipelineError(
                     f"training diverged: loss is {loss} at epoch {epoch} step {step}; "
@@ -86,26 +120,35 @@ def fit(
                 )
             loss_sum += loss * len(xb)
             correct += int((logits.argmax(axis=1) == ys[i : i + cfg.batch_size]).sum())
-            net.backward(net.loss.backward())
+            net.backward(loss_fn.backward())
             if l2:
                 for p, g in weights:
                     g += l2 * p
             lr = schedule.lr_at(step)
             opt.step(lr)
+            if cfg.max_norm:
+                apply_max_norm([p for p, _ in weights], cfg.max_norm)
             step += 1
         seconds.append(time.perf_counter() - start)
         val_loss, val_acc = evaluate(net, val)
-        row = {
-            "epoch": epoch,
-            "train_loss": loss_sum / n,
-            "train_acc": correct / n,
-            "val_loss": val_loss,
-            "val_acc": val_acc,
-            "lr": lr,
-        }
+        if not math.isfinite(val_loss):
+            raise PipelineError(f"training diverged: validation loss is {val_loss} after epoch {epoch}; lower train.lr")
+        row = {"epoch": epoch, "train_loss": loss_sum / n, "train_acc": correct / n}
+        row.update({"val_loss": val_loss, "val_acc": val_acc, "lr": lr})
         rows.append(row)
         log.info(
             "epoch %d/%d train_loss %.4f train_acc %.4f val_loss %.4f val_acc %.4f (%.2fs)",
-            epoch, cfg.epochs, row["train_loss"], row["train_acc"], val_loss, val_acc, seconds[-1],
+            *(epoch, cfg.epochs, row["train_loss"], row["train_acc"], val_loss, val_acc, seconds[-1]),
         )
+        if cfg.early_stop != "none":
+            if best_epoch(rows, cfg.early_stop) == epoch:
+                best, best_state, waited = epoch, net.state(), 0
+            else:
+                waited += 1
+                if waited >= cfg.patience:
+                    log.info("early stop: no %s improvement for %d epochs", cfg.early_stop, waited)
+                    break
+    if best_state is not None:
+        log.info("restoring weights of best epoch %d", best)
+        net.load_state(best_state)
     return rows, seconds

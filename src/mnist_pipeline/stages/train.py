@@ -21,7 +21,7 @@ from mnist_pipeline.config import Config
 from mnist_pipeline.errors import DataError
 from mnist_pipeline.io import load_npz, npz_meta, write_csv, write_json
 from mnist_pipeline.mlp.network import Network
-from mnist_pipeline.mlp.trainer import Split, fit
+from mnist_pipeline.mlp.trainer import Split, best_epoch, fit
 from mnist_pipeline.stages.featurize import OUT_DIR as FEATURES_DIR
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def load_split(path: Path, num_features: int, num_classes: int) -> Split:
 def build(cfg: Config, rng: np.random.Generator) -> Network:
     """The network ``cfg`` describes, initialized from ``rng``."""
     sizes = [cfg.dataset.num_features, *cfg.model.hidden, cfg.dataset.num_classes]
-    return Network(sizes, cfg.model.activation, cfg.model.init, rng, np.dtype(cfg.train.dtype))
+    return Network(sizes, cfg.model.activation, cfg.model.init, rng, np.dtype(cfg.train.dtype), cfg.model.dropout)
 
 
 def main() -> None:
@@ -57,7 +57,7 @@ def main() -> None:
     norm = npz_meta(load_npz(FEATURES_DIR / "train.npz", ["meta"]), FEATURES_DIR / "train.npz")
     rng = np.random.default_rng(cfg.train.seed)
     net = build(cfg, rng)
-    rows, seconds = fit(net, train, val, cfg.train, cfg.optimizer, cfg.schedule, rng)
+    rows, seconds = fit(net, train, val, cfg.train, cfg.optimizer, cfg.schedule, rng, cfg.dataset.image_shape)
     meta = {
         "dataset": cfg.dataset.name,
         "class_names": list(cfg.dataset.class_names),
@@ -66,10 +66,13 @@ def main() -> None:
         "mean": norm["mean"],
         "std": norm["std"],
         "init": cfg.model.init,
-        "epochs": cfg.train.epochs,
+        "loss": cfg.train.loss,
+        "epochs_run": len(rows),
+        "best_epoch": best_epoch(rows, cfg.train.early_stop),
     }
     net.save(MODEL_FILE, meta)
-    write_csv(LOG_FILE, LOG_COLUMNS, [[f"{r[k]:.6g}" if isinstance(r[k], float) else r[k] for k in LOG_COLUMNS] for r in rows])
+    table = [[f"{r[k]:.6g}" if isinstance(r[k], float) else r[k] for k in LOG_COLUMNS] for r in rows]
+    write_csv(LOG_FILE, LOG_COLUMNS, table)
     total = sum(seconds)
     write_json(
         TIMING_FILE,
