@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import glob
 import io
 import json
 import os
-import tempfile
+import secrets
 import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -22,13 +23,24 @@ import numpy as np
 
 from mnist_pipeline.errors import DataError
 
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first local header, or an empty zip
+
 
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[Any]:
-    """Open a temp file next to ``path``; rename it over ``path`` on success only."""
+    """Open a temp file next to ``path``; rename it over ``path`` on success only.
+
+    If the ``with`` body raises (or the process dies), ``path`` keeps its old
+    content, or stays absent. The temp file ``.<name>.<pid>.<random>.tmp`` is
+    removed on error; one left by a killed process is removed by the next
+    write to ``path``. The new file gets the usual permissions (``0o666`` less
+    the umask), and the data and the rename are fsynced.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    _remove_stale_temps(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as f:
             yield f
@@ -39,6 +51,36 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[Any]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    _fsync_dir(path.parent)
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Delete temp files that a killed writer left beside ``path`` (those whose process is gone)."""
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: existence check only
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (best effort: not every platform can open a directory)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def save_npz(path: str | Path, meta: dict[str, Any] | None = None, **arrays: np.ndarray) -> None:
@@ -58,17 +100,29 @@ def save_npz(path: str | Path, meta: dict[str, Any] | None = None, **arrays: np.
 
 
 def load_npz(path: str | Path, required: Sequence[str] = ()) -> dict[str, np.ndarray]:
-    """Load every array of an ``.npz`` into memory, refusing pickled objects."""
+    """Load every array of an ``.npz`` into memory, refusing pickled objects.
+
+    Raises DataError (naming ``path``) if the file is missing, not a zip
+    archive (a bare ``.npy``, a pickle, anything else), corrupt, holds pickled
+    object arrays, or lacks one of the ``required`` arrays.
+    """
     path = Path(path)
+    rerun = "delete it and rerun `dvc repro`"
     try:
-        with np.load(path, allow_pickle=False) as data:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+        if magic not in ZIP_MAGIC:  # np.load would treat it as .npy or (refused) pickle: say what it is
+            raise DataError(f"{path} is not an .npz archive (starts with {magic!r}), refusing to load it; {rerun}")
+        with np.load(path, allow_pickle=False) as data:  # never unpickle: a pickle can run code on load
             arrays = {k: data[k] for k in data.files}
     except FileNotFoundError as exc:
         raise DataError(f"{path} is missing; run `dvc repro` to build it") from exc
-    except ValueError as exc:  # numpy raises ValueError for pickled object arrays
-        raise DataError(f"{path} holds pickled objects, refusing to load it ({exc}); delete it and rerun") from exc
+    except ValueError as exc:  # numpy refuses object arrays, and reports bad .npy headers, with ValueError
+        if "allow_pickle" in str(exc):
+            raise DataError(f"{path} holds pickled objects, refusing to load it; {rerun}") from exc
+        raise DataError(f"{path} is corrupt ({exc}); {rerun}") from exc
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise DataError(f"{path} is not a readable .npz ({exc}); delete it and rerun `dvc repro`") from exc
+        raise DataError(f"{path} is not a readable .npz ({exc}); {rerun}") from exc
     missing = [k for k in required if k not in arrays]
     if missing:
         raise DataError(f"{path} lacks array {missing[0]!r}; rebuild it with `dvc repro`")

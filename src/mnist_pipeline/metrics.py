@@ -1,8 +1,10 @@
 """Classification metrics with scikit-learn's definitions, without scikit-learn.
 
-Argument order is always ``(y_true, y_pred)``, as in scikit-learn. A class that
-is never predicted has precision 0.0 (``zero_division=0``); one that never
-occurs has recall 0.0.
+Argument order is always ``(y_true, y_pred)``, as in scikit-learn. Per class:
+precision = TP / (TP + FP), recall = TP / (TP + FN), F1 = 2 TP / (2 TP + FP + FN)
+(the harmonic mean of the two, computed the way scikit-learn does so the floats
+agree bit for bit). A class that is never predicted has precision 0.0 and one
+that never occurs has recall 0.0 (``zero_division=0``).
 """
 
 from __future__ import annotations
@@ -11,16 +13,29 @@ from collections.abc import Sequence
 
 import numpy as np
 
+METRIC_KEYS = ("precision", "recall", "f1-score", "support")
+AVERAGES = ("macro avg", "weighted avg")
+
+
+def _check_labels(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    y_true, y_pred = np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64)
+    if y_true.ndim != 1 or y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true {y_true.shape} and y_pred {y_pred.shape} must be 1-D and equally long")
+    for name, y in (("y_true", y_true), ("y_pred", y_pred)):
+        if y.size and (y.min() < 0 or y.max() >= num_classes):
+            raise ValueError(f"{name} holds labels outside 0..{num_classes - 1}")
+    return y_true, y_pred
+
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
-    """``C[i, j]`` = number of examples of true class ``i`` predicted as ``j``."""
-    return np.bincount(
-        np.asarray(y_true, np.int64) * num_classes + np.asarray(y_pred, np.int64), minlength=num_classes**2
-    ).reshape(num_classes, num_classes)
+    """``C[i, j]`` = number of examples of true class ``i`` predicted as ``j``; ``(C, C)`` int64."""
+    y_true, y_pred = _check_labels(y_true, y_pred, num_classes)
+    return np.bincount(y_true * num_classes + y_pred, minlength=num_classes**2).reshape(num_classes, num_classes)
 
 
 def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    return np.divide(num, den, out=np.zeros_like(num, dtype=np.float64), where=den != 0)
+    """``num / den`` elementwise, 0.0 where ``den == 0`` (scikit-learn's ``zero_division=0``)."""
+    return np.divide(num, den, out=np.zeros(num.shape, np.float64), where=den != 0)
 
 
 def classification_report(
@@ -28,55 +43,60 @@ def classification_report(
 ) -> dict[str, dict[str, float] | float]:
     """Per-class precision/recall/F1/support, accuracy, macro and weighted averages.
 
-    Structure and values match ``sklearn.metrics.classification_report(y_true,
-    y_pred, labels=range(C), target_names=class_names, output_dict=True,
-    zero_division=0)``.
+    Parameters
+    ----------
+    y_true, y_pred : ndarray of int, shape (N,)
+        True and predicted labels in ``0..len(class_names) - 1``, in that order.
+    class_names : sequence of str
+        Name of each class; the report's keys.
+
+    Returns
+    -------
+    dict
+        Equal to ``sklearn.metrics.classification_report(y_true, y_pred,
+        labels=range(C), target_names=class_names, output_dict=True,
+        zero_division=0)``, key order included.
     """
-    cm = confusion_matrix(y_true, y_pred, len(class_names)).astype(np.float64)
+    num_classes = len(class_names)
+    cm = confusion_matrix(y_true, y_pred, num_classes).astype(np.float64)  # (C, C)
     tp = np.diag(cm)
-    support = cm.sum(axis=1)  # true counts per class
+    support = cm.sum(axis=1)  # true count per class
     predicted = cm.sum(axis=0)
-    precision = _safe_div(tp, predicted)
-    recall = _safe_div(tp, support)
-    f1 = _safe_div(2 * precision * recall, precision + recall)
+    scores = {
+        "precision": _safe_div(tp, predicted),
+        "recall": _safe_div(tp, support),
+        "f1-score": _safe_div(2 * tp, support + predicted),
+    }
     report: dict[str, dict[str, float] | float] = {}
     for i, name in enumerate(class_names):
-        report[name] = {
-            "precision": float(precision[i]),
-            "recall": float(recall[i]),
-            "f1-score": float(f1[i]),
-            "support": float(support[i]),
-        }
+        report[name] = {**{k: float(v[i]) for k, v in scores.items()}, "support": float(support[i])}
     total = float(support.sum())
     report["accuracy"] = float(tp.sum() / total) if total else 0.0
-    weights = support / total if total else np.zeros_like(support)
-    for avg, w in (("macro avg", None), ("weighted avg", weights)):
-        report[avg] = {
-            "precision": float(np.average(precision, weights=w)) if w is None or total else 0.0,
-            "recall": float(np.average(recall, weights=w)) if w is None or total else 0.0,
-            "f1-score": float(np.average(f1, weights=w)) if w is None or total else 0.0,
-            "support": total,
-        }
+    # scikit-learn averages with the raw counts as weights; all-zero weights fall back to a plain mean.
+    weights = support if total else None
+    for avg, w in zip(AVERAGES, (None, weights), strict=True):
+        report[avg] = {**{k: float(np.average(v, weights=w)) for k, v in scores.items()}, "support": total}
     return report
 
 
 def format_report(report: dict, class_names: Sequence[str], digits: int = 4) -> str:
-    """Render a report as the familiar fixed-width text table."""
-    width = max(len(n) for n in [*class_names, "weighted avg"])
-    head = f"{'':>{width}} {'precision':>9} {'recall':>9} {'f1-score':>9} {'support':>9}"
-    lines = [head, ""]
-    for name in class_names:
+    """Render a report as scikit-learn's fixed-width text table, character for character."""
+    width = max(len(n) for n in [*class_names, "weighted avg", "x" * digits])
+
+    def line(name: str, values: Sequence[str]) -> str:
+        return f"{name:>{width}} " + "".join(f" {v:>9}" for v in values) + "\n"
+
+    def row(name: str) -> str:
         r = report[name]
-        lines.append(
-            f"{name:>{width}} {r['precision']:>9.{digits}f} {r['recall']:>9.{digits}f} "
-            f"{r['f1-score']:>9.{digits}f} {int(r['support']):>9d}"
-        )
-    total = int(report["macro avg"]["support"])
-    lines += ["", f"{'accuracy':>{width}} {'':>9} {'':>9} {report['accuracy']:>9.{digits}f} {total:>9d}"]
-    for avg in ("macro avg", "weighted avg"):
-        r = report[avg]
-        lines.append(
-            f"{avg:>{width}} {r['precision']:>9.{digits}f} {r['recall']:>9.{digits}f} "
-            f"{r['f1-score']:>9.{digits}f} {total:>9d}"
-        )
-    return "\n".join(lines) + "\n"
+        return line(name, [*(f"{r[k]:.{digits}f}" for k in METRIC_KEYS[:3]), str(int(r["support"]))])
+
+    total = str(int(report["macro avg"]["support"]))
+    return "".join(
+        [
+            line("", METRIC_KEYS) + "\n",
+            *(row(n) for n in class_names),
+            "\n",
+            line("accuracy", ["", "", f"{report['accuracy']:.{digits}f}", total]),
+            *(row(a) for a in AVERAGES),
+        ]
+    )

@@ -56,10 +56,11 @@ class Network:
             x = layer.forward(x, train)
         return x
 
-    def backward(self, grad: np.ndarray) -> None:
-        """Back-propagate the gradient w.r.t. the logits, filling every layer's grads."""
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        """Back-propagate the gradient w.r.t. the logits, filling every layer's grads; return d/dinput."""
         for layer in reversed(self.layers):
             grad = layer.backward(grad)
+        return grad
 
     def parameters(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
         """``(name, param, grad)`` for every parameter, in layer order."""
@@ -92,8 +93,14 @@ class Network:
         meta = npz_meta(arrays, path)
         try:
             sizes, activation, dtype = list(meta["sizes"]), meta["activation"], meta["dtype"]
-        except KeyError as exc:
+        except (KeyError, TypeError) as exc:
             raise DataError(f"{path}: model metadata lacks {exc}; retrain with `dvc repro train`") from exc
+        if len(sizes) < 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes):
+            raise DataError(f"{path}: metadata sizes {sizes} must be at least two positive integers")
+        if activation not in ACTIVATIONS:
+            raise DataError(f"{path}: unknown activation {activation!r}; valid: {', '.join(sorted(ACTIVATIONS))}")
+        if dtype not in ("float32", "float64"):
+            raise DataError(f"{path}: unsupported dtype {dtype!r}; valid: float32, float64")
         net = cls(sizes, activation, "zeros", np.random.default_rng(0), dtype)
         for name, p, _ in net.parameters():
             if name not in arrays:

@@ -6,6 +6,12 @@ a temp file in ``data/raw/`` while its SHA-256 is computed, capped at the
 expected size plus a margin, and renamed into place only when the checksum
 matches. Files already present and verified are skipped.
 
+A source is never trusted: redirects are followed by hand (http(s) only, no
+loops, at most ``MAX_REDIRECTS``), timeouts bound every connect and read,
+transient failures (5xx, 408/425/429, timeouts, broken connections) are
+retried with capped exponential backoff, and anything else moves on to the
+next source. When every source fails, one line lists each source and why.
+
 Run: ``python -m mnist_pipeline.stages.download`` (normally via ``dvc repro``).
 """
 
@@ -15,18 +21,20 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin, urlparse
 
 import requests
+import urllib3
 from tqdm import tqdm
 
 from mnist_pipeline import config
 from mnist_pipeline.config import DownloadConfig, FileSpec
-from mnist_pipeline.errors import DataError, PipelineError
+from mnist_pipeline.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +43,16 @@ MIRROR_ENV = "DATA_MIRROR"
 CHUNK = 1 << 16
 SIZE_MARGIN = 1 << 20  # bytes a source may send beyond the expected size before we stop reading
 MAX_REDIRECTS = 5
+MAX_BACKOFF = 60.0  # seconds; caps backoff * 2**attempt
+HTTP_SCHEMES = ("http", "https")
+_HOST = re.compile(r"^[\w.-]+$|^[0-9A-Fa-f:.]+$")  # a DNS name, IPv4 or (unbracketed) IPv6 address
 
 
 class FetchError(Exception):
     """One source failed for one file; ``transient`` errors are worth retrying."""
 
     def __init__(self, reason: str, transient: bool = False) -> None:
-        super().__init__(reason)
+        super().__init__(" ".join(reason.split()))  # one line, whatever the server sent
         self.transient = transient
 
 
@@ -58,20 +69,25 @@ class Source:
 
 
 def mirror_from_env(value: str) -> Source:
-    """Validate ``$DATA_MIRROR`` before any network call; raise PipelineError if unusable."""
+    """Validate ``$DATA_MIRROR`` before any network call; raise ConfigError if unusable."""
     label = f"{MIRROR_ENV}={value}"
-    parsed = urlparse(value)
-    if parsed.scheme in ("http", "https"):
-        if not parsed.hostname:
-            raise PipelineError(f"{label} is not a valid URL (no host); use e.g. http://127.0.0.1:8765/ or a directory")
-        base = value if value.endswith("/") else value + "/"
-        return Source(label, base, local=False)
+    hint = "use e.g. http://127.0.0.1:8765/mnist/ or a directory such as ../shared/datasets/mnist"
+    try:
+        parsed = urlparse(value)
+        port = parsed.port  # raises ValueError for a non-numeric or out-of-range port
+    except ValueError as exc:
+        raise ConfigError(f"{label} is not a valid URL ({exc}); {hint}") from exc
+    if parsed.scheme in HTTP_SCHEMES:
+        host = parsed.hostname or ""
+        if not _HOST.match(host) or port == 0 or parsed.query or parsed.fragment:
+            raise ConfigError(f"{label} is not a valid base URL (host {host!r}, no query or fragment); {hint}")
+        return Source(label, value if value.endswith("/") else value + "/", local=False)
     if parsed.scheme == "file":
         value = parsed.path
     elif "://" in value:
-        raise PipelineError(f"{label}: unsupported scheme {parsed.scheme!r}; use http(s):// or a local directory")
+        raise ConfigError(f"{label}: unsupported scheme {parsed.scheme!r}; {hint}")
     if not Path(value).is_dir():
-        raise PipelineError(f"{label} is not an existing directory; point it at a folder holding the .gz files")
+        raise ConfigError(f"{label} is not an existing directory; point it at a folder holding the .gz files")
     return Source(label, str(Path(value).resolve()), local=True)
 
 
@@ -89,36 +105,71 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _stream_http(url: str, cfg: DownloadConfig, session: requests.Session) -> Iterator[bytes]:
+def _get(url: str, cfg: DownloadConfig, session: requests.Session) -> requests.Response:
+    """GET ``url`` (streaming), following redirects by hand: http(s) only, no loops, bounded."""
+    seen = {url}
+    for _ in range(MAX_REDIRECTS + 1):
+        resp = session.get(url, stream=True, timeout=(cfg.connect_timeout, cfg.read_timeout), allow_redirects=False)
+        if not resp.is_redirect:
+            return resp
+        resp.close()
+        try:
+            target = urljoin(url, resp.headers["Location"])
+            scheme = urlparse(target).scheme
+        except ValueError as exc:
+            raise FetchError(f"refused malformed redirect ({exc})") from exc
+        if scheme not in HTTP_SCHEMES:
+            raise FetchError(f"refused redirect to {target[:100]!r}: only http(s) is allowed")
+        if target in seen:
+            raise FetchError(f"refused redirect loop back to {target[:100]}")
+        seen.add(target)
+        url = target
+    raise FetchError(f"too many redirects (> {MAX_REDIRECTS})")
+
+
+def _content_length(resp: requests.Response) -> int | None:
+    value = resp.headers.get("Content-Length", "")
+    return int(value) if value.isdigit() else None
+
+
+def _stream_http(url: str, cap: int, cfg: DownloadConfig, session: requests.Session) -> Iterator[bytes]:
+    received, length = 0, None
     try:
-        with session.get(url, stream=True, timeout=(cfg.connect_timeout, cfg.read_timeout)) as resp:
+        with contextlib.closing(_get(url, cfg, session)) as resp:
             if resp.status_code != 200:
                 transient = resp.status_code in (408, 425, 429) or resp.status_code >= 500
                 raise FetchError(f"HTTP {resp.status_code} {resp.reason}", transient)
-            length = resp.headers.get("Content-Length")
-            received = 0
-            for chunk in resp.raw.stream(CHUNK, decode_content=False):
+            length = _content_length(resp)
+            if length is not None and length > cap:
+                raise FetchError(f"announces {length} bytes, more than the {cap} allowed; not downloaded")
+            # Raw bytes (the checksum is over the file as published), as they arrive (read1: one
+            # socket read each, so progress and the bytes on disk never lag behind the network).
+            while chunk := resp.raw.read1(CHUNK, decode_content=False):
                 received += len(chunk)
                 yield chunk
-            if length is not None and length.isdigit() and received < int(length):
-                raise FetchError(f"truncated body: {received} of {length} bytes", transient=True)
-    except requests.exceptions.TooManyRedirects as exc:
-        raise FetchError(f"too many redirects (> {MAX_REDIRECTS})") from exc
-    except requests.exceptions.InvalidSchema as exc:
-        raise FetchError(f"redirected to an unsupported scheme ({exc})") from exc
-    except (requests.exceptions.Timeout, TimeoutError) as exc:
-        raise FetchError(f"timed out (connect {cfg.connect_timeout}s / read {cfg.read_timeout}s)", True) from exc
-    except (requests.exceptions.RequestException, OSError) as exc:
+            if length is not None and received < length:  # urllib3 2.x raises first; belt and braces
+                raise FetchError(f"truncated body: connection closed after {received} of {length} bytes", True)
+    except (requests.exceptions.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError) as exc:
+        raise FetchError(f"connect timed out after {cfg.connect_timeout}s", transient=True) from exc
+    except (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError, TimeoutError) as exc:
+        raise FetchError(f"read timed out after {cfg.read_timeout}s ({received} bytes received)", True) from exc
+    except urllib3.exceptions.ProtocolError as exc:  # IncompleteRead (urllib3 2.x enforces Content-Length), reset
+        if length is not None and received < length:
+            raise FetchError(f"truncated body: connection closed after {received} of {length} bytes", True) from exc
+        raise FetchError(f"connection broken after {received} bytes ({str(exc)[:100]})", transient=True) from exc
+    except requests.exceptions.ConnectionError as exc:  # refused, unresolvable host, reset before the body
+        reason = str(getattr(exc.args[0], "reason", exc) if exc.args else exc)
+        raise FetchError(f"cannot connect: {reason.split('): ', 1)[-1][:200]}", transient=True) from exc
+    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
         raise FetchError(f"{type(exc).__name__}: {str(exc)[:200]}", transient=True) from exc
-    except Exception as exc:  # urllib3 protocol errors surface as their own types
-        if type(exc).__module__.startswith("urllib3"):
-            raise FetchError(f"{type(exc).__name__}: {str(exc)[:200]}", transient=True) from exc
-        raise
 
 
-def _stream_local(path: str) -> Iterator[bytes]:
+def _stream_local(path: str, cap: int) -> Iterator[bytes]:
     try:
         with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > cap:
+                raise FetchError(f"is {size} bytes, more than the {cap} allowed; not copied")
             yield from iter(lambda: f.read(CHUNK), b"")
     except FileNotFoundError as exc:
         raise FetchError("no such file") from exc
@@ -126,18 +177,22 @@ def _stream_local(path: str) -> Iterator[bytes]:
         raise FetchError(f"cannot read: {exc.strerror}") from exc
 
 
-def fetch_one(
-    source: Source, spec: FileSpec, dest: Path, cfg: DownloadConfig, session: requests.Session
-) -> None:
+def part_path(dest: Path) -> Path:
+    """The temp file a download of ``dest`` is streamed into (hidden, beside it)."""
+    return dest.with_name(f".{dest.name}.part")
+
+
+def fetch_one(source: Source, spec: FileSpec, dest: Path, cfg: DownloadConfig, session: requests.Session) -> None:
     """Fetch ``spec`` from ``source`` into ``dest`` atomically, verified; FetchError if not."""
     location = source.locate(spec.name)
-    chunks = _stream_local(location) if source.local else _stream_http(location, cfg, session)
     cap = spec.size + SIZE_MARGIN
-    tmp = dest.with_name(f".{dest.name}.part")
+    stream = _stream_local(location, cap) if source.local else _stream_http(location, cap, cfg, session)
+    tmp = part_path(dest)
     digest = hashlib.sha256()
     size = 0
     try:
         with (
+            contextlib.closing(stream) as chunks,  # closes the connection as soon as we stop reading
             open(tmp, "wb") as f,
             tqdm(total=spec.size, unit="B", unit_scale=True, desc=spec.name, leave=False, disable=None) as bar,
         ):
@@ -163,12 +218,14 @@ def fetch(
     dest_dir: Path,
     cfg: DownloadConfig,
     session: requests.Session,
-    sleep=time.sleep,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> str:
     """Make ``dest_dir/spec.name`` a verified copy; return where it came from.
 
-    Tries each source in order, retrying transient failures with exponential
-    backoff. Raises PipelineError listing every source's failure if none works.
+    Tries each source in order, retrying transient failures up to
+    ``cfg.retries`` times with backoff ``min(MAX_BACKOFF, cfg.backoff * 2**attempt)``
+    seconds (through ``sleep``). Raises DataError listing every source's
+    failure, in one line, if none works.
     """
     dest = dest_dir / spec.name
     if dest.exists():
@@ -183,34 +240,38 @@ def fetch(
                 fetch_one(source, spec, dest, cfg, session)
                 return source.label
             except FetchError as exc:
-                log.info("%s from %s: %s", spec.name, source.label, exc)
+                log.warning("%s from %s (attempt %d): %s", spec.name, source.label, attempt + 1, exc)
                 if not exc.transient or attempt == cfg.retries:
                     failures.append(f"{source.label}: {exc}")
                     break
-                sleep(cfg.backoff * 2**attempt)
+                sleep(min(MAX_BACKOFF, cfg.backoff * 2**attempt))
     tried = "; ".join(failures) or "no sources configured"
     raise DataError(
         f"could not fetch {spec.name} from any source ({tried}); "
-        f"set {MIRROR_ENV} to a directory or URL that holds it, e.g. {MIRROR_ENV}=../shared/datasets/mnist"
+        f"set {MIRROR_ENV} to a directory or http(s) URL that holds it, e.g. {MIRROR_ENV}=../shared/datasets/mnist"
     )
 
 
 def new_session() -> requests.Session:
     session = requests.Session()
-    session.max_redirects = MAX_REDIRECTS
-    session.trust_env = True
+    session.headers["Accept-Encoding"] = "identity"  # the bytes as published, so the checksum applies
     return session
 
 
 def download(
-    specs: Iterable[FileSpec], srcs: list[Source], dest_dir: Path, cfg: DownloadConfig
+    specs: Iterable[FileSpec],
+    srcs: list[Source],
+    dest_dir: Path,
+    cfg: DownloadConfig,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, str]:
     """Fetch every file; return ``{name: origin}``. The directory is created if needed."""
     dest_dir.mkdir(parents=True, exist_ok=True)
-    for stale in dest_dir.glob(".*.part"):  # left behind by a killed run
+    for stale in dest_dir.glob(".*.part"):  # left behind by a killed run: start that file clean
+        log.info("removing %s left by an interrupted download", stale)
         stale.unlink()
     with new_session() as session:
-        return {spec.name: fetch(spec, srcs, dest_dir, cfg, session) for spec in specs}
+        return {spec.name: fetch(spec, srcs, dest_dir, cfg, session, sleep) for spec in specs}
 
 
 def main() -> None:

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from mnist_pipeline import config, idx
-from mnist_pipeline.config import DatasetConfig
-from mnist_pipeline.errors import DataError
+from mnist_pipeline.config import NORMALIZATIONS, DatasetConfig
+from mnist_pipeline.errors import ConfigError, DataError
 from mnist_pipeline.io import save_npz
 from mnist_pipeline.stages.download import RAW_DIR
 
@@ -50,7 +50,16 @@ def normalize(train: np.ndarray, test: np.ndarray, method: str) -> tuple[np.ndar
 
     Returns float32 ``(train, test, stats)``; ``stats`` has ``normalize``,
     ``mean`` and ``std`` such that ``x = (pixels / 255 - mean) / std``.
+
+    Raises
+    ------
+    ConfigError
+        If ``method`` is not one of :data:`NORMALIZATIONS`.
+    DataError
+        If ``standardize`` is asked of constant training images.
     """
+    if method not in NORMALIZATIONS:
+        raise ConfigError(f"prepare.normalize={method!r} is not one of: {', '.join(NORMALIZATIONS)}")
     x_train = train.reshape(len(train), -1).astype(np.float32) / np.float32(255)  # (N, D)
     x_test = test.reshape(len(test), -1).astype(np.float32) / np.float32(255)
     mean, std = 0.0, 1.0

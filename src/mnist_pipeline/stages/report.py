@@ -1,0 +1,244 @@
+"""Stage ``report``: figures and a one-page markdown report from the run's own outputs.
+
+A stage of its own after ``evaluate``, so that changing a figure option
+(``report.*``) reruns only this stage. It reads ``reports/train_log.csv``,
+``reports/metrics.json``, ``reports/classification_report.json``,
+``reports/predictions.csv`` and recomputes the test probabilities from
+``data/model/model.npz`` and ``data/features/test.npz`` (checked against
+``predictions.csv``) for the misclassified grid.
+
+Writes ``reports/figures/{learning_curves,confusion_matrix,misclassified,
+weights,per_class}.png`` and ``reports/report.md``. ``report.md`` also shows
+the wall-clock times of ``reports/timing.json`` when present ("n/a"
+otherwise); that file is deliberately not a DVC dependency (see dvc.yaml), so
+``report.md`` is the one tracked output holding wall-clock numbers.
+
+Run: ``python -m mnist_pipeline.stages.report``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnist_pipeline import config, figures
+from mnist_pipeline.config import Config, as_dict
+from mnist_pipeline.errors import DataError
+from mnist_pipeline.io import atomic_write, load_npz, npz_meta, write_text
+from mnist_pipeline.metrics import AVERAGES, confusion_matrix
+from mnist_pipeline.mlp.network import Network
+from mnist_pipeline.stages.evaluate import METRICS_FILE, PREDICTIONS_FILE, REPORTS
+from mnist_pipeline.stages.featurize import OUT_DIR as FEATURES_DIR
+from mnist_pipeline.stages.train import LOG_FILE, MODEL_FILE, TIMING_FILE
+
+log = logging.getLogger(__name__)
+
+CLASSIFICATION_REPORT_FILE = REPORTS / "classification_report.json"
+REPORT_FILE = REPORTS / "report.md"
+FIGURES_DIR = REPORTS / "figures"
+FIGURE_TITLES = {
+    "learning_curves": "Learning curves",
+    "confusion_matrix": "Confusion matrix",
+    "per_class": "Per-class precision, recall and F1",
+    "misclassified": "Most confidently misclassified test images",
+    "weights": "First-layer weights",
+}
+CONFIG_GROUPS = ("model", "optimizer", "schedule", "train", "prepare", "featurize")
+LOG_COLUMNS = ("epoch", "train_loss", "val_loss", "train_acc", "val_acc")  # what the learning curves use
+
+
+@dataclass(frozen=True)
+class RunOutputs:
+    """Everything the report shows, loaded from one run's files."""
+
+    train_log: dict[str, np.ndarray]  # train_log.csv column -> (E,)
+    metrics: dict[str, Any]  # metrics.json
+    class_report: dict[str, Any]  # classification_report.json
+    y_true: np.ndarray  # (N,) test labels
+    proba: np.ndarray  # (N, C) test probabilities
+    images: np.ndarray  # (N, rows, cols) test pixels in [0, 1]
+    first_weights: np.ndarray  # (D, K) first Dense layer's W
+    hidden_layers: int
+    timing: dict[str, Any] | None  # timing.json, if present
+
+
+def render_figures(cfg: Config, run: RunOutputs) -> dict[str, bytes]:
+    """Figure name -> PNG bytes, for every figure in :data:`FIGURE_TITLES`."""
+    names, dpi = list(cfg.dataset.class_names), cfg.report.dpi
+    cm = confusion_matrix(run.y_true, run.proba.argmax(axis=1), len(names))
+    templates = names if run.hidden_layers == 0 else None
+    return {
+        "learning_curves": figures.learning_curves(run.train_log, dpi=dpi),
+        "confusion_matrix": figures.confusion_matrix(cm, names, dpi=dpi),
+        "per_class": figures.per_class(run.class_report, names, dpi=dpi),
+        "misclassified": figures.misclassified(
+            run.images, run.y_true, run.proba, names, cfg.report.misclassified, dpi=dpi
+        ),
+        "weights": figures.weights(
+            run.first_weights, cfg.dataset.image_shape, cfg.report.max_units, templates, dpi=dpi
+        ),
+    }
+
+
+def _num(value: float) -> str:
+    return f"{value:.4f}"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
+
+
+def _scores(row: dict[str, float]) -> list[str]:
+    return [*(_num(row[k]) for k in ("precision", "recall", "f1-score")), str(int(row["support"]))]
+
+
+def _config_value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)  # true/false, [256, 128], 1e-08
+
+
+def render_markdown(cfg: Config, run: RunOutputs) -> str:
+    """The one-page ``report.md``: every number comes from ``run`` or ``cfg``."""
+    ds, test, val = cfg.dataset, run.metrics["test"], run.metrics["val"]
+    best = figures.best_epoch(run.train_log)
+    timing = run.timing or {}
+    seconds = [timing.get(k, "n/a") for k in ("train_seconds", "seconds_per_epoch")]
+    lines = [
+        f"# Run report: {ds.name}",
+        "",
+        "Rendered by the `report` stage from this run's own outputs (`params.yaml`, `reports/*.json`, "
+        "`reports/*.csv`, `data/model/model.npz`); no number here is written by hand.",
+        "",
+        "## Reproduce",
+        "",
+        "```sh",
+        "make repro   # creates .venv from requirements.lock, then runs `dvc repro`",
+        "```",
+        "",
+        "`params.yaml` is the composition of `conf/` (`python -m mnist_pipeline.config [overrides]` rewrites it); "
+        "`dvc repro` then reruns exactly the stages whose code, data or parameters changed. Set "
+        "`DATA_MIRROR=/path/to/files` to download from a local copy; files are verified against the checksums below.",
+        "",
+        "## Headline metrics",
+        "",
+        *_table(
+            ["metric", "value"],
+            [
+                ["test accuracy", _num(test["accuracy"])],
+                ["test loss", _num(test["loss"])],
+                ["test macro F1", _num(test["macro_f1"])],
+                ["validation accuracy", _num(val["accuracy"])],
+                ["validation loss", _num(val["loss"])],
+                [
+                    "best epoch (max validation accuracy)",
+                    f"{run.train_log['epoch'][best]} of {len(run.train_log['epoch'])}",
+                ],
+                ["train seconds", seconds[0]],
+                ["seconds per epoch", seconds[1]],
+            ],
+        ),
+        "",
+        f"Times are wall clock from `{TIMING_FILE.as_posix()}` (machine-dependent, not tracked by DVC); "
+        "all other numbers are deterministic.",
+        "",
+        "## Dataset",
+        "",
+        f"`{ds.name}`: {ds.image_shape[0]}x{ds.image_shape[1]} images, {ds.num_classes} classes "
+        f"({', '.join(ds.class_names)}); validation split of {cfg.featurize.val_size} training examples "
+        f"(stratified: {str(cfg.featurize.stratify).lower()}, seed {cfg.featurize.seed}); "
+        f"{len(run.y_true)} test examples.",
+        "",
+        *_table(["file", "bytes", "sha256"], [[f"`{f.name}`", f.size, f"`{f.sha256}`"] for f in ds.files.values()]),
+        "",
+        "## Configuration",
+        "",
+        *_table(
+            ["group", "parameters"],
+            [
+                [g, ", ".join(f"{k}={_config_value(v)}" for k, v in as_dict(getattr(cfg, g)).items())]
+                for g in CONFIG_GROUPS
+            ],
+        ),
+        "",
+        "## Per-class results (test set)",
+        "",
+        *_table(
+            ["class", "precision", "recall", "F1", "support"],
+            [[name, *_scores(run.class_report[name])] for name in (*ds.class_names, *AVERAGES)],
+        ),
+        "",
+        "## Figures",
+        "",
+    ]
+    for name, title in FIGURE_TITLES.items():
+        lines += [f"### {title}", "", f"![{title}](figures/{name}.png)", ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _read_csv(path: Path) -> dict[str, list[str]]:
+    try:
+        with path.open(encoding="utf-8", newline="") as f:
+            rows = list(csv.DictReader(f))
+    except FileNotFoundError as exc:
+        raise DataError(f"{path} is missing; run `dvc repro`") from exc
+    if not rows:
+        raise DataError(f"{path} has no rows; rerun `dvc repro`")
+    return {k: [row[k] for row in rows] for k in rows[0]}
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise DataError(f"{path} is missing; run `dvc repro`") from exc
+
+
+def load_run(cfg: Config) -> RunOutputs:
+    """Load one run's outputs, checking that the model reproduces ``predictions.csv``."""
+    net, _ = Network.load(MODEL_FILE)
+    test = load_npz(FEATURES_DIR / "test.npz", ["x", "y", "meta"])
+    norm = npz_meta(test, FEATURES_DIR / "test.npz")
+    proba = net.predict_proba(test["x"], cfg.evaluate.batch_size)  # (N, C), as evaluate computes it
+    predictions = _read_csv(PREDICTIONS_FILE)
+    actual, predicted = (np.array(predictions[k], dtype=np.int64) for k in ("actual", "predicted"))
+    if not (np.array_equal(actual, test["y"]) and np.array_equal(predicted, proba.argmax(axis=1))):
+        raise DataError(f"{PREDICTIONS_FILE} does not match {MODEL_FILE} on the test set; rerun `dvc repro`")
+    pixels = test["x"] * np.float32(norm["std"]) + np.float32(norm["mean"])  # undo prepare's normalization
+    columns = _read_csv(LOG_FILE)
+    missing = [k for k in LOG_COLUMNS if k not in columns]
+    if missing:
+        raise DataError(f"{LOG_FILE} lacks column {missing[0]!r}; rerun `dvc repro train`")
+    train_log = {k: np.array(columns[k], dtype=np.int64 if k == "epoch" else np.float64) for k in LOG_COLUMNS}
+    return RunOutputs(
+        train_log=train_log,
+        metrics=_read_json(METRICS_FILE),
+        class_report=_read_json(CLASSIFICATION_REPORT_FILE),
+        y_true=test["y"].astype(np.int64),
+        proba=proba,
+        images=np.clip(pixels, 0.0, 1.0).reshape(-1, *cfg.dataset.image_shape),
+        first_weights=net.dense[0].params["W"],
+        hidden_layers=len(net.sizes) - 2,
+        timing=_read_json(TIMING_FILE) if TIMING_FILE.exists() else None,
+    )
+
+
+def main() -> None:
+    cfg = config.load()
+    run = load_run(cfg)
+    for name, png in render_figures(cfg, run).items():
+        with atomic_write(FIGURES_DIR / f"{name}.png") as f:
+            f.write(png)
+    write_text(REPORT_FILE, render_markdown(cfg, run))
+    log.info("wrote %s and %d figures in %s", REPORT_FILE, len(FIGURE_TITLES), FIGURES_DIR)
+
+
+if __name__ == "__main__":
+    from mnist_pipeline.cli import run
+
+    run(main, "report")

@@ -1,0 +1,209 @@
+"""The real pipeline under DVC on the real MNIST files, in a throw-away copy of the repo.
+
+A module fixture copies what DVC needs (dvc.yaml, params.yaml, conf/, .dvc/config, .dvcignore,
+src/) into ``tmp_path``, makes it a git repo, cuts ``train.epochs`` to 2, points ``DATA_MIRROR``
+at the local byte-exact mirror and runs ``dvc repro`` once. Each test then leaves the copy up to
+date, so they do not depend on their order. Skipped when the mirror is absent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+MIRROR = (REPO / ".." / "shared" / "datasets" / "mnist").resolve()
+BIN = Path(sys.executable).parent
+DVC = BIN / "dvc"
+CORE_STAGES = ["download", "prepare", "featurize", "train", "evaluate"]  # later issues may add more
+OUTPUTS = [
+    "data/raw/train-images-idx3-ubyte.gz",
+    "data/raw/train-labels-idx1-ubyte.gz",
+    "data/raw/t10k-images-idx3-ubyte.gz",
+    "data/raw/t10k-labels-idx1-ubyte.gz",
+    "data/prepared/train.npz",
+    "data/prepared/test.npz",
+    "data/features/train.npz",
+    "data/features/val.npz",
+    "data/features/test.npz",
+    "data/model/model.npz",
+    "reports/train_log.csv",
+    "reports/metrics.json",
+    "reports/classification_report.json",
+    "reports/classification_report.txt",
+    "reports/predictions.csv",
+]
+# Deterministic outputs of train and evaluate (reports/timing.json holds wall-clock times, by design not).
+DETERMINISTIC = [
+    "data/model/model.npz",
+    "reports/train_log.csv",
+    "reports/metrics.json",
+    "reports/classification_report.json",
+    "reports/predictions.csv",
+    "dvc.lock",
+]
+
+
+@dataclass
+class Pipeline:
+    root: Path
+    env: dict[str, str]
+    first_output: str
+    stages: list[str]  # dvc.yaml's stages, in file order (= pipeline order here)
+    dvc_yaml: dict
+
+    def dvc(self, *args: str) -> str:
+        result = subprocess.run(
+            [str(DVC), *args], cwd=self.root, env=self.env, capture_output=True, text=True, timeout=300
+        )
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{output}"
+        return output
+
+    def set_params(self, **overrides) -> None:
+        path = self.root / "params.yaml"
+        params = yaml.safe_load(path.read_text(encoding="utf-8"))
+        for dotted, value in overrides.items():
+            section, key = dotted.split(".")
+            params[section][key] = value
+        path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+
+    def param(self, dotted: str):
+        section, key = dotted.split(".")
+        return yaml.safe_load((self.root / "params.yaml").read_text(encoding="utf-8"))[section][key]
+
+
+def stages_run(output: str) -> list[str]:
+    return re.findall(r"Running stage '([^']+)'", output)
+
+
+def _paths(entries) -> list[str]:
+    """Paths of a dvc.yaml deps/outs/metrics/plots list (entries are strings or one-key dicts)."""
+    return [next(iter(e)) if isinstance(e, dict) else e for e in entries or []]
+
+
+def _overlaps(a: str, b: str) -> bool:
+    a, b = a.rstrip("/"), b.rstrip("/")
+    return a == b or a.startswith(b + "/") or b.startswith(a + "/")
+
+
+def downstream_of(dvc_yaml: dict, start: str) -> set[str]:
+    """``start`` and every stage that (transitively) depends on one of its outputs."""
+    stages = dvc_yaml["stages"]
+    outs = {
+        name: [*_paths(s.get("outs")), *_paths(s.get("metrics")), *_paths(s.get("plots"))] for name, s in stages.items()
+    }
+    found, frontier = {start}, [start]
+    while frontier:
+        produced = outs[frontier.pop()]
+        for name, stage in stages.items():
+            deps = _paths(stage.get("deps"))
+            if name not in found and any(_overlaps(d, o) for d in deps for o in produced):
+                found.add(name)
+                frontier.append(name)
+    return found
+
+
+def _copy_repo(dest: Path) -> None:
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
+        shutil.copy2(REPO / name, dest / name)
+    (dest / ".dvc").mkdir()
+    for name in ("config", ".gitignore"):
+        if (REPO / ".dvc" / name).exists():
+            shutil.copy2(REPO / ".dvc" / name, dest / ".dvc" / name)
+    shutil.copytree(REPO / "conf", dest / "conf")
+    shutil.copytree(REPO / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
+    if not (MIRROR / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"local MNIST mirror not found at {MIRROR}")
+    if not DVC.is_file():
+        pytest.skip(f"dvc not installed next to {sys.executable}")
+    root = tmp_path_factory.mktemp("pipeline")
+    _copy_repo(root)
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # `python` in dvc.yaml = this venv
+        "PYTHONPATH": str(root / "src"),  # import the copy, not the editable install
+        "DATA_MIRROR": str(MIRROR),
+        "DVC_NO_ANALYTICS": "1",
+        "DVC_SITE_CACHE_DIR": str(root / ".dvc-site-cache"),
+        "GIT_AUTHOR_NAME": "test",
+        "GIT_AUTHOR_EMAIL": "test@example.com",
+        "GIT_COMMITTER_NAME": "test",
+        "GIT_COMMITTER_EMAIL": "test@example.com",
+    }
+    env.pop("LOGLEVEL", None)
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "pipeline copy"]):
+        subprocess.run(["git", *args], cwd=root, env=env, check=True, capture_output=True, timeout=60)
+    dvc_yaml = yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8"))
+    pipe = Pipeline(root, env, "", list(dvc_yaml["stages"]), dvc_yaml)
+    pipe.set_params(**{"train.epochs": 2})
+    pipe.first_output = pipe.dvc("repro")
+    return pipe
+
+
+def test_all_stages_ran_and_produced_outputs(pipeline: Pipeline) -> None:
+    ran = stages_run(pipeline.first_output)
+    assert ran == pipeline.stages, pipeline.first_output
+    assert [s for s in ran if s in CORE_STAGES] == CORE_STAGES
+    for rel in OUTPUTS:
+        path = pipeline.root / rel
+        assert path.is_file() and path.stat().st_size > 0, rel
+    lock = yaml.safe_load((pipeline.root / "dvc.lock").read_text(encoding="utf-8"))
+    assert sorted(lock["stages"]) == sorted(pipeline.stages)
+    files = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))["dataset"]["files"]
+    for spec in files.values():
+        data = (pipeline.root / "data/raw" / spec["name"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == spec["sha256"]
+    with open(pipeline.root / "reports/train_log.csv", encoding="utf-8") as f:
+        assert len(f.read().strip().splitlines()) == 1 + 2  # header + 2 epochs
+
+
+def test_test_accuracy_after_two_epochs(pipeline: Pipeline) -> None:
+    metrics = json.loads((pipeline.root / "reports/metrics.json").read_text(encoding="utf-8"))
+    assert metrics["test"]["accuracy"] > 0.95
+    assert metrics["val"]["accuracy"] > 0.95
+    predictions = (pipeline.root / "reports/predictions.csv").read_text(encoding="utf-8").splitlines()
+    assert predictions[0] == "actual,predicted" and len(predictions) == 1 + 10000
+
+
+def test_second_repro_runs_no_stage(pipeline: Pipeline) -> None:
+    lock = (pipeline.root / "dvc.lock").read_bytes()
+    output = pipeline.dvc("repro")
+    assert stages_run(output) == [], output
+    assert "didn't change" in output or "up to date" in output, output
+    assert (pipeline.root / "dvc.lock").read_bytes() == lock
+
+
+def test_changing_train_lr_reruns_only_train_and_evaluate(pipeline: Pipeline) -> None:
+    before = {rel: (pipeline.root / rel).read_bytes() for rel in ("data/features/train.npz", "data/model/model.npz")}
+    pipeline.set_params(**{"train.lr": pipeline.param("train.lr") * 0.5})
+    output = pipeline.dvc("repro")
+    expected = [s for s in pipeline.stages if s in downstream_of(pipeline.dvc_yaml, "train")]
+    assert {"train", "evaluate"} <= set(expected) and not {"download", "prepare", "featurize"} & set(expected)
+    assert stages_run(output) == expected, output
+    assert (pipeline.root / "data/features/train.npz").read_bytes() == before["data/features/train.npz"]
+    assert (pipeline.root / "data/model/model.npz").read_bytes() != before["data/model/model.npz"]
+
+
+def test_forced_rerun_with_same_params_is_bit_identical(pipeline: Pipeline) -> None:
+    before = {rel: (pipeline.root / rel).read_bytes() for rel in DETERMINISTIC}
+    output = pipeline.dvc("repro", "--force", "--single-item", "train", "evaluate")
+    assert stages_run(output) == ["train", "evaluate"], output
+    for rel in DETERMINISTIC:
+        assert (pipeline.root / rel).read_bytes() == before[rel], f"{rel} changed on an identical rerun"
