@@ -370,7 +370,9 @@ def main() -> None:
     """Write params.yaml from conf/ with optional Hydra overrides; validate it."""
     text = compose(sys.argv[1:])
     from_dict(yaml.safe_load(text))
-    Path(PARAMS_FILE).write_text(text, encoding="utf-8")
+    from mnist_pipeline.io import write_text  # lazy: io imports numpy, config stays light
+
+    write_text(PARAMS_FILE, text)
     print(f"wrote {PARAMS_FILE}")
 
 

@@ -45,11 +45,12 @@ class Dense(Layer):
         out += self.params["b"]
         return out
 
-    def backward(self, grad: np.ndarray) -> np.ndarray:
+    def backward(self, grad: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
         # grad: (B, out) -> dW = X^T grad (in, out), db = sum over batch, dX = grad W^T (B, in)
         np.matmul(self._x.T, grad, out=self.grads["W"])
         np.sum(grad, axis=0, out=self.grads["b"])
-        return grad @ self.params["W"].T
+        # The first layer's dX is a (B, 784) GEMM nobody uses: skip it when asked.
+        return grad @ self.params["W"].T if input_grad else None
 
 
 @ACTIVATIONS.register("identity")

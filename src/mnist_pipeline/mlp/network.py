@@ -56,11 +56,14 @@ class Network:
             x = layer.forward(x, train)
         return x
 
-    def backward(self, grad: np.ndarray) -> np.ndarray:
-        """Back-propagate the gradient w.r.t. the logits, filling every layer's grads; return d/dinput."""
-        for layer in reversed(self.layers):
+    def backward(self, grad: np.ndarray, input_grad: bool = False) -> np.ndarray | None:
+        """Back-propagate the gradient w.r.t. the logits, filling every layer's grads.
+
+        Returns d loss / d input when ``input_grad`` (otherwise that GEMM is skipped).
+        """
+        for layer in reversed(self.layers[1:]):
             grad = layer.backward(grad)
-        return grad
+        return self.layers[0].backward(grad, input_grad=input_grad)
 
     def parameters(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
         """``(name, param, grad)`` for every parameter, in layer order."""

@@ -1,0 +1,172 @@
+"""Random-shift augmentation: identity at k=0; every output an exact translation by some
+``(dy, dx)`` in ``[-k, k]^2`` with background fill; seeded determinism; training-only in ``fit``.
+
+Images are random (every pixel distinct), non-square (5x7, so swapped axes would show), and the
+translation is checked against a plain-loop reference over all ``(2k+1)^2`` offsets.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mnist_pipeline.config import OptimizerConfig, ScheduleConfig, TrainConfig
+from mnist_pipeline.mlp import trainer
+from mnist_pipeline.mlp.augment import random_shift
+from mnist_pipeline.mlp.network import Network
+from mnist_pipeline.mlp.trainer import Split, fit
+
+SHAPE = (5, 7)
+
+
+def images(n: int, seed: int = 0, dtype=np.float32, low: float = 0.0) -> np.ndarray:
+    """``n`` flattened images, values in ``(low + 0.1, 1]`` plus one pixel equal to ``low`` (the background)."""
+    x = np.random.default_rng(seed).uniform(low + 0.1, 1.0, (n, SHAPE[0] * SHAPE[1])).astype(dtype)
+    x[0, 0] = low
+    return x
+
+
+def translate(img: np.ndarray, dy: int, dx: int, fill: float) -> np.ndarray:
+    """Reference: ``out[r, c] = img[r - dy, c - dx]`` where that exists, else ``fill``."""
+    h, w = img.shape
+    out = np.full_like(img, fill)
+    for r in range(h):
+        for c in range(w):
+            if 0 <= r - dy < h and 0 <= c - dx < w:
+                out[r, c] = img[r - dy, c - dx]
+    return out
+
+
+def offsets_of(x: np.ndarray, out: np.ndarray, k: int, fill: float) -> list[tuple[int, int]]:
+    """For each image, the unique ``(dy, dx)`` whose translation equals the output (fails if none)."""
+    found = []
+    for i, (src, dst) in enumerate(zip(x.reshape(-1, *SHAPE), out.reshape(-1, *SHAPE), strict=True)):
+        hits = [
+            (dy, dx)
+            for dy in range(-k, k + 1)
+            for dx in range(-k, k + 1)
+            if np.array_equal(translate(src, dy, dx, fill), dst)
+        ]
+        assert len(hits) == 1, f"image {i}: output is not a translation by at most {k} pixels ({hits})"
+        found.append(hits[0])
+    return found
+
+
+def test_k_zero_is_identity() -> None:
+    x = images(6)
+    rng = np.random.default_rng(0)
+    state = rng.bit_generator.state
+    out = random_shift(x, SHAPE, 0, rng)
+    assert np.array_equal(out, x)
+    assert rng.bit_generator.state == state  # no draws: k=0 leaves the training stream unchanged
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_every_output_is_an_exact_translation_with_background_fill(k: int) -> None:
+    n = 300
+    x = images(n)
+    before = x.copy()
+    out = random_shift(x, SHAPE, k, np.random.default_rng(k))
+    assert out.shape == x.shape and out.dtype == x.dtype
+    assert np.array_equal(x, before)  # input untouched
+    found = offsets_of(x, out, k, fill=0.0)
+    # All (2k+1)^2 offsets occur (300 draws, at most 49 cells): the offsets really are random ...
+    assert len(set(found)) == (2 * k + 1) ** 2
+    # ... and every image is drawn independently (not one offset for the whole batch).
+    assert len({f for f in found[:10]}) > 1
+
+
+def test_background_is_the_minimum_for_standardized_data() -> None:
+    # Standardized pixels: background (0 intensity) maps to the most negative value.
+    x = images(50, seed=1, dtype=np.float64, low=-0.4242)
+    out = random_shift(x, SHAPE, 2, np.random.default_rng(5))
+    found = offsets_of(x, out, 2, fill=-0.4242)
+    assert any(f != (0, 0) for f in found)
+    assert out.dtype == np.float64
+
+
+def test_same_seed_same_output_different_seed_different_output() -> None:
+    x = images(40)
+    a = random_shift(x, SHAPE, 2, np.random.default_rng(9))
+    b = random_shift(x, SHAPE, 2, np.random.default_rng(9))
+    c = random_shift(x, SHAPE, 2, np.random.default_rng(10))
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_empty_batch() -> None:
+    x = np.zeros((0, SHAPE[0] * SHAPE[1]), np.float32)
+    assert random_shift(x, SHAPE, 2, np.random.default_rng(0)).shape == (0, 35)
+
+
+# --- in fit: applied to training batches only ---------------------------------------------------
+
+
+def test_fit_shifts_training_images_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(0)
+    y = np.arange(24) % 3
+    train = Split(images(24, seed=2), y, np.eye(3, dtype=np.float32)[y])
+    val = Split(images(9, seed=3), y[:9], np.eye(3, dtype=np.float32)[y[:9]])
+    net = Network([35, 6, 3], "relu", "he_normal", rng)
+
+    shifted: list[np.ndarray] = []
+
+    def spy_shift(x, shape, k, generator):
+        assert generator is rng  # drawn from the train stage's generator
+        assert (shape, k) == (SHAPE, 2)
+        shifted.append(random_shift(x, shape, k, generator))
+        return shifted[-1]
+
+    seen: list[tuple[np.ndarray, bool]] = []
+    forward = net.forward
+
+    def spy_forward(x, train=False):
+        seen.append((x.copy(), train))
+        return forward(x, train)
+
+    monkeypatch.setattr(trainer, "random_shift", spy_shift)
+    monkeypatch.setattr(net, "forward", spy_forward)
+    cfg = TrainConfig(epochs=2, batch_size=8, lr=0.05, l2=0.0, seed=0, dtype="float32", augment_shift=2)
+    fit(net, train, val, cfg, OptimizerConfig("sgd"), ScheduleConfig("constant"), rng, SHAPE)
+
+    assert len(shifted) == 2  # once per epoch
+    train_batches = [x for x, is_train in seen if is_train]
+    eval_batches = [x for x, is_train in seen if not is_train]
+    assert len(train_batches) == 6  # 3 batches x 2 epochs
+    for epoch in range(2):
+        assert np.array_equal(np.concatenate(train_batches[3 * epoch : 3 * epoch + 3]), shifted[epoch])
+    # validation sees the raw images, exactly, in order
+    assert len(eval_batches) == 2 and all(np.array_equal(x, val.x) for x in eval_batches)
+
+
+def test_fit_training_images_are_translations_of_the_permuted_set() -> None:
+    y = np.arange(12) % 3
+    train = Split(images(12, seed=4), y, np.eye(3, dtype=np.float32)[y])
+    net = Network([35, 3], "identity", "zeros", np.random.default_rng(0))
+    batches: list[np.ndarray] = []
+    forward = net.forward
+
+    def spy_forward(x, train=False):
+        if train:
+            batches.append(x.copy())
+        return forward(x, train)
+
+    net.forward = spy_forward
+    rng = np.random.default_rng(1)
+    cfg = TrainConfig(epochs=1, batch_size=12, lr=0.1, l2=0.0, seed=0, dtype="float32", augment_shift=1)
+    fit(net, train, train, cfg, OptimizerConfig("sgd"), ScheduleConfig("constant"), rng, SHAPE)
+    # replay the generator: the permutation comes first, then the shifts
+    replay = np.random.default_rng(1)
+    perm = replay.permutation(12)
+    found = offsets_of(train.x[perm], batches[0], 1, fill=0.0)
+    assert len(found) == 12
+    assert np.array_equal(batches[0], random_shift(train.x[perm], SHAPE, 1, replay))
+
+
+def test_fit_needs_the_image_shape_to_shift() -> None:
+    y = np.arange(6) % 3
+    data = Split(images(6), y, np.eye(3, dtype=np.float32)[y])
+    net = Network([35, 3], "identity", "zeros", np.random.default_rng(0))
+    cfg = TrainConfig(epochs=1, batch_size=3, lr=0.1, l2=0.0, seed=0, dtype="float32", augment_shift=1)
+    with pytest.raises(ValueError, match="augment_shift needs image_shape"):
+        fit(net, data, data, cfg, OptimizerConfig("sgd"), ScheduleConfig("constant"), np.random.default_rng(0))

@@ -1,0 +1,176 @@
+"""Optimizers: two hand-worked steps of each, on a 2-element parameter, in float64.
+
+Every test sets the gradient buffer, calls ``step(lr)``, sets the next gradient and steps again,
+with a different learning rate on the second step (schedules change it between steps). The
+expected values are worked out by hand from the formulas in ``mnist_pipeline.mlp.optimizers``
+and written as literals or short expressions; the implementation is never used to compute them.
+
+Shared numbers: ``w0 = [1, -2]``, ``g1 = [0.5, -1]``, ``g2 = [-0.25, 2]``, ``lr1 = 0.1``, ``lr2 = 0.05``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from mnist_pipeline.config import OptimizerConfig
+from mnist_pipeline.errors import ConfigError
+from mnist_pipeline.mlp.optimizers import OPTIMIZERS, make_optimizer
+
+W0 = [1.0, -2.0]
+G1 = [0.5, -1.0]
+G2 = [-0.25, 2.0]
+LR1, LR2 = 0.1, 0.05
+
+
+def two_steps(cfg: OptimizerConfig, shape=(2,)) -> tuple[np.ndarray, np.ndarray]:
+    """Parameter after step 1 and after step 2 (copies), gradients G1 then G2, lr LR1 then LR2."""
+    w = np.array(W0, dtype=np.float64).reshape(shape)
+    g = np.zeros_like(w)
+    opt = make_optimizer(cfg, [w], [g])
+    g[...] = np.reshape(G1, shape)
+    opt.step(LR1)
+    after_1 = w.copy()
+    g[...] = np.reshape(G2, shape)
+    opt.step(LR2)
+    return after_1, w.copy()
+
+
+def check(actual: np.ndarray, expected: list[float]) -> None:
+    np.testing.assert_allclose(actual.ravel(), expected, rtol=1e-12, atol=1e-15)
+
+
+def test_sgd_two_steps() -> None:
+    # w -= lr * g
+    w1, w2 = two_steps(OptimizerConfig("sgd"))
+    check(w1, [1.0 - 0.1 * 0.5, -2.0 + 0.1 * 1.0])  # [0.95, -1.9]
+    check(w2, [0.95 + 0.05 * 0.25, -1.9 - 0.05 * 2.0])  # [0.9625, -2.0]
+    check(w2, [0.9625, -2.0])
+
+
+def test_classical_momentum_two_steps() -> None:
+    # v = mu * v - lr * g; w += v      (mu = 0.9)
+    w1, w2 = two_steps(OptimizerConfig("momentum", momentum=0.9))
+    # v1 = -0.1 * [0.5, -1] = [-0.05, 0.1]
+    check(w1, [0.95, -1.9])
+    # v2 = 0.9 * [-0.05, 0.1] - 0.05 * [-0.25, 2] = [-0.045 + 0.0125, 0.09 - 0.1] = [-0.0325, -0.01]
+    check(w2, [0.95 - 0.0325, -1.9 - 0.01])  # [0.9175, -1.91]
+
+
+def test_momentum_zero_is_sgd() -> None:
+    _, w2 = two_steps(OptimizerConfig("momentum", momentum=0.0))
+    check(w2, [0.9625, -2.0])
+
+
+def test_nesterov_two_steps() -> None:
+    # v = mu * v - lr * g; w += mu * v - lr * g      (mu = 0.9)
+    w1, w2 = two_steps(OptimizerConfig("nesterov", momentum=0.9))
+    # v1 = [-0.05, 0.1]; w1 = w0 + 0.9 * v1 - 0.1 * g1 = [1 - 0.045 - 0.05, -2 + 0.09 + 0.1]
+    check(w1, [0.905, -1.81])
+    # v2 = [-0.0325, -0.01]; w2 = w1 + 0.9 * v2 - 0.05 * g2 = [0.905 - 0.02925 + 0.0125, -1.81 - 0.009 - 0.1]
+    check(w2, [0.88825, -1.919])
+
+
+def test_ema_momentum_two_steps() -> None:
+    # v = beta * v + (1 - beta) * g; w -= lr * v      (beta = 0.9)
+    w1, w2 = two_steps(OptimizerConfig("ema_momentum", beta=0.9))
+    # v1 = 0.1 * [0.5, -1] = [0.05, -0.1]; w1 = w0 - 0.1 * v1
+    check(w1, [0.995, -1.99])
+    # v2 = 0.9 * [0.05, -0.1] + 0.1 * [-0.25, 2] = [0.045 - 0.025, -0.09 + 0.2] = [0.02, 0.11]
+    check(w2, [0.995 - 0.05 * 0.02, -1.99 - 0.05 * 0.11])  # [0.994, -1.9955]
+
+
+def test_rmsprop_two_steps() -> None:
+    # s = rho * s + (1 - rho) * g^2; w -= lr * g / (sqrt(s) + eps)      (rho = 0.9, eps = 1e-3)
+    # A large eps makes its placement (outside the square root) visible in the result.
+    w1, w2 = two_steps(OptimizerConfig("rmsprop", rho=0.9, eps=1e-3))
+    # s1 = 0.1 * [0.25, 1] = [0.025, 0.1]
+    w1_hand = [1.0 - 0.1 * 0.5 / (math.sqrt(0.025) + 1e-3), -2.0 + 0.1 * 1.0 / (math.sqrt(0.1) + 1e-3)]
+    check(w1, w1_hand)
+    # s2 = 0.9 * [0.025, 0.1] + 0.1 * [0.0625, 4] = [0.02875, 0.49]; sqrt(0.49) = 0.7
+    w2_hand = [w1_hand[0] + 0.05 * 0.25 / (math.sqrt(0.02875) + 1e-3), w1_hand[1] - 0.05 * 2.0 / (0.7 + 1e-3)]
+    check(w2, w2_hand)
+    # Sanity of the hand numbers: about -lr * sign(g) / (1 + eps / |g| ...) on the first step.
+    assert w1_hand[0] == pytest.approx(1.0 - 0.1 * 0.5 / 0.159114, rel=1e-6)
+
+
+def adam_hand(decay: float = 0.0) -> tuple[list[float], list[float]]:
+    """Two adam steps (beta1 0.9, beta2 0.999, eps 1e-8) by hand; ``decay``: adamw's ``w -= lr * wd * w`` first."""
+    # step 1: m1 = 0.1 * g1 = [0.05, -0.1]; s1 = 0.001 * g1^2 = [0.00025, 0.001]
+    #         m_hat = m1 / (1 - 0.9) = g1;  s_hat = s1 / (1 - 0.999) = g1^2 = [0.25, 1]
+    w1 = [
+        1.0 * (1 - 0.1 * decay) - 0.1 * 0.5 / (0.5 + 1e-8),
+        -2.0 * (1 - 0.1 * decay) - 0.1 * -1.0 / (1.0 + 1e-8),
+    ]
+    # step 2: m2 = 0.9 * m1 + 0.1 * g2 = [0.045 - 0.025, -0.09 + 0.2] = [0.02, 0.11]
+    #         s2 = 0.999 * s1 + 0.001 * g2^2 = [0.00024975 + 0.0000625, 0.000999 + 0.004] = [0.00031225, 0.004999]
+    #         m_hat = m2 / (1 - 0.81) = m2 / 0.19;  s_hat = s2 / (1 - 0.998001) = s2 / 0.001999
+    w2 = [
+        w1[0] * (1 - 0.05 * decay) - 0.05 * (0.02 / 0.19) / (math.sqrt(0.00031225 / 0.001999) + 1e-8),
+        w1[1] * (1 - 0.05 * decay) - 0.05 * (0.11 / 0.19) / (math.sqrt(0.004999 / 0.001999) + 1e-8),
+    ]
+    return w1, w2
+
+
+def test_adam_two_steps() -> None:
+    w1, w2 = two_steps(OptimizerConfig("adam", beta1=0.9, beta2=0.999, eps=1e-8))
+    w1_hand, w2_hand = adam_hand()
+    check(w1, w1_hand)
+    check(w2, w2_hand)
+    # Bias correction makes the first step exactly lr * sign(g) (up to eps).
+    np.testing.assert_allclose(w1, [0.9, -1.9], rtol=1e-7)
+    # m_hat2 = [0.105263..., 0.578947...], sqrt(s_hat2) = [0.395225..., 1.581376...]
+    assert w2[0] == pytest.approx(0.9 - 0.05 * 0.1052631579 / 0.3952246, rel=1e-6)
+
+
+def test_adamw_decays_weight_matrices_but_not_biases() -> None:
+    cfg = OptimizerConfig("adamw", beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.5)
+    w1, w2 = two_steps(cfg, shape=(1, 2))  # a (in, out) weight matrix: decoupled decay applies
+    w1_hand, w2_hand = adam_hand(decay=0.5)
+    check(w1, w1_hand)  # [0.95 - 0.1, -1.9 + 0.1] = [0.85, -1.8] up to eps
+    np.testing.assert_allclose(w1.ravel(), [0.85, -1.8], rtol=1e-7)
+    check(w2, w2_hand)
+    b1, b2 = two_steps(cfg, shape=(2,))  # a bias vector: no decay, plain adam
+    check(b1, adam_hand()[0])
+    check(b2, adam_hand()[1])
+
+
+def test_adamw_without_decay_is_adam() -> None:
+    _, w2 = two_steps(OptimizerConfig("adamw", weight_decay=0.0), shape=(1, 2))
+    check(w2, adam_hand()[1])
+
+
+def test_optimizer_updates_in_place_and_keeps_state_per_parameter() -> None:
+    # Two parameters with different gradients: velocities must not be shared between them.
+    a, b = np.array([1.0, -2.0]), np.array([[0.0, 1.0]])
+    ga, gb = np.array([0.5, -1.0]), np.array([[2.0, 0.0]])
+    ids = (id(a), id(b))
+    opt = make_optimizer(OptimizerConfig("momentum", momentum=0.5), [a, b], [ga, gb])
+    opt.step(0.1)
+    opt.step(0.1)  # same gradients again: v2 = 0.5 * v1 - 0.1 * g = -0.15 * g; total -0.25 * g
+    assert (id(a), id(b)) == ids
+    check(a, [1.0 - 0.25 * 0.5, -2.0 + 0.25 * 1.0])
+    check(b, [0.0 - 0.25 * 2.0, 1.0])
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_every_optimizer_keeps_float32(name: str) -> None:
+    w = np.array([[1.0, -2.0], [0.5, 3.0]], dtype=np.float32)
+    g = np.array([[0.5, -1.0], [0.25, 2.0]], dtype=np.float32)
+    opt = make_optimizer(OptimizerConfig(name, momentum=0.9, weight_decay=0.1), [w], [g])
+    for _ in range(2):
+        opt.step(0.1)
+    assert w.dtype == np.float32 and g.dtype == np.float32
+    state = [v for v in vars(opt).values() if isinstance(v, list)]
+    for arrays in state:
+        for s in arrays:
+            assert s.dtype == np.float32, name
+    assert not np.array_equal(w, [[1.0, -2.0], [0.5, 3.0]])
+
+
+def test_registry_holds_the_seven_optimizers_and_names_them_on_a_miss() -> None:
+    assert sorted(OPTIMIZERS) == sorted(["sgd", "momentum", "nesterov", "ema_momentum", "rmsprop", "adam", "adamw"])
+    with pytest.raises(ConfigError, match="unknown optimizer 'adagrad'; valid: adam, adamw"):
+        OPTIMIZERS.get("adagrad")
