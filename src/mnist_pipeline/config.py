@@ -115,12 +115,14 @@ class DownloadConfig:
     read_timeout: float
     retries: int
     backoff: float
+    max_seconds: float = 600.0  # total time one file may take from one source (stops slow-drip mirrors)
 
     def validate(self, key: str) -> None:
         _check(f"{key}.connect_timeout", self.connect_timeout > 0, "> 0 seconds", self.connect_timeout)
         _check(f"{key}.read_timeout", self.read_timeout > 0, "> 0 seconds", self.read_timeout)
         _check(f"{key}.retries", 0 <= self.retries <= 10, "between 0 and 10", self.retries)
         _check(f"{key}.backoff", 0 <= self.backoff <= 60, "between 0 and 60 seconds", self.backoff)
+        _check(f"{key}.max_seconds", self.max_seconds > 0, "> 0 seconds", self.max_seconds)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,13 @@ LN3 = math.log(3)
 LOGITS = np.array([[0.0, LN3], [LN3, 0.0]])  # (B=2, C=2)
 TARGETS = np.array([[1.0, 0.0], [1.0, 0.0]])
 
-VARIANTS = [("cross_entropy", 0.0), ("cross_entropy", 0.1), ("cross_entropy", 0.3), ("mse_softmax", 0.0), ("mse_sigmoid", 0.0)]
+VARIANTS = [
+    ("cross_entropy", 0.0),
+    ("cross_entropy", 0.1),
+    ("cross_entropy", 0.3),
+    ("mse_softmax", 0.0),
+    ("mse_sigmoid", 0.0),
+]
 
 # (loss, smoothing) -> (mean loss, dL/dlogits), by hand
 HAND = {

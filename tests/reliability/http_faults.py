@@ -2,10 +2,10 @@
 
 Each path gets a script of responses, served one per request (the last one
 repeats); unscripted paths get 404. Responses misbehave on purpose: wrong
-status, truncated or endless bodies, stalls after the headers, redirects.
-The server records every request path and how many body bytes it sent, so a
-test can assert that a file was skipped (no request) or that a download was
-aborted early (few bytes sent).
+status, truncated, endless or dripping bodies, stalls after the headers,
+redirects. The server records every request path and how many body bytes it
+sent, so a test can assert that a file was skipped (no request) or that a
+download was aborted early (few bytes sent).
 
 Usage::
 
@@ -95,6 +95,30 @@ def endless(announce: int | None = None, chunk: int = 1 << 16) -> Response:
             while sent < ENDLESS_LIMIT and not handler.server.release.is_set():  # type: ignore[attr-defined]
                 handler.wfile.write(block)
                 sent += chunk
+        except OSError:  # the client closed the connection: what we want
+            pass
+        handler.close_connection = True
+        return sent
+
+    return respond
+
+
+def drip(body: bytes, interval: float, step: int = 1) -> Response:
+    """200 with a correct Content-Length, then ``step`` bytes every ``interval`` seconds.
+
+    Each read gets data well within any read timeout longer than ``interval``, so only a limit on
+    the total time stops the client. Ends when the client hangs up, at teardown, or after the body.
+    """
+
+    def respond(handler: BaseHTTPRequestHandler) -> int:
+        _head(handler, 200, len(body))
+        sent = 0
+        try:
+            while sent < len(body) and not handler.server.release.wait(interval):  # type: ignore[attr-defined]
+                piece = body[sent : sent + step]
+                handler.wfile.write(piece)
+                handler.wfile.flush()
+                sent += len(piece)
         except OSError:  # the client closed the connection: what we want
             pass
         handler.close_connection = True

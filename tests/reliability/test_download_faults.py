@@ -3,7 +3,8 @@
 Each test proves one behaviour of ``stages/download.py``: error statuses fall
 through to the next mirror, transient ones are retried with backoff, broken or
 hostile bodies are refused without leaving a byte in the destination, stalls
-hit the read timeout, redirects are restricted, and a killed run recovers.
+hit the read timeout, slow drips hit ``download.max_seconds``, redirects are
+restricted, and a killed run recovers.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -20,11 +22,12 @@ from pathlib import Path
 
 import pytest
 
+from mnist_pipeline import config
 from mnist_pipeline.config import DownloadConfig
-from mnist_pipeline.errors import DataError
+from mnist_pipeline.errors import ConfigError, DataError
 from mnist_pipeline.stages import download as dl
 
-from .http_faults import endless, ok, redirect, stall, status, truncated
+from .http_faults import drip, endless, ok, redirect, stall, status, truncated
 from .support import corrupt, http_sources, listing
 
 pytestmark = pytest.mark.timeout(30)
@@ -190,6 +193,40 @@ def test_stalled_server_hits_read_timeout_within_configured_seconds(fault_server
     assert fault_server.count(blob.route("m1")) == cfg.retries + 1
     assert elapsed < 5  # two attempts of ~0.5 s each, far below the 20 s stall
     assert listing(tmp_path) == []
+
+
+def test_slow_drip_is_cut_off_by_max_seconds_then_next_mirror(fault_server, blob, tmp_path):
+    # A byte every 0.1 s: every read gets data far inside the 2 s read timeout, so without a total
+    # limit the 100 kB file would take ~3 hours. max_seconds gives up on the source after 1 s.
+    cfg = DownloadConfig(connect_timeout=2.0, read_timeout=2.0, retries=2, backoff=0.0, max_seconds=1.0)
+    fault_server.route(blob.route("m1"), drip(blob.data, interval=0.1))
+    fault_server.route(blob.route("m2"), ok(blob.data))
+
+    start = time.monotonic()
+    with pytest.raises(DataError) as err:
+        fetch(fault_server, blob, tmp_path, cfg, mirrors=("m1",))
+    elapsed = time.monotonic() - start
+
+    message = str(err.value)
+    found = re.search(rf"m1: gave up after max_seconds=1.0s \((\d+) of {blob.spec.size} bytes received\)", message)
+    assert found, message
+    assert int(found.group(1)) >= 3 and "read timed out" not in message  # bytes kept coming: no read timeout
+    assert fault_server.count(blob.route("m1")) == 1  # too slow is final for that source: not retried
+    (sent,) = fault_server.sent(blob.route("m1"))
+    assert sent < 100  # the server stopped dripping soon after the client hung up
+    assert elapsed < 5  # ~1 s plus one drip interval, not hours
+    assert listing(tmp_path) == []
+
+    assert fetch(fault_server, blob, tmp_path, cfg) == "m2"  # the next mirror is used
+    assert_verified(tmp_path, blob)
+
+
+@pytest.mark.parametrize("value", [0.0, -1.0])
+def test_max_seconds_must_be_positive(params_dict, value):
+    params_dict["download"]["max_seconds"] = value
+
+    with pytest.raises(ConfigError, match=rf"^download\.max_seconds={value} is invalid: must be > 0 seconds$"):
+        config.from_dict(params_dict)
 
 
 def test_oversized_body_is_aborted_at_the_cap(fault_server, blob, fast_cfg, tmp_path, monkeypatch):

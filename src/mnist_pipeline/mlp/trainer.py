@@ -43,7 +43,8 @@ def evaluate(net: Network, data: Split, batch_size: int = 4096) -> tuple[float, 
     for i in range(0, len(data.y), batch_size):
         xb = data.x[i : i + batch_size].astype(net.dtype, copy=False)
         logits = net.forward(xb)
-        total_loss += net.loss.forward(logits, data.onehot[i : i + batch_size]) * len(xb)
+        targets = data.onehot[i : i + batch_size].astype(net.dtype, copy=False)
+        total_loss += net.loss.forward(logits, targets) * len(xb)
         correct += int((logits.argmax(axis=1) == data.y[i : i + batch_size]).sum())
     return total_loss / len(data.y), correct / len(data.y)
 
@@ -51,9 +52,10 @@ def evaluate(net: Network, data: Split, batch_size: int = 4096) -> tuple[float, 
 def apply_max_norm(weights: list[np.ndarray], c: float) -> None:
     """Rescale each unit's incoming weight vector (a column of ``W``) to norm <= ``c``."""
     for w in weights:
-        norms = np.sqrt((w * w).sum(axis=0))  # (out,)
-        scale = np.minimum(1, w.dtype.type(c) / np.maximum(norms, np.finfo(w.dtype).tiny))
-        w *= scale.astype(w.dtype)
+        norms = np.sqrt(np.einsum("ij,ij->j", w, w))  # (out,), without a W-sized temporary
+        limit = w.dtype.type(c)
+        # c / max(norm, c) is exactly 1 for short columns and never divides by zero (zero columns)
+        w *= limit / np.maximum(norms, limit)
 
 
 def best_epoch(rows: list[dict], monitor: str) -> int:

@@ -8,9 +8,12 @@ matches. Files already present and verified are skipped.
 
 A source is never trusted: redirects are followed by hand (http(s) only, no
 loops, at most ``MAX_REDIRECTS``), timeouts bound every connect and read,
-transient failures (5xx, 408/425/429, timeouts, broken connections) are
-retried with capped exponential backoff, and anything else moves on to the
-next source. When every source fails, one line lists each source and why.
+``download.max_seconds`` bounds the whole time one file may take from one
+source (retries included; a mirror dripping a byte just inside the read
+timeout would otherwise never end), transient failures (5xx, 408/425/429,
+timeouts, broken connections) are retried with capped exponential backoff,
+and anything else moves on to the next source. When every source fails, one
+line lists each source and why.
 
 Run: ``python -m mnist_pipeline.stages.download`` (normally via ``dvc repro``).
 """
@@ -132,7 +135,9 @@ def _content_length(resp: requests.Response) -> int | None:
     return int(value) if value.isdigit() else None
 
 
-def _stream_http(url: str, cap: int, cfg: DownloadConfig, session: requests.Session) -> Iterator[bytes]:
+def _stream_http(
+    url: str, cap: int, cfg: DownloadConfig, session: requests.Session, deadline: float
+) -> Iterator[bytes]:
     received, length = 0, None
     try:
         with contextlib.closing(_get(url, cfg, session)) as resp:
@@ -146,6 +151,11 @@ def _stream_http(url: str, cap: int, cfg: DownloadConfig, session: requests.Sess
             # socket read each, so progress and the bytes on disk never lag behind the network).
             while chunk := resp.raw.read1(CHUNK, decode_content=False):
                 received += len(chunk)
+                if time.monotonic() > deadline:  # each read came in time, but the whole is too slow
+                    of = f" of {length}" if length is not None else ""
+                    raise FetchError(
+                        f"gave up after max_seconds={cfg.max_seconds}s ({received}{of} bytes received): too slow"
+                    )
                 yield chunk
             if length is not None and received < length:  # urllib3 2.x raises first; belt and braces
                 raise FetchError(f"truncated body: connection closed after {received} of {length} bytes", True)
@@ -182,11 +192,24 @@ def part_path(dest: Path) -> Path:
     return dest.with_name(f".{dest.name}.part")
 
 
-def fetch_one(source: Source, spec: FileSpec, dest: Path, cfg: DownloadConfig, session: requests.Session) -> None:
-    """Fetch ``spec`` from ``source`` into ``dest`` atomically, verified; FetchError if not."""
+def fetch_one(
+    source: Source,
+    spec: FileSpec,
+    dest: Path,
+    cfg: DownloadConfig,
+    session: requests.Session,
+    deadline: float | None = None,
+) -> None:
+    """Fetch ``spec`` from ``source`` into ``dest`` atomically, verified; FetchError if not.
+
+    An http source must deliver by ``deadline`` (``time.monotonic()`` seconds; default
+    ``cfg.max_seconds`` from now).
+    """
     location = source.locate(spec.name)
     cap = spec.size + SIZE_MARGIN
-    stream = _stream_local(location, cap) if source.local else _stream_http(location, cap, cfg, session)
+    if deadline is None:
+        deadline = time.monotonic() + cfg.max_seconds
+    stream = _stream_local(location, cap) if source.local else _stream_http(location, cap, cfg, session, deadline)
     tmp = part_path(dest)
     digest = hashlib.sha256()
     size = 0
@@ -224,8 +247,8 @@ def fetch(
 
     Tries each source in order, retrying transient failures up to
     ``cfg.retries`` times with backoff ``min(MAX_BACKOFF, cfg.backoff * 2**attempt)``
-    seconds (through ``sleep``). Raises DataError listing every source's
-    failure, in one line, if none works.
+    seconds (through ``sleep``), within ``cfg.max_seconds`` per source. Raises
+    DataError listing every source's failure, in one line, if none works.
     """
     dest = dest_dir / spec.name
     if dest.exists():
@@ -235,13 +258,14 @@ def fetch(
         dest.unlink()
     failures = []
     for source in srcs:
+        deadline = time.monotonic() + cfg.max_seconds  # for this file from this source, retries included
         for attempt in range(cfg.retries + 1):
             try:
-                fetch_one(source, spec, dest, cfg, session)
+                fetch_one(source, spec, dest, cfg, session, deadline)
                 return source.label
             except FetchError as exc:
                 log.warning("%s from %s (attempt %d): %s", spec.name, source.label, attempt + 1, exc)
-                if not exc.transient or attempt == cfg.retries:
+                if not exc.transient or attempt == cfg.retries or time.monotonic() > deadline:
                     failures.append(f"{source.label}: {exc}")
                     break
                 sleep(min(MAX_BACKOFF, cfg.backoff * 2**attempt))

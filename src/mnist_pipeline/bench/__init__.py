@@ -1,0 +1,13 @@
+"""``make bench``: our NumPy trainer against PyTorch CPU and the bare-GEMM floor, same run, same machine.
+
+Run ``python -m mnist_pipeline.bench`` from the bench venv (``make bench`` creates ``.venv-bench`` with the
+``bench`` extra: ``torch`` lives only there, never in the runtime dependencies). It writes
+``reports/benchmark.json`` and ``reports/benchmark.md``.
+
+Modules: :mod:`.flops` (exact GEMM FLOP count), :mod:`.configs` (the benchmarked nets),
+:mod:`.runs` (one measured run of ours or of the floor, in a worker process), :mod:`.torch_run`
+(the PyTorch run; the only module that imports torch), :mod:`.worker` (the subprocess entry point),
+:mod:`.compare` (interleaved repetitions and their statistics), :mod:`.pipeline` (stage and
+``dvc repro`` wall times, peak RSS), :mod:`.system` (CPU, BLAS, threads), :mod:`.report` (targets,
+markdown table).
+"""

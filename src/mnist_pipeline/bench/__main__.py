@@ -1,0 +1,88 @@
+"""``python -m mnist_pipeline.bench [--quick] [--configs headline classic wide] [--skip-pipeline]``.
+
+Order: pipeline timings first (a fresh clone; its ``data/features`` then feeds the training runs), then
+each config's interleaved repetitions. Writes ``reports/benchmark.json`` and ``reports/benchmark.md``
+and prints the table. ``--quick`` (1 epoch, 1 repetition) is for trying the harness, not for numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from mnist_pipeline.bench import configs, pipeline, system
+from mnist_pipeline.bench.compare import compare
+from mnist_pipeline.bench.report import render_markdown, targets
+from mnist_pipeline.io import write_json, write_text
+
+log = logging.getLogger("mnist_pipeline.bench")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m mnist_pipeline.bench", description=__doc__.split("\n\n")[1])
+    p.add_argument("--configs", nargs="+", metavar="NAME", help=f"subset of {[c.name for c in configs.CONFIGS]}")
+    p.add_argument("--quick", action="store_true", help="1 epoch, 1 repetition per config (harness check)")
+    p.add_argument("--skip-pipeline", action="store_true", help="no dvc/stage timings; needs --features")
+    p.add_argument("--features", type=Path, help="data/features directory to train on (default: the clone's)")
+    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="BLAS/torch threads")
+    p.add_argument("--out-dir", type=Path, default=Path("reports"))
+    return p.parse_args(argv)
+
+
+def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    start = time.perf_counter()
+    env, env_report = system.environment_report(args.threads)
+    result: dict[str, Any] = {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": system.machine(),
+        "load_average": {"start": list(os.getloadavg())},
+        "environment": env_report,
+        "quick": args.quick,
+    }
+    log.info("%s", env_report["note"])
+    for label, pools in (("inherited env", "blas_inherited_env"), ("benchmark env", "blas_benchmark_env")):
+        log.info("BLAS (%s): %s", label, env_report[pools])
+    features = args.features
+    if not args.skip_pipeline:
+        mirror = os.environ.get("DATA_MIRROR", "")
+        if not mirror:
+            raise SystemExit("DATA_MIRROR is not set: point it at a local MNIST mirror (make bench sets it)")
+        pipe_env, _ = system.clean_env(dict(os.environ))
+        result["pipeline"] = pipeline.measure(Path.cwd(), workdir, pipe_env, mirror)
+        features = features or Path(result["pipeline"]["features_dir"])
+    if features is None:
+        raise SystemExit("--skip-pipeline needs --features DIR (e.g. data/features)")
+    result["configs"] = {}
+    for cfg in configs.select(args.configs, args.quick):
+        result["configs"][cfg.name] = compare(cfg, features.resolve(), args.threads, env)
+        torch_run = result["configs"][cfg.name]["torch"]["runs"][0]
+        result["torch"] = torch_run["torch"]
+    result["load_average"]["end"] = list(os.getloadavg())
+    result["bench_seconds"] = time.perf_counter() - start
+    result["targets"] = targets(result)
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="bench: %(message)s", stream=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="mnist-bench-") as tmp:
+        result = benchmark(args, Path(tmp))
+    if result.get("pipeline"):
+        result["pipeline"].pop("features_dir")  # a deleted temp path
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(args.out_dir / "benchmark.json", result)
+    table = render_markdown(result)
+    write_text(args.out_dir / "benchmark.md", table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Wall time and peak RSS of the pipeline: cold and no-op ``dvc repro``, then each stage on its own.
+
+Everything runs in a fresh ``git clone`` of the repository (with the working tree's ``src/``, ``conf/``,
+``dvc.yaml`` and ``params.yaml`` copied over, so uncommitted code is what gets measured), never in the
+checkout itself: an empty DVC cache makes the first ``dvc repro`` cold; the second one must run no
+stage. Then ``data/`` is deleted and each stage runs as ``python -m mnist_pipeline.stages.<name>`` in
+order, its peak RSS read from ``wait4``'s resource usage of that child alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+STAGES = ("download", "prepare", "featurize", "train", "evaluate", "report")
+OVERLAY = ("src", "conf", "dvc.yaml", "params.yaml")
+TIMEOUT = 300
+
+
+def timed(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = TIMEOUT) -> dict[str, Any]:
+    """Run ``cmd``; wall seconds, peak RSS (MiB) of the child and its reaped descendants, exit code, output tail."""
+    with tempfile.TemporaryFile("w+") as out:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+        deadline = start + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                proc.kill()
+                pid, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.005)
+        seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4: Popen must not wait again
+        out.seek(0)
+        text = out.read()
+    return {
+        "cmd": " ".join(cmd[-3:]),
+        "seconds": seconds,
+        "max_rss_mib": usage.ru_maxrss / 1024,  # Linux: KiB
+        "returncode": proc.returncode,
+        "output_tail": text[-1500:],
+        "stages_run": text.count("Running stage"),
+    }
+
+
+def make_workspace(repo: Path, dest: Path) -> Path:
+    """A fresh clone of ``repo`` at ``dest`` with the working tree's code and config copied over."""
+    subprocess.run(["git", "clone", "-q", str(repo), str(dest)], check=True, timeout=120)
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for name in OVERLAY:
+        src = repo / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=ignore, dirs_exist_ok=True)
+        elif src.exists():
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+def stage_env(base: dict[str, str], workspace: Path, data_mirror: str) -> dict[str, str]:
+    """``base`` with this interpreter's venv first on PATH and the workspace's ``src`` importable."""
+    bin_dir = str(Path(sys.executable).parent)
+    return {
+        **base,
+        "PATH": bin_dir + os.pathsep + base.get("PATH", ""),
+        "PYTHONPATH": str(workspace / "src"),
+        "DATA_MIRROR": data_mirror,
+        "DVC_NO_ANALYTICS": "1",
+    }
+
+
+def _check(step: str, result: dict[str, Any]) -> None:
+    if result["returncode"] != 0:
+        raise RuntimeError(f"{step} failed ({result['returncode']}):\n{result['output_tail']}")
+    log.info("%-16s %6.2f s  peak RSS %6.0f MiB", step, result["seconds"], result["max_rss_mib"])
+
+
+def measure(repo: Path, workdir: Path, base_env: dict[str, str], data_mirror: str) -> dict[str, Any]:
+    """Cold ``dvc repro``, no-op ``dvc repro``, then every stage alone, in a fresh clone under ``workdir``.
+
+    Returns the timings and the clone's ``data/features`` directory (reused by the training benchmark).
+    """
+    ws = make_workspace(repo, workdir / "repo")
+    env = stage_env(base_env, ws, data_mirror)
+    dvc = str(Path(sys.executable).parent / "dvc")
+    result: dict[str, Any] = {"workspace": "fresh git clone + working-tree src/, conf/, dvc.yaml, params.yaml"}
+    result["data_mirror"] = data_mirror
+    result["cold_dvc_repro"] = timed([dvc, "repro"], ws, env)
+    _check("cold dvc repro", result["cold_dvc_repro"])
+    result["noop_dvc_repro"] = timed([dvc, "repro"], ws, env)
+    _check("no-op dvc repro", result["noop_dvc_repro"])
+    shutil.rmtree(ws / "data")
+    result["stages"] = {}
+    for stage in STAGES:
+        run = timed([sys.executable, "-m", f"mnist_pipeline.stages.{stage}"], ws, env)
+        _check(stage, run)
+        result["stages"][stage] = run
+    result["features_dir"] = str(ws / "data" / "features")
+    return result

@@ -1,0 +1,122 @@
+"""The issue's targets checked against a benchmark result, and the markdown table of that result."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mnist_pipeline.bench.flops import FORMULA
+
+MIB_PER_GIB = 1024
+
+
+def _get(data: dict[str, Any], *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(data, dict) or key not in data:
+            return None
+        data = data[key]
+    return data
+
+
+def _target(name: str, measured: float | None, limit: float, unit: str, at_most: bool = True) -> dict[str, Any]:
+    met = None if measured is None else (measured <= limit if at_most else measured >= limit)
+    target = f"{name} {'≤' if at_most else '≥'} {limit:g}{unit}"
+    return {"target": target, "measured": measured, "unit": unit, "met": met}
+
+
+def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every target of the issue with its measured value and ``met`` (``None`` when not measured)."""
+    cfgs, pipe = result.get("configs", {}), result.get("pipeline") or {}
+    classic = cfgs.get("classic")
+    classic_9 = None
+    if classic and classic["config"]["epochs"] == 9:
+        classic_9 = classic["ours"]["train_seconds"]["median"]
+    stages = pipe.get("stages", {})
+    prep_feat = None
+    if "prepare" in stages and "featurize" in stages:
+        prep_feat = stages["prepare"]["seconds"] + stages["featurize"]["seconds"]
+    rss = _get(stages, "train", "max_rss_mib")
+    rows = [
+        _target("784-256-128-10 ours / GEMM floor", _get(cfgs, "headline", "ratios", "ours_over_floor"), 1.5, "×"),
+        _target("784-256-128-10 PyTorch / ours", _get(cfgs, "headline", "ratios", "torch_over_ours"), 1.3, "×", False),
+        _target("784-64-10 sigmoid, 9 epochs, ours", classic_9, 2, " s"),
+        _target("peak RSS of train", None if rss is None else rss / MIB_PER_GIB, 1, " GiB"),
+        _target("prepare + featurize", prep_feat, 5, " s"),
+        _target("cold dvc repro (local mirror)", _get(pipe, "cold_dvc_repro", "seconds"), 45, " s"),
+        _target("no-op dvc repro", _get(pipe, "noop_dvc_repro", "seconds"), 2, " s"),
+        _target("whole benchmark", result.get("bench_seconds"), 600, " s"),
+    ]
+    for name, cfg in cfgs.items():
+        diff = cfg["checks"]["accuracy_diff_points"]
+        row = _target(f"{name}: test-accuracy gap ours vs PyTorch", abs(diff), 0.3, " points")
+        row["met"] = cfg["checks"]["valid"]  # also requires identical init, data order and float32
+        rows.append(row)
+    return rows
+
+
+def _s(stat: dict[str, float], digits: int = 3) -> str:
+    return f"{stat['median']:.{digits}f} ({stat['min']:.{digits}f}–{stat['max']:.{digits}f})"
+
+
+def _blas_line(result: dict[str, Any]) -> str:
+    env = result["environment"]
+    pools = [p for p in env["blas_benchmark_env"] if p.get("internal_api") not in (None, "openmp")]
+    blas = ", ".join(f"{p['internal_api']} {p.get('version')} kernel {p.get('architecture')}" for p in pools) or "?"
+    inherited = [p.get("architecture") for p in env["blas_inherited_env"] if p.get("internal_api") == "openblas"]
+    torch = result.get("torch") or {}
+    return (
+        f"numpy {result['machine']['numpy']} with {blas} (kernel with the inherited environment: "
+        f"{', '.join(map(str, inherited)) or '?'}); "
+        f"PyTorch {torch.get('version', '—')} (BLAS {torch.get('blas', '—')}); "
+        f"{env['threads']} threads for both. {env['note']}."
+    )
+
+
+def render_markdown(result: dict[str, Any]) -> str:
+    """``reports/benchmark.md``: header (date, machine, BLAS), speed table, pipeline table, targets."""
+    m, load = result["machine"], result["load_average"]
+    lines = [
+        "# Benchmark: NumPy MLP vs PyTorch CPU vs the GEMM floor",
+        "",
+        f"Measured {result['date']} on {m['cpu_model']}, {m['logical_cpus']} logical CPUs "
+        f"({m['usable_cpus']} usable), Python {m['python']}. 1-min load average {load['start'][0]:.2f} at start, "
+        f"{load['end'][0]:.2f} at end (the benchmark's own threads count in it). {_blas_line(result)}",
+        "",
+        "Seconds per epoch (shuffle + gather + all batch steps; median over interleaved repetitions, min–max):",
+        "",
+        "| net | epochs × reps | ours s/epoch | PyTorch s/epoch | GEMM floor s/epoch | ours/PyTorch | "
+        "ours/floor | GFLOP/s ours · PyTorch · floor | median epoch ours · PyTorch | test acc ours · PyTorch | valid |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for cfg in result["configs"].values():
+        c, r, chk = cfg["config"], cfg["ratios"], cfg["checks"]
+        steady = {impl: cfg[impl]["median_epoch_seconds"]["median"] for impl in ("ours", "torch")}
+        valid = "yes" if chk["valid"] else "VOID: " + "; ".join(chk["void_reasons"])
+        lines.append(
+            f"| {cfg['label']} | {c['epochs']} × {c['reps']} | {_s(cfg['ours']['seconds_per_epoch'])} | "
+            f"{_s(cfg['torch']['seconds_per_epoch'])} | {_s(cfg['floor']['seconds_per_epoch'])} | "
+            f"{r['ours_over_torch']:.2f} | {r['ours_over_floor']:.2f} | "
+            f"{cfg['ours']['gflops']:.0f} · {cfg['torch']['gflops']:.0f} · {cfg['floor']['gflops']:.0f} | "
+            f"{steady['ours']:.3f} · {steady['torch']:.3f} | "
+            f"{100 * cfg['ours']['test_acc']['median']:.2f}% · {100 * cfg['torch']['test_acc']['median']:.2f}% | "
+            f"{valid} |"
+        )
+    pipe = result.get("pipeline")
+    if pipe:
+        lines += ["", "Pipeline (fresh clone, local mirror):", "", "| step | wall s | peak RSS MiB |", "|---|---|---|"]
+        steps = [("cold `dvc repro`", pipe["cold_dvc_repro"]), ("no-op `dvc repro`", pipe["noop_dvc_repro"])]
+        steps += [(f"stage `{name}`", run) for name, run in pipe["stages"].items()]
+        lines += [f"| {name} | {run['seconds']:.2f} | {run['max_rss_mib']:.0f} |" for name, run in steps]
+    lines += ["", "Targets (issue 8):", "", "| target | measured | met |", "|---|---|---|"]
+    for t in targets(result):
+        measured = "not measured" if t["measured"] is None else f"{t['measured']:.2f}{t['unit']}"
+        met = {True: "yes", False: "**no**", None: "—"}[t["met"]]
+        lines.append(f"| {t['target']} | {measured} | {met} |")
+    lines += [
+        "",
+        f"GEMM FLOPs per epoch: `{FORMULA}`, N = training examples. Both trainers start from the same "
+        "initial weights and see the same per-epoch permutations (checked by hash); momentum SGD with constant "
+        "lr, float32, each run in a fresh process. The floor is bare `numpy.matmul(..., out=)` on the same GEMM "
+        "shapes and batches. Regenerate with `make bench` (writes reports/benchmark.json).",
+        "",
+    ]
+    return "\n".join(lines)

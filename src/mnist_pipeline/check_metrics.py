@@ -1,0 +1,250 @@
+"""Gate ``reports/metrics.json``: minimums from ``conf/gates.yaml`` and a diff against a baseline.
+
+Prints a ``dvc metrics diff``-style table (baseline, workspace, change, gate) and exits 1 with
+one ``FAIL`` line per missed gate. The gate is chosen by ``dataset.name`` in params.yaml and by
+the experiment preset whose composition params.yaml matches (``default`` when it matches
+conf/config.yaml alone); ``--preset`` names it instead.
+
+The baseline is ``git show HEAD:reports/metrics.json`` (``--rev`` picks another revision,
+``--baseline FILE`` a file). ``--reproduce`` also requires the metrics to reproduce the
+baseline: accuracies exactly, every other metric within ``--rel-tol`` (relative).
+
+Run: ``python -m mnist_pipeline.check_metrics [--rev REV | --baseline FILE] [--preset NAME]
+[--reproduce]`` (or ``make check-metrics``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mnist_pipeline import config
+from mnist_pipeline.errors import ConfigError, DataError
+
+METRICS_FILE = "reports/metrics.json"
+GATES_FILE = "conf/gates.yaml"
+DEFAULT_PRESET = "default"
+# params.yaml sections that decide a run's results; the others (download, evaluate, report) do not.
+RESULT_SECTIONS = ("model", "optimizer", "schedule", "prepare", "featurize", "train")
+PRECISION = 5  # decimals shown, as `dvc metrics diff`
+PREFIX = "check-metrics"
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of nested JSON as ``{"test.accuracy": 0.98, ...}`` (dotted keys, as DVC shows them)."""
+    if isinstance(data, dict):
+        out: dict[str, float] = {}
+        for key, value in data.items():
+            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    if isinstance(data, int | float) and not isinstance(data, bool):
+        return {prefix: data}
+    return {}
+
+
+def parse_metrics(text: str, source: str) -> dict[str, float]:
+    """Flattened metrics from JSON ``text``; DataError naming ``source`` if it is not a JSON object."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{source} is not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+    if not isinstance(data, dict):
+        raise DataError(f"{source} must hold a JSON object")
+    return flatten(data)
+
+
+def read_metrics(path: str | Path) -> dict[str, float]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror}; run `dvc repro` first") from exc
+    return parse_metrics(text, str(path))
+
+
+def git_metrics(rev: str, path: str = METRICS_FILE) -> tuple[dict[str, float] | None, str]:
+    """``path`` as committed at ``rev`` (relative to the current directory), or ``(None, why not)``."""
+    try:
+        result = subprocess.run(
+            ["git", "show", f"{rev}:./{path}"], capture_output=True, text=True, timeout=60, check=False
+        )
+    except OSError as exc:
+        return None, f"git unavailable ({exc.strerror})"
+    if result.returncode != 0:
+        reason = (result.stderr.strip().splitlines() or ["unknown error"])[-1]
+        return None, f"git show {rev}:{path} failed: {reason}"
+    return parse_metrics(result.stdout, f"{rev}:{path}"), ""
+
+
+def load_gates(path: str | Path) -> dict[str, dict[str, dict[str, float]]]:
+    """``{dataset: {preset: {metric: minimum}}}`` from the gate file, validated."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read gate file {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(data, dict) or not data:
+        raise ConfigError(f"{path} must map dataset names to presets to {{metric: minimum}}")
+    for dataset, presets in data.items():
+        if not isinstance(presets, dict) or not presets:
+            raise ConfigError(f"{path}: {dataset} must map preset names to {{metric: minimum}}")
+        for preset, gate in presets.items():
+            where = f"{path}: {dataset}.{preset}"
+            if not isinstance(gate, dict) or not gate:
+                raise ConfigError(f"{where} must map metric names to minimums, e.g. {{test.accuracy: 0.98}}")
+            for metric, minimum in gate.items():
+                ok = isinstance(minimum, int | float) and not isinstance(minimum, bool) and math.isfinite(minimum)
+                if not ok:
+                    raise ConfigError(f"{where}.{metric}={minimum!r} is invalid: must be a finite number")
+    return data
+
+
+def _results(cfg: config.Config) -> dict[str, Any]:
+    return {section: config.as_dict(getattr(cfg, section)) for section in RESULT_SECTIONS}
+
+
+def detect_preset(cfg: config.Config, conf_dir: str | Path) -> str | None:
+    """The preset (``default`` or a conf/experiment/ name) whose composition matches ``cfg``; None if none does."""
+    wanted = _results(cfg)
+    presets = [DEFAULT_PRESET, *sorted(p.stem for p in (Path(conf_dir) / "experiment").glob("*.yaml"))]
+    for preset in presets:
+        overrides = [] if preset == DEFAULT_PRESET else [f"experiment={preset}"]
+        composed = config.from_dict(yaml.safe_load(config.compose(overrides, conf_dir=conf_dir)))
+        if _results(composed) == wanted:
+            return preset
+    return None
+
+
+def select_gate(gates: dict, dataset: str, preset: str, gates_file: str | Path) -> dict[str, float]:
+    if dataset not in gates:
+        raise ConfigError(
+            f"{gates_file} has no gate for dataset {dataset!r} (it has: {', '.join(gates)}); add one under {dataset}:"
+        )
+    if preset not in gates[dataset]:
+        raise ConfigError(
+            f"{gates_file} has no gate for preset {preset!r} of {dataset} "
+            f"(it has: {', '.join(gates[dataset])}); add one or pass --preset"
+        )
+    return gates[dataset][preset]
+
+
+def gate_failures(
+    current: dict[str, float], gate: dict[str, float], label: str, source: str = METRICS_FILE
+) -> list[str]:
+    """One message per metric of ``gate`` that ``current`` (read from ``source``) lacks or falls below."""
+    failures = []
+    for metric, minimum in gate.items():
+        if metric not in current:
+            failures.append(f"{metric} is missing from {source}; {label} requires >= {minimum}")
+        elif current[metric] < minimum:
+            failures.append(f"{metric} {current[metric]} < {minimum}, the minimum for {label}")
+    return failures
+
+
+def reproduce_failures(
+    current: dict[str, float], baseline: dict[str, float], label: str, rel_tol: float, source: str = METRICS_FILE
+) -> list[str]:
+    """Differences from ``baseline`` (named ``label``): accuracies must be equal, others within ``rel_tol``."""
+    failures = []
+    for metric in sorted(current.keys() | baseline.keys()):
+        new, old = current.get(metric), baseline.get(metric)
+        if new is None or old is None:
+            where = source if new is None else label
+            failures.append(f"{metric} is missing from {where}; a reproduction must have the same metrics")
+        elif metric.rsplit(".", 1)[-1].endswith("accuracy"):
+            if new != old:
+                failures.append(f"{metric} {new} != {old} in {label}; accuracies must reproduce exactly")
+        elif not math.isclose(new, old, rel_tol=rel_tol, abs_tol=0.0):
+            rel = abs(new - old) / max(abs(old), abs(new))
+            failures.append(f"{metric} {new} differs from {old} in {label} by {rel:.2g} relative (> {rel_tol:g})")
+    return failures
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return str(round(value, PRECISION)) if isinstance(value, float) else str(value)
+
+
+def format_table(
+    current: dict[str, float],
+    baseline: dict[str, float] | None,
+    old_label: str,
+    gate: dict[str, float],
+    path: str = METRICS_FILE,
+) -> str:
+    """``dvc metrics diff``-style table (Path, Metric, old, workspace, Change) with a Gate column."""
+    base = baseline or {}
+    rows = [["Path", "Metric", old_label, "workspace", "Change", "Gate"]]
+    for metric in sorted(current.keys() | base.keys() | gate.keys()):
+        new, old = current.get(metric), base.get(metric)
+        change = None if new is None or old is None else new - old
+        status = ""
+        if metric in gate:
+            status = f">= {gate[metric]} " + ("ok" if new is not None and new >= gate[metric] else "FAIL")
+        rows.append([path, metric, _fmt(old), _fmt(new), _fmt(change), status])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=PREFIX, description=__doc__.split("\n\n")[0])
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--rev", default="HEAD", help="git revision holding the baseline metrics (default HEAD)")
+    source.add_argument("--baseline", type=Path, help="a metrics.json file to use as the baseline instead of git")
+    parser.add_argument("--metrics", type=Path, default=Path(METRICS_FILE), help="metrics to check")
+    parser.add_argument("--gates", type=Path, default=Path(GATES_FILE), help="gate file")
+    parser.add_argument("--params", type=Path, default=Path(config.PARAMS_FILE), help="params.yaml of the run")
+    parser.add_argument("--conf", type=Path, default=Path(config.CONF_DIR), help="Hydra config directory")
+    parser.add_argument("--preset", help="gate by this preset instead of detecting it from params.yaml")
+    parser.add_argument("--reproduce", action="store_true", help="also require the baseline's metrics back")
+    parser.add_argument("--rel-tol", type=float, default=1e-6, help="relative tolerance of --reproduce (non-accuracy)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Print the table; exit 1 after one ``FAIL`` line per missed gate (or reproduction mismatch)."""
+    args = parse_args(argv)
+    current = read_metrics(args.metrics)
+    gates = load_gates(args.gates)
+    cfg = config.load(args.params)
+    preset, note = args.preset, ""
+    if preset is None:
+        preset = detect_preset(cfg, args.conf)
+        if preset is None:
+            preset, note = DEFAULT_PRESET, f"{args.params} matches no preset; gating as {DEFAULT_PRESET} (see --preset)"
+    label = f"{cfg.dataset.name}/{preset} in {args.gates}"
+    source = args.metrics.as_posix()
+    gate = select_gate(gates, cfg.dataset.name, preset, args.gates)
+    if args.baseline is not None:
+        baseline, old_label, why = read_metrics(args.baseline), str(args.baseline), ""
+    else:
+        (baseline, why), old_label = git_metrics(args.rev, source), args.rev
+    print(format_table(current, baseline, old_label, gate, source))
+    for line in filter(None, (note, why and f"no baseline: {why}")):
+        print(f"{PREFIX}: {line}")
+    failures = gate_failures(current, gate, label, source)
+    if args.reproduce:
+        if baseline is None:
+            raise DataError(f"--reproduce needs a baseline, and there is none: {why}")
+        failures += reproduce_failures(current, baseline, f"{old_label}:{source}", args.rel_tol, source)
+    for failure in failures:
+        print(f"{PREFIX}: FAIL: {failure}", file=sys.stderr)
+    if failures:
+        sys.exit(1)
+    checks = ", ".join(f"{m} {current[m]} >= {v}" for m, v in gate.items())
+    print(f"{PREFIX}: OK: {checks} ({label})" + (f"; reproduces {old_label}" if args.reproduce else ""))
+
+
+if __name__ == "__main__":
+    from mnist_pipeline.cli import run
+
+    run(main, PREFIX)

@@ -1,0 +1,189 @@
+"""Run a small grid of DVC experiments and rank them by validation accuracy.
+
+Queues one experiment per grid point with ``dvc exp run --queue -S key=v1,v2 ...`` (DVC expands
+the comma lists into their product), runs the queue with ``dvc exp run --run-all -j N`` (which
+waits for it), reads ``dvc exp show --json`` and prints the experiments of this sweep ranked by
+``val.accuracy`` of reports/metrics.json. Model selection uses validation only: test metrics
+are left out of the table on purpose; compare the winner on test with ``dvc exp show``.
+
+Run: ``python -m mnist_pipeline.sweep [-S 'train.lr=0.05,0.1,0.2' ...] [-j 1]`` (or ``make sweep``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import logging
+import re
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mnist_pipeline.errors import PipelineError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GRID = ("train.lr=0.05,0.1,0.2",)
+METRICS_FILE = "reports/metrics.json"
+RANK_BY = "val.accuracy"
+_QUEUED = re.compile(r"Queued experiment '([^']+)'")
+_OVERRIDES = re.compile(r"Queueing with overrides '(\{.*\})'\.?$")
+
+
+@dataclass(frozen=True)
+class Result:
+    """One experiment of the sweep as ``dvc exp show`` reports it."""
+
+    name: str
+    rev: str
+    state: str
+    overrides: str
+    val_accuracy: float | None
+    val_loss: float | None
+
+
+def parse_queued(output: str) -> dict[str, str]:
+    """``{experiment name: "key=value ..."}`` from ``dvc exp run --queue`` output, in queue order.
+
+    DVC prints the overrides of each grid point on the line before its name; if that line is
+    absent or unreadable, the overrides are left empty (the table still names the experiment).
+    """
+    queued: dict[str, str] = {}
+    pending = ""
+    for line in output.splitlines():
+        if match := _OVERRIDES.search(line.strip()):
+            try:
+                by_file = ast.literal_eval(match.group(1))  # a dict literal, e.g. {'params.yaml': ['train.lr=0.1']}
+                pending = " ".join(item for items in by_file.values() for item in items)
+            except (ValueError, SyntaxError, AttributeError, TypeError):
+                pending = ""
+        elif match := _QUEUED.search(line):
+            queued[match.group(1)] = pending
+            pending = ""
+    return queued
+
+
+def _metric(data: dict[str, Any], dotted: str) -> float | None:
+    node: Any = (data.get("metrics") or {}).get(METRICS_FILE, {}).get("data", {})
+    for key in dotted.split("."):
+        node = node.get(key) if isinstance(node, dict) else None
+    return node if isinstance(node, int | float) and not isinstance(node, bool) else None
+
+
+def collect(show: list[dict[str, Any]], queued: dict[str, str]) -> list[Result]:
+    """The experiments named in ``queued`` found in ``dvc exp show --json`` output, in queue order."""
+    found: dict[str, Result] = {}
+    for baseline in show:
+        for group in baseline.get("experiments") or []:
+            name = group.get("name")
+            if name not in queued:
+                continue
+            state = ((group.get("executor") or {}).get("state")) or "done"
+            revs = group.get("revs") or [{}]
+            data = revs[0].get("data") or {}
+            rev = str(revs[0].get("rev", ""))[:7]
+            found[name] = Result(name, rev, state, queued[name], _metric(data, RANK_BY), _metric(data, "val.loss"))
+    missing = [Result(n, "", "no result", o, None, None) for n, o in queued.items() if n not in found]
+    return [found[n] for n in queued if n in found] + missing
+
+
+def rank(results: list[Result]) -> list[Result]:
+    """Best validation accuracy first (ties: lower validation loss); runs without metrics last."""
+    scored = [r for r in results if r.val_accuracy is not None]
+    unscored = [r for r in results if r.val_accuracy is None]
+    scored.sort(key=lambda r: (-r.val_accuracy, r.val_loss if r.val_loss is not None else float("inf")))
+    return scored + unscored
+
+
+def format_ranking(results: list[Result]) -> str:
+    """A plain table: rank, experiment, rev, overrides, val.accuracy, val.loss, state."""
+    rows = [["Rank", "Experiment", "Rev", "Overrides", "val.accuracy", "val.loss", "State"]]
+    for i, r in enumerate(rank(results), start=1):
+        acc = "-" if r.val_accuracy is None else f"{r.val_accuracy:.4f}"
+        loss = "-" if r.val_loss is None else f"{r.val_loss:.5f}"
+        position = str(i) if r.val_accuracy is not None else "-"
+        rows.append([position, r.name, r.rev or "-", r.overrides or "-", acc, loss, r.state])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+class Dvc:
+    """Runs ``dvc`` commands in a repository; a failing command raises PipelineError with its output's tail."""
+
+    def __init__(self, executable: str = "dvc", cwd: Path | None = None) -> None:
+        self.executable, self.cwd = executable, cwd
+
+    def __call__(self, *args: str, capture: bool = True) -> str:
+        """Run ``dvc *args``; return its output, or let it print to the terminal if not ``capture``."""
+        log.info("$ dvc %s", " ".join(args))
+        pipe = subprocess.PIPE if capture else None
+        proc = subprocess.run(
+            [self.executable, *args],
+            cwd=self.cwd,
+            stdout=pipe,
+            stderr=subprocess.STDOUT if capture else None,
+            text=True,
+        )
+        if proc.returncode != 0:
+            tail = " | ".join((proc.stdout or "").strip().splitlines()[-3:]) or "see its output above"
+            raise PipelineError(f"`dvc {' '.join(args)}` exited {proc.returncode}: {tail}")
+        return proc.stdout or ""
+
+
+def sweep(dvc: Dvc, grid: Sequence[str], jobs: int) -> list[Result]:
+    """Queue ``grid``, run the queue, and return this sweep's experiments (unranked)."""
+    queue_args = ["exp", "run", "--queue"]
+    for override in grid:
+        queue_args += ["-S", override]
+    queued = parse_queued(dvc(*queue_args))
+    if not queued:
+        raise PipelineError(f"`dvc {' '.join(queue_args)}` queued no experiment")
+    log.info("queued %d experiment(s): %s", len(queued), ", ".join(queued))
+    try:
+        dvc("exp", "run", "--run-all", "-j", str(jobs), capture=False)
+    except PipelineError as exc:  # a failed experiment fails --run-all; still show what ran
+        log.error("%s", exc)
+    return collect(json.loads(dvc("exp", "show", "--json")), queued)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="sweep", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "-S",
+        "--set-param",
+        dest="grid",
+        action="append",
+        metavar="KEY=V1,V2",
+        help=f"a dvc exp run -S override; repeat for a product grid (default: {' '.join(DEFAULT_GRID)})",
+    )
+    parser.add_argument("-j", "--jobs", type=int, default=1, help="experiments run at once (default 1)")
+    parser.add_argument("--dvc", default="dvc", help="the dvc executable")
+    args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
+    args.grid = args.grid or list(DEFAULT_GRID)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the sweep, print the ranking, exit 1 if any experiment of the sweep failed."""
+    args = parse_args(argv)
+    results = sweep(Dvc(args.dvc), args.grid, args.jobs)
+    print(format_ranking(results))
+    best = rank(results)[0]
+    if best.val_accuracy is not None:
+        print(f"best by {RANK_BY}: {best.name} ({best.overrides or 'no overrides'}); `dvc exp apply {best.name}`")
+    failed = [r.name for r in results if r.val_accuracy is None]
+    if failed:
+        raise PipelineError(
+            f"{len(failed)} experiment(s) produced no {METRICS_FILE}: {', '.join(failed)}; see `dvc queue logs NAME`"
+        )
+
+
+if __name__ == "__main__":
+    from mnist_pipeline.cli import run
+
+    run(main, "sweep")

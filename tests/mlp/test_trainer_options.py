@@ -1,0 +1,324 @@
+"""Training options of :func:`mnist_pipeline.mlp.trainer.fit`: max-norm, early stopping with
+restore of the best weights, divergence with the MSE losses and float64, dtype kept end to end.
+
+Everything runs on small synthetic problems (tens of examples in 10-D), a few milliseconds each.
+Weight checks spy on ``net.forward``: every training forward pass after the first sees the
+weights that the previous optimizer step (and its max-norm projection) left behind.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from mnist_pipeline.config import OptimizerConfig, ScheduleConfig, TrainConfig
+from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.mlp import trainer
+from mnist_pipeline.mlp.layers import ACTIVATIONS, Dropout
+from mnist_pipeline.mlp.losses import LOSSES, make_loss
+from mnist_pipeline.mlp.network import Network
+from mnist_pipeline.mlp.optimizers import OPTIMIZERS, make_optimizer
+from mnist_pipeline.mlp.trainer import Split, apply_max_norm, best_epoch, fit
+
+DIM, CLASSES = 10, 3
+CENTERS = np.random.default_rng(42).standard_normal((CLASSES, DIM))
+
+
+def blobs(n: int, seed: int, label_noise: float = 0.0, dtype=np.float32) -> Split:
+    """Gaussian classes around fixed centers; ``label_noise`` relabels that fraction at random."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, CLASSES, n)
+    x = (CENTERS[y] + rng.standard_normal((n, DIM))).astype(dtype)  # (N, D)
+    y = np.where(rng.random(n) < label_noise, rng.integers(0, CLASSES, n), y)
+    return Split(x, y, np.eye(CLASSES, dtype=dtype)[y])
+
+
+def cfg(**overrides) -> TrainConfig:
+    values = {"epochs": 5, "batch_size": 16, "lr": 0.1, "l2": 0.0, "seed": 0, "dtype": "float32"}
+    return TrainConfig(**{**values, **overrides})
+
+
+def weight_norms(net: Network) -> list[np.ndarray]:
+    """Per weight matrix, the norm of each unit's incoming weights (a column of ``W``)."""
+    return [np.linalg.norm(p.astype(np.float64), axis=0) for name, p, _ in net.parameters() if name.startswith("W")]
+
+
+# --- max-norm ----------------------------------------------------------------------------------
+
+MAX_NORM = 1.6  # above every column norm at initialization (max 1.38), below where training takes them
+
+
+def max_norm_run(max_norm: float) -> tuple[Network, list[float], list[float]]:
+    """Fit with momentum; return the net and the largest column norm seen before each train/eval pass."""
+    rng = np.random.default_rng(1)
+    net = Network([DIM, 32, CLASSES], "relu", "glorot_uniform", rng)
+    seen_train, seen_eval = [], []
+    forward = net.forward
+
+    def spy(x, train=False):
+        (seen_train if train else seen_eval).append(max(n.max() for n in weight_norms(net)))
+        return forward(x, train)
+
+    net.forward = spy
+    data = blobs(96, seed=0)
+    run_cfg = cfg(lr=0.3, max_norm=max_norm)
+    fit(net, data, data, run_cfg, OptimizerConfig("momentum", momentum=0.9), ScheduleConfig("constant"), rng)
+    assert len(seen_train) == 5 * 6  # 6 steps per epoch
+    return net, seen_train, seen_eval
+
+
+def test_max_norm_holds_after_every_step_and_binds() -> None:
+    _, free_train, _ = max_norm_run(0.0)
+    assert free_train[0] < MAX_NORM  # initialization is inside the ball ...
+    assert max(free_train) > 1.5 * MAX_NORM  # ... and unconstrained training leaves it: the test has teeth
+    net, train_norms, eval_norms = max_norm_run(MAX_NORM)
+    after_steps = train_norms[1:] + eval_norms + [max(n.max() for n in weight_norms(net))]
+    assert all(n <= MAX_NORM * (1 + 1e-6) for n in after_steps)
+    assert max(after_steps) > MAX_NORM * (1 - 1e-6)  # the constraint is active, not merely satisfied
+
+
+def test_max_norm_applies_to_every_weight_matrix() -> None:
+    net, _, _ = max_norm_run(MAX_NORM)
+    for norms in weight_norms(net):
+        assert np.all(norms <= MAX_NORM * (1 + 1e-6))
+
+
+def test_apply_max_norm_rescales_only_long_columns_keeping_their_direction() -> None:
+    w = np.array([[3.0, 0.6, 0.0], [4.0, 0.8, 0.0]])  # column norms 5, 1, 0
+    apply_max_norm([w], 2.0)
+    np.testing.assert_allclose(w, [[1.2, 0.6, 0.0], [1.6, 0.8, 0.0]], rtol=1e-15)  # 5 -> 2 along (0.6, 0.8)
+    w32 = np.array([[30.0], [40.0]], dtype=np.float32)
+    apply_max_norm([w32], 1.0)
+    assert w32.dtype == np.float32
+    assert np.linalg.norm(w32) == pytest.approx(1.0, rel=1e-6)
+
+
+@pytest.mark.parametrize("c", [0.5, 4.0, 1e6])
+def test_apply_max_norm_handles_zero_columns_without_floating_point_errors(c: float) -> None:
+    # A zero column (init "zeros", e.g. softmax_regression) must neither warn nor change.
+    w = np.zeros((3, 2), dtype=np.float32)
+    w[:, 1] = 5.0  # norm 8.66
+    with np.errstate(all="raise"):
+        apply_max_norm([w], c)
+    assert not w[:, 0].any()
+    assert np.linalg.norm(w[:, 1]) == pytest.approx(min(c, 5 * 3**0.5), rel=1e-6)
+
+
+# --- early stopping ----------------------------------------------------------------------------
+
+
+def early_stop_net(seed: int = 1) -> tuple[Network, np.random.Generator]:
+    rng = np.random.default_rng(seed)
+    return Network([DIM, 64, CLASSES], "relu", "he_normal", rng, dropout=0.2), rng
+
+
+def train_for(epochs: int, data: tuple[Split, Split], **overrides) -> tuple[Network, list[dict]]:
+    net, rng = early_stop_net()
+    run_cfg = cfg(epochs=epochs, batch_size=10, lr=0.01, **overrides)
+    rows, _ = fit(net, *data, run_cfg, OptimizerConfig("momentum", momentum=0.9), ScheduleConfig("constant"), rng)
+    return net, rows
+
+
+def assert_same_weights(a: Network, b: Network) -> None:
+    sa, sb = a.state(), b.state()
+    assert sa.keys() == sb.keys()
+    for name in sa:
+        assert np.array_equal(sa[name], sb[name]), name
+
+
+def scripted_evaluate(monkeypatch: pytest.MonkeyPatch, values: list[tuple[float, float]]) -> list[int]:
+    """Replace the trainer's validation with a script of ``(val_loss, val_acc)`` per epoch."""
+    calls: list[int] = []
+
+    def fake(net, data, batch_size=4096):
+        calls.append(len(calls))
+        return values[len(calls) - 1]
+
+    monkeypatch.setattr(trainer, "evaluate", fake)
+    return calls
+
+
+def test_early_stop_on_a_real_overfitting_run_restores_the_best_epoch() -> None:
+    # 30 training points with 40 % wrong labels: validation loss falls, then rises as the net memorizes.
+    data = (blobs(30, seed=1, label_noise=0.4), blobs(200, seed=2))
+    net, rows = train_for(60, data, early_stop="val_loss", patience=4)
+    losses = [r["val_loss"] for r in rows]
+    best = best_epoch(rows, "val_loss")
+    assert 1 < best < len(rows)  # improved first, then got worse
+    assert losses[best - 1] == min(losses)
+    assert all(loss > losses[best - 1] for loss in losses[best:])
+    assert len(rows) == best + 4 < 60  # stopped after exactly `patience` epochs without improvement
+    reference, _ = train_for(best, data)  # same seed, no early stopping, exactly best epochs
+    assert_same_weights(net, reference)
+    assert trainer.evaluate(net, data[1])[0] == pytest.approx(min(losses), rel=1e-6)
+    last, _ = train_for(len(rows), data)
+    assert not np.array_equal(net.state()["W0"], last.state()["W0"])  # restoring changed the weights
+
+
+def test_early_stop_on_val_loss_with_a_scripted_validation(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = (blobs(40, seed=3), blobs(20, seed=4))
+    script = [(1.0, 0.5), (0.8, 0.6), (0.5, 0.7), (0.6, 0.8), (0.7, 0.8), (0.9, 0.9), (0.4, 0.95), (0.3, 1.0)]
+    calls = scripted_evaluate(monkeypatch, script)
+    net, rows = train_for(8, data, early_stop="val_loss", patience=3)
+    assert len(calls) == len(rows) == 6  # best at 3; 4, 5, 6 no better -> stop; 7 and 8 never run
+    monkeypatch.undo()
+    reference, _ = train_for(3, data)
+    assert_same_weights(net, reference)
+
+
+def test_early_stop_on_val_acc_counts_ties_as_no_improvement(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = (blobs(40, seed=3), blobs(20, seed=4))
+    script = [(1.0, 0.5), (1.0, 0.7), (0.1, 0.7), (0.1, 0.6), (0.1, 0.99)]
+    scripted_evaluate(monkeypatch, script)
+    net, rows = train_for(5, data, early_stop="val_acc", patience=2)
+    assert len(rows) == 4  # best 0.7 at epoch 2 (first of the tie); epochs 3 and 4 no better
+    assert best_epoch(rows, "val_acc") == 2
+    monkeypatch.undo()
+    reference, _ = train_for(2, data)
+    assert_same_weights(net, reference)
+
+
+def test_best_weights_are_restored_even_when_patience_never_runs_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = (blobs(40, seed=3), blobs(20, seed=4))
+    scripted_evaluate(monkeypatch, [(0.5, 0.5), (0.4, 0.5), (0.45, 0.5), (0.46, 0.5), (0.47, 0.5)])
+    net, rows = train_for(5, data, early_stop="val_loss", patience=10)
+    assert len(rows) == 5
+    monkeypatch.undo()
+    reference, _ = train_for(2, data)
+    assert_same_weights(net, reference)
+
+
+def test_without_early_stop_the_last_weights_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = (blobs(40, seed=3), blobs(20, seed=4))
+    scripted_evaluate(monkeypatch, [(0.1, 0.9), (0.5, 0.5), (0.9, 0.1)])
+    net, rows = train_for(3, data)
+    assert len(rows) == 3
+    monkeypatch.undo()
+    reference, _ = train_for(3, data)
+    assert_same_weights(net, reference)
+
+
+# --- divergence --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("loss", "dtype", "where"),
+    [
+        ("mse_softmax", "float32", "loss is nan at epoch 1 step 1"),  # softmax of inf logits: inf - inf
+        ("mse_sigmoid", "float32", "validation loss is nan after epoch 1"),  # sigmoid saturates; val CE does not
+        ("cross_entropy", "float64", r"loss is nan at epoch \d+ step \d+"),  # float64 takes a few steps to overflow
+    ],
+)
+def test_divergence_stops_with_a_clear_error(loss: str, dtype: str, where: str) -> None:
+    rng = np.random.default_rng(0)
+    net = Network([DIM, 16, CLASSES], "relu", "he_normal", rng, np.dtype(dtype))
+    data = blobs(64, seed=5, dtype=np.dtype(dtype))
+    run_cfg = cfg(lr=1e30, loss=loss, dtype=dtype)
+    with np.errstate(all="ignore"), pytest.raises(PipelineError, match=rf"training diverged: {where}.*lower train\.lr"):
+        fit(net, data, data, run_cfg, OptimizerConfig("sgd"), ScheduleConfig("constant"), rng)
+
+
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+def test_nan_input_stops_at_the_first_step(loss: str) -> None:
+    rng = np.random.default_rng(0)
+    net = Network([DIM, 8, CLASSES], "tanh", "glorot_normal", rng, np.float64)
+    data = blobs(32, seed=6, dtype=np.float64)
+    data.x[5, 3] = np.nan
+    with np.errstate(all="ignore"), pytest.raises(PipelineError, match=r"loss is nan at epoch 1 step \d+; lower"):
+        fit(net, data, data, cfg(dtype="float64", loss=loss), OptimizerConfig("sgd"), ScheduleConfig("constant"), rng)
+
+
+# --- dtype -------------------------------------------------------------------------------------
+
+
+def float_arrays(obj) -> list[tuple[str, np.ndarray]]:
+    """Every ndarray an object holds (attributes, and lists/dicts of arrays), by attribute name."""
+    found = []
+    for name, value in vars(obj).items():
+        items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else [value]
+        found += [(name, a) for a in items if isinstance(a, np.ndarray)]
+    return found
+
+
+def assert_only(dtype, *objects) -> None:
+    for obj in objects:
+        arrays = float_arrays(obj)
+        for name, a in arrays:
+            assert a.dtype in (dtype, np.bool_), f"{type(obj).__name__}.{name} is {a.dtype}"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("activation", "loss"), list(itertools.product(sorted(ACTIVATIONS), sorted(LOSSES))))
+def test_one_step_keeps_the_dtype_everywhere(activation: str, loss: str, dtype) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, DIM))  # float64 on purpose: the net's dtype must win
+    targets = np.eye(CLASSES)[rng.integers(0, CLASSES, 8)].astype(dtype)
+    for name in sorted(OPTIMIZERS):
+        net = Network([DIM, 6, 5, CLASSES], activation, "he_normal", np.random.default_rng(1), dtype, dropout=0.3)
+        params = net.parameters()
+        opt = make_optimizer(
+            OptimizerConfig(name, momentum=0.9, weight_decay=0.1), [p for _, p, _ in params], [g for _, _, g in params]
+        )
+        loss_fn = make_loss(loss, 0.1)
+        logits = net.forward(x.astype(dtype), train=True)
+        assert logits.dtype == dtype
+        loss_fn.forward(logits, targets)
+        grad = loss_fn.backward()
+        assert grad.dtype == dtype
+        for layer in reversed(net.layers):
+            grad = layer.backward(grad)
+            assert grad.dtype == dtype, f"{type(layer).__name__}.backward"
+        opt.step(0.01)
+        opt.step(0.01)
+        assert_only(dtype, *net.layers, loss_fn, opt)
+        assert all(p.dtype == dtype and g.dtype == dtype for _, p, g in net.parameters())
+        assert any(isinstance(layer, Dropout) and layer.mask is not None for layer in net.layers)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fit_with_every_option_keeps_the_dtype(dtype: str) -> None:
+    # float64 inputs into a float32 run and vice versa: fit casts to the net's dtype once.
+    other = np.float64 if dtype == "float32" else np.float32
+    data = blobs(48, seed=7, dtype=other)
+    rng = np.random.default_rng(0)
+    net = Network([DIM, 12, 8, CLASSES], "gelu", "he_normal", rng, np.dtype(dtype), dropout=0.2)
+    checked = []
+    for layer in net.layers:
+        forward, backward = layer.forward, layer.backward
+
+        def spy_forward(x, train=False, _forward=forward, _layer=layer):
+            out = _forward(x, train)
+            checked.append((type(_layer).__name__, x.dtype, out.dtype))
+            return out
+
+        def spy_backward(grad, _backward=backward, _layer=layer, **kwargs):
+            out = _backward(grad, **kwargs)
+            checked.append((type(_layer).__name__, grad.dtype, grad.dtype if out is None else out.dtype))
+            return out
+
+        layer.forward, layer.backward = spy_forward, spy_backward
+    run_cfg = cfg(
+        epochs=2,
+        dtype=dtype,
+        l2=1e-3,
+        loss="cross_entropy",
+        label_smoothing=0.1,
+        max_norm=2.0,
+        early_stop="val_loss",
+        patience=1,
+    )
+    fit(
+        net,
+        data,
+        data,
+        run_cfg,
+        OptimizerConfig("adamw", weight_decay=0.01),
+        ScheduleConfig("cosine", warmup_epochs=0.5),
+        rng,
+    )
+    assert len(checked) > 50
+    assert all(a == dtype and b == dtype for _, a, b in checked), {c for c in checked if c[1] != dtype}
+    assert_only(np.dtype(dtype), *net.layers, net.loss)  # net.loss: the validation pass's cache
+    assert all(p.dtype == dtype for p in net.state().values())

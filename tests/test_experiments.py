@@ -1,0 +1,150 @@
+"""DVC experiments on the real MNIST files: queued sweeps, comparison, apply/branch, group overrides.
+
+A module fixture copies the repo into a throw-away git repo whose default preset cuts training
+to 1 epoch, runs the baseline with ``dvc repro`` and commits it. Every test that changes the
+workspace puts it back, so they do not depend on their order. Skipped without the MNIST mirror.
+One pipeline runs at a time (``-j 1``): the machine is small.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from dvc_sandbox import Sandbox, make_sandbox, real_mirror
+
+pytestmark = pytest.mark.slow
+
+LRS = (0.05, 0.2)
+
+
+def _exps(box: Sandbox) -> dict[str, dict]:
+    """Experiments of ``dvc exp show --json`` by name: ``{"lr", "optimizer", "metrics", "rev"}``."""
+    found = {}
+    for baseline in json.loads(box.dvc("exp", "show", "--json")):
+        for group in baseline.get("experiments") or []:
+            data = group["revs"][0]["data"]
+            params = data["params"]["params.yaml"]["data"]
+            metrics = (data.get("metrics") or {}).get("reports/metrics.json", {}).get("data")
+            found[group["name"]] = {
+                "lr": params["train"]["lr"],
+                "optimizer": params["optimizer"]["name"],
+                "metrics": metrics,
+                "rev": group["revs"][0]["rev"],
+            }
+    return found
+
+
+def _reset(box: Sandbox) -> None:
+    box.git("reset", "-q", "--hard")
+    box.dvc("checkout", "--force")
+
+
+def _wait_for_queue(box: Sandbox, names: list[str], timeout: float = 480) -> str:
+    """Poll ``dvc queue status`` until every one of ``names`` has succeeded or failed (or time is up)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = box.dvc("queue", "status")
+        lines = status.splitlines()
+        finished = [
+            n for n in names for line in lines if f" {n} " in line and line.split()[-1] in ("Success", "Failed")
+        ]
+        if len(finished) == len(names) or time.monotonic() > deadline:
+            return status
+        time.sleep(2)
+
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory: pytest.TempPathFactory) -> Sandbox:
+    mirror = real_mirror()
+    if mirror is None:
+        pytest.skip("real MNIST files not found (set DATA_MIRROR or provide ../shared/datasets/mnist)")
+    sandbox = make_sandbox(
+        tmp_path_factory.mktemp("experiments") / "repo", preset={"train": {"epochs": 1}}, data_mirror=mirror
+    )
+    sandbox.dvc("repro")
+    sandbox.commit("baseline results")
+    yield sandbox
+    sandbox.wait_for_workers()
+
+
+@pytest.fixture(scope="module")
+def queued(box: Sandbox) -> dict[float, str]:
+    """Two experiments queued one by one and run by a queue worker: ``{lr: experiment name}``."""
+    names = {}
+    for lr in LRS:
+        output = box.dvc("exp", "run", "--queue", "-S", f"train.lr={lr}")
+        names[lr] = re.search(r"Queued experiment '([^']+)'", output).group(1)
+    box.dvc("queue", "start", "-j", "1")
+    status = _wait_for_queue(box, list(names.values()))
+    assert status.count("Success") >= 2, status
+    box.wait_for_workers()
+    return names
+
+
+def test_queued_sweep_gives_two_experiments_with_different_metrics(box: Sandbox, queued: dict[float, str]) -> None:
+    exps = _exps(box)
+    runs = [exps[queued[lr]] for lr in LRS]
+    assert [run["lr"] for run in runs] == list(LRS)
+    first, second = (run["metrics"] for run in runs)
+    assert first["val"]["accuracy"] > 0.9 and second["val"]["accuracy"] > 0.9
+    assert first["val"]["loss"] != second["val"]["loss"] and first["test"]["loss"] != second["test"]["loss"]
+    assert box.git("status", "--porcelain") == ""  # queued runs never touch the workspace
+
+
+def test_compare_experiments(box: Sandbox, queued: dict[float, str], tmp_path: Path) -> None:
+    low, high = queued[LRS[0]], queued[LRS[1]]
+    diff = box.dvc("metrics", "diff", low, high)
+    header = diff.splitlines()[0].split()
+    assert header == ["Path", "Metric", low, high, "Change"]
+    assert re.search(r"reports/metrics.json\s+val.accuracy\s+[\d.]+\s+[\d.]+\s+-?[\d.]+", diff), diff
+    assert "train.lr" in box.dvc("params", "diff", low, high)
+    table = box.dvc("exp", "show", "--no-pager", "--csv", "--sort-by", "reports/metrics.json:val.accuracy")
+    assert low in table and high in table
+    box.dvc("plots", "diff", low, high, "-o", str(tmp_path / "plots"))
+    html = (tmp_path / "plots" / "index.html").read_text(encoding="utf-8")
+    assert low in html and high in html and "Accuracy per epoch" in html
+
+
+def test_apply_and_branch(box: Sandbox, queued: dict[float, str]) -> None:
+    name = queued[LRS[1]]
+    expected = _exps(box)[name]["metrics"]
+    try:
+        box.dvc("exp", "apply", name)
+        assert box.read_json("reports/metrics.json") == expected
+        assert box.params()["train"]["lr"] == LRS[1]
+        assert "Running stage" not in box.dvc("repro")  # the applied outputs match their lock
+    finally:
+        _reset(box)
+    box.dvc("exp", "branch", name, "lr-high")
+    assert json.loads(box.git("show", "lr-high:reports/metrics.json")) == expected
+    assert box.read_json("reports/metrics.json") != expected  # the workspace is back at the baseline
+
+
+def test_group_override_in_the_workspace(box: Sandbox) -> None:
+    try:
+        output = box.dvc("exp", "run", "-n", "adam", "-S", "optimizer=adam", "-S", "train.lr=0.001")
+        assert re.findall(r"Running stage '(\w+)'", output) == ["train", "evaluate", "report"], output
+        optimizer = box.params()["optimizer"]
+        assert optimizer["name"] == "adam" and "momentum" not in optimizer  # the group was swapped, not merged
+        assert box.read_json("reports/metrics.json")["val"]["accuracy"] > 0.9
+        assert _exps(box)["adam"]["optimizer"] == "adam"
+    finally:
+        _reset(box)
+
+
+def test_sweep_command_ranks_by_validation_accuracy(box: Sandbox) -> None:
+    output = box.python("-m", "mnist_pipeline.sweep", "-S", "train.lr=0.3,0.02", "-j", "1", timeout=480)
+    box.wait_for_workers()
+    rows = [line.split() for line in output.splitlines() if re.match(r"^[12]\s", line)]
+    assert [row[0] for row in rows] == ["1", "2"], output
+    exps = _exps(box)
+    accuracies = [exps[row[1]]["metrics"]["val"]["accuracy"] for row in rows]
+    assert accuracies == sorted(accuracies, reverse=True)
+    assert [float(row[4]) for row in rows] == pytest.approx(accuracies, abs=5e-5)
+    assert {exps[row[1]]["lr"] for row in rows} == {0.3, 0.02}
+    assert re.search(rf"best by val.accuracy: {rows[0][1]} \(train.lr=", output), output

@@ -1,0 +1,182 @@
+"""sweep: queue a grid with dvc, run it, rank by validation accuracy (never test).
+
+The DVC side is replaced by a fake ``dvc`` executable that logs its arguments and replays the
+output formats of DVC 3 (copied from real runs); the real queue runs in test_experiments.py.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from mnist_pipeline import sweep
+from mnist_pipeline.errors import PipelineError
+
+# `dvc exp run --queue -S train.lr=0.7 -S model=mlp_64_sigmoid,softmax_regression` (DVC 3.67).
+QUEUE_OUTPUT = """\
+Queueing with overrides '{'params.yaml': ['train.lr=0.7', 'model=mlp_64_sigmoid']}'.
+Queued experiment 'scary-rail' for future execution.
+Queueing with overrides '{'params.yaml': ['train.lr=0.7', 'model=softmax_regression']}'.
+Queued experiment 'inner-vase' for future execution.
+"""
+
+
+def _exp(name: str, rev: str, val_acc: float | None, val_loss: float = 0.1, test_acc: float = 0.9, state="success"):
+    metrics = (
+        {} if val_acc is None else {"test": {"accuracy": test_acc}, "val": {"accuracy": val_acc, "loss": val_loss}}
+    )
+    data = {"rev": rev, "params": {}, "metrics": {"reports/metrics.json": {"data": metrics}} if metrics else {}}
+    return {"executor": {"state": state, "name": "dvc-task"}, "name": name, "revs": [{"rev": rev, "data": data}]}
+
+
+def _show(*experiments) -> list[dict]:
+    """``dvc exp show --json``: the workspace, then the baseline commit with its experiments."""
+    return [
+        {"rev": "workspace", "name": None, "data": {}, "experiments": None},
+        {"rev": "a" * 40, "name": "main", "data": {}, "experiments": list(experiments)},
+    ]
+
+
+# --- parsing ------------------------------------------------------------------------------------
+
+
+def test_parse_queued_pairs_names_with_their_overrides() -> None:
+    assert sweep.parse_queued(QUEUE_OUTPUT) == {
+        "scary-rail": "train.lr=0.7 model=mlp_64_sigmoid",
+        "inner-vase": "train.lr=0.7 model=softmax_regression",
+    }
+
+
+def test_parse_queued_without_override_lines_keeps_the_names() -> None:
+    output = "Queued experiment 'a-b' for future execution.\nQueueing with overrides '{broken'.\n"
+    output += "Queued experiment 'c-d' for future execution.\n"
+    assert sweep.parse_queued(output) == {"a-b": "", "c-d": ""}
+
+
+def test_collect_keeps_only_this_sweeps_experiments_in_queue_order() -> None:
+    show = _show(_exp("older", "1" * 40, 0.99), _exp("inner-vase", "2" * 40, 0.90), _exp("scary-rail", "3" * 40, 0.95))
+    results = sweep.collect(show, {"scary-rail": "x=1", "inner-vase": "x=2", "lost-one": "x=3"})
+    assert [(r.name, r.rev, r.overrides, r.val_accuracy, r.state) for r in results] == [
+        ("scary-rail", "3333333", "x=1", 0.95, "success"),
+        ("inner-vase", "2222222", "x=2", 0.90, "success"),
+        ("lost-one", "", "x=3", None, "no result"),
+    ]
+
+
+# --- ranking ------------------------------------------------------------------------------------
+
+
+def test_rank_uses_validation_accuracy_not_test() -> None:
+    # Test accuracy orders these the other way round: ranking must ignore it.
+    show = _show(
+        _exp("val-low", "1" * 40, 0.95, test_acc=0.99),
+        _exp("val-high", "2" * 40, 0.97, test_acc=0.90),
+        _exp("val-mid", "3" * 40, 0.96, test_acc=0.95),
+    )
+    results = sweep.collect(show, {"val-low": "", "val-high": "", "val-mid": ""})
+    assert [r.name for r in sweep.rank(results)] == ["val-high", "val-mid", "val-low"]
+
+
+def test_rank_breaks_ties_by_validation_loss_and_puts_failures_last() -> None:
+    results = [
+        sweep.Result("failed", "", "failed", "", None, None),
+        sweep.Result("tie-worse", "1", "success", "", 0.96, 0.20),
+        sweep.Result("tie-better", "2", "success", "", 0.96, 0.10),
+    ]
+    assert [r.name for r in sweep.rank(results)] == ["tie-better", "tie-worse", "failed"]
+
+
+def test_ranking_table_has_no_test_metrics() -> None:
+    show = _show(_exp("scary-rail", "3" * 40, 0.95, 0.123456, test_acc=0.9912), _exp("inner-vase", "2" * 40, 0.97))
+    table = sweep.format_ranking(sweep.collect(show, sweep.parse_queued(QUEUE_OUTPUT)))
+    lines = table.splitlines()
+    assert lines[0].split() == ["Rank", "Experiment", "Rev", "Overrides", "val.accuracy", "val.loss", "State"]
+    assert lines[1].split()[:2] == ["1", "inner-vase"]
+    assert lines[2].split() == ["2", "scary-rail", "3333333", "train.lr=0.7", "model=mlp_64_sigmoid"] + [
+        "0.9500",
+        "0.12346",
+        "success",
+    ]
+    assert "test" not in table.lower() and "0.9912" not in table
+
+
+# --- the command, against a fake dvc ------------------------------------------------------------
+
+FAKE_DVC = """\
+import json, os, sys
+args = sys.argv[1:]
+with open(os.environ["FAKE_DVC_LOG"], "a") as log:
+    log.write(json.dumps(args) + "\\n")
+if args[:3] == ["exp", "run", "--queue"]:
+    sys.stdout.write(os.environ["FAKE_QUEUE_OUTPUT"])
+elif "--run-all" in args:
+    print("Reproducing experiment ...")
+    sys.exit(int(os.environ.get("FAKE_RUN_ALL_RC", "0")))
+elif args[:2] == ["exp", "show"]:
+    sys.stdout.write(open(os.environ["FAKE_SHOW"]).read())
+"""
+
+
+@pytest.fixture
+def fake_dvc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    script = tmp_path / "dvc"
+    script.write_text(f"#!{sys.executable}\n{FAKE_DVC}", encoding="utf-8")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("FAKE_DVC_LOG", str(tmp_path / "calls.jsonl"))
+    monkeypatch.setenv("FAKE_QUEUE_OUTPUT", QUEUE_OUTPUT)
+    show = _show(_exp("scary-rail", "3" * 40, 0.95), _exp("inner-vase", "2" * 40, 0.97))
+    (tmp_path / "show.json").write_text(json.dumps(show), encoding="utf-8")
+    monkeypatch.setenv("FAKE_SHOW", str(tmp_path / "show.json"))
+    return script
+
+
+def _calls(fake_dvc: Path) -> list[list[str]]:
+    return [json.loads(line) for line in (fake_dvc.parent / "calls.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def test_main_queues_runs_and_ranks(fake_dvc: Path, capsys: pytest.CaptureFixture) -> None:
+    sweep.main(
+        ["--dvc", str(fake_dvc), "-S", "train.lr=0.7", "-S", "model=mlp_64_sigmoid,softmax_regression", "-j", "2"]
+    )
+    assert _calls(fake_dvc) == [
+        ["exp", "run", "--queue", "-S", "train.lr=0.7", "-S", "model=mlp_64_sigmoid,softmax_regression"],
+        ["exp", "run", "--run-all", "-j", "2"],
+        ["exp", "show", "--json"],
+    ]
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].split()[:2] == ["1", "inner-vase"] and out[2].split()[:2] == ["2", "scary-rail"]
+    assert out[-1] == (
+        "best by val.accuracy: inner-vase (train.lr=0.7 model=softmax_regression); `dvc exp apply inner-vase`"
+    )
+
+
+def test_main_defaults_to_the_lr_grid(fake_dvc: Path) -> None:
+    sweep.main(["--dvc", str(fake_dvc)])
+    assert _calls(fake_dvc)[0] == ["exp", "run", "--queue", "-S", "train.lr=0.05,0.1,0.2"]
+
+
+def test_main_reports_failed_experiments(
+    fake_dvc: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setenv("FAKE_RUN_ALL_RC", "1")
+    (fake_dvc.parent / "show.json").write_text(json.dumps(_show(_exp("inner-vase", "2" * 40, 0.97))), "utf-8")
+    with pytest.raises(PipelineError, match=r"1 experiment\(s\) produced no reports/metrics.json: scary-rail"):
+        sweep.main(["--dvc", str(fake_dvc)])
+    table = capsys.readouterr().out
+    assert "inner-vase" in table and "no result" in table  # what did run is still shown
+
+
+def test_main_fails_when_nothing_was_queued(fake_dvc: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_QUEUE_OUTPUT", "ERROR: something went wrong\n")
+    with pytest.raises(PipelineError, match="queued no experiment"):
+        sweep.main(["--dvc", str(fake_dvc)])
+    assert len(_calls(fake_dvc)) == 1  # never ran the queue
+
+
+def test_jobs_must_be_positive() -> None:
+    with pytest.raises(SystemExit):
+        sweep.parse_args(["-j", "0"])
