@@ -6,6 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DVC_NO_ANALYTICS := 1
+# Stage commands run `python -m ...`: make sure that is the venv's python.
+export PATH := $(abspath $(BIN)):$(PATH)
 # The local MNIST mirror next to this checkout, used when DATA_MIRROR is unset and it exists.
 DATA_MIRROR ?= $(if $(wildcard ../shared/datasets/mnist),$(abspath ../shared/datasets/mnist),)
 export DATA_MIRROR

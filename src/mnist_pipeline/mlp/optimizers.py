@@ -26,6 +26,7 @@ class Optimizer:
     def __init__(self, params: list[np.ndarray], grads: list[np.ndarray], cfg: OptimizerConfig) -> None:
         self.params, self.grads, self.cfg = params, grads, cfg
         self.t = 0
+        self.scratch = [np.empty_like(p) for p in params]  # lr * g without a temporary per step
 
     def step(self, lr: float) -> None:
         self.t += 1
@@ -42,7 +43,7 @@ class Optimizer:
 @OPTIMIZERS.register("sgd")
 class SGD(Optimizer):
     def update(self, i, p, g, lr):
-        p -= lr * g
+        p -= np.multiply(g, lr, out=self.scratch[i])
 
 
 @OPTIMIZERS.register("momentum")
@@ -54,7 +55,7 @@ class Momentum(Optimizer):
     def update(self, i, p, g, lr):
         v = self.v[i]
         v *= p.dtype.type(self.cfg.momentum)
-        v -= lr * g
+        v -= np.multiply(g, lr, out=self.scratch[i])
         p += v
 
 

@@ -1,8 +1,8 @@
 """Mini-batch training loop: shuffle, augment, forward, backward, regularize, step.
 
-Per epoch: one permutation from the stage's ``rng`` gathers the training set
-into contiguous memory (plus random shifts if ``augment_shift > 0``), then each
-batch does forward -> loss -> backward -> L2 -> optimizer step (learning rate
+Per epoch: one permutation from the stage's ``rng``; each batch is gathered
+into a reused contiguous buffer (and randomly shifted if ``augment_shift > 0``,
+with shifts drawn from the same ``rng``), then does forward -> loss -> backward -> L2 -> optimizer step (learning rate
 from the per-step schedule) -> max-norm. After the epoch the validation split
 is evaluated with plain cross-entropy. With ``early_stop`` the best epoch's
 weights are kept and restored at the end.
@@ -99,20 +99,27 @@ def fit(
     opt = make_optimizer(opt_cfg, [p for _, p, _ in params], [g for _, _, g in params])
     weights = [(p, g) for name, p, g in params if name.startswith("W")]
     l2 = net.dtype.type(cfg.l2)
+    l2_scratch = [np.empty_like(p) for p, _ in weights] if cfg.l2 else []
     rows, seconds = [], []
     best, best_state, waited = None, None, 0
     step = 0
+    # Per-batch buffers, reused every step: gathering a batch of the shuffled set into
+    # contiguous memory costs far less than copying the whole training set each epoch.
+    x_buf = np.empty((cfg.batch_size, train.x.shape[1]), dtype=train.x.dtype)
+    t_buf = np.empty((cfg.batch_size, train.onehot.shape[1]), dtype=train.onehot.dtype)
     for epoch in range(1, cfg.epochs + 1):
         start = time.perf_counter()
         perm = rng.permutation(n)
-        xs = train.x[perm].astype(net.dtype, copy=False)  # gathered once, contiguous
-        if cfg.augment_shift:
-            xs = random_shift(xs, image_shape, cfg.augment_shift, rng)
-        ts = train.onehot[perm].astype(net.dtype, copy=False)
         ys = train.y[perm]
         loss_sum, correct = 0.0, 0
         for i in range(0, n, cfg.batch_size):
-            xb, tb = xs[i : i + cfg.batch_size], ts[i : i + cfg.batch_size]
+            idx = perm[i : i + cfg.batch_size]
+            b = len(idx)
+            xb = np.take(train.x, idx, axis=0, out=x_buf[:b], mode="clip")  # (B, D)
+            tb = np.take(train.onehot, idx, axis=0, out=t_buf[:b], mode="clip")  # (B, C)
+            if cfg.augment_shift:
+                xb = random_shift(xb, image_shape, cfg.augment_shift, rng)
+            xb, tb = xb.astype(net.dtype, copy=False), tb.astype(net.dtype, copy=False)
             logits = net.forward(xb, train=True)
             loss = loss_fn.forward(logits, tb)
             if not math.isfinite(loss):
@@ -124,8 +131,8 @@ def fit(
             correct += int((logits.argmax(axis=1) == ys[i : i + cfg.batch_size]).sum())
             net.backward(loss_fn.backward())
             if l2:
-                for p, g in weights:
-                    g += l2 * p
+                for (p, g), tmp in zip(weights, l2_scratch, strict=True):
+                    g += np.multiply(p, l2, out=tmp)
             lr = schedule.lr_at(step)
             opt.step(lr)
             if cfg.max_norm:

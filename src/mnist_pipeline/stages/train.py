@@ -54,7 +54,8 @@ def main() -> None:
     d, c = cfg.dataset.num_features, cfg.dataset.num_classes
     train = load_split(FEATURES_DIR / "train.npz", d, c)
     val = load_split(FEATURES_DIR / "val.npz", d, c)
-    norm = npz_meta(load_npz(FEATURES_DIR / "train.npz", ["meta"]), FEATURES_DIR / "train.npz")
+    # Normalization constants: every split carries the same meta; read the small one.
+    norm = npz_meta(load_npz(FEATURES_DIR / "val.npz", ["meta"]), FEATURES_DIR / "val.npz")
     rng = np.random.default_rng(cfg.train.seed)
     net = build(cfg, rng)
     rows, seconds = fit(net, train, val, cfg.train, cfg.optimizer, cfg.schedule, rng, cfg.dataset.image_shape)
