@@ -59,13 +59,13 @@ $(BENCH_STAMP): pyproject.toml requirements.lock
 bench: $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python -m mnist_pipeline.bench $(ARGS)
 
-# Experiments. `dvc` and the stages' `python` must be this venv's, hence PATH.
+# Experiments (PATH, exported above, makes `dvc` and the stages' `python` this venv's):
 #   make sweep ARGS="-S 'train.lr=0.05,0.1,0.2' -S train.epochs=5 -j 2"   (default grid: train.lr=0.05,0.1,0.2)
 #   make check-metrics ARGS="--rev origin/main"                             (gate reports/metrics.json)
 .PHONY: sweep check-metrics
 
 sweep: install
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m mnist_pipeline.sweep $(ARGS)
+	$(BIN)/python -m mnist_pipeline.sweep $(ARGS)
 
 check-metrics: install
 	$(BIN)/python -m mnist_pipeline.check_metrics $(ARGS)

@@ -174,6 +174,12 @@ def _fmt(value: float | None) -> str:
     return str(round(value, PRECISION)) if isinstance(value, float) else str(value)
 
 
+def align(rows: list[list[str]]) -> str:
+    """Rows of cells as left-aligned columns two spaces apart (the layout of ``dvc metrics diff``)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
 def format_table(
     current: dict[str, float],
     baseline: dict[str, float] | None,
@@ -191,8 +197,7 @@ def format_table(
         if metric in gate:
             status = f">= {gate[metric]} " + ("ok" if new is not None and new >= gate[metric] else "FAIL")
         rows.append([path, metric, _fmt(old), _fmt(new), _fmt(change), status])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+    return align(rows)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

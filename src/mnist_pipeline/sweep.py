@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mnist_pipeline.check_metrics import align
 from mnist_pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -106,8 +107,7 @@ def format_ranking(results: list[Result]) -> str:
         loss = "-" if r.val_loss is None else f"{r.val_loss:.5f}"
         position = str(i) if r.val_accuracy is not None else "-"
         rows.append([position, r.name, r.rev or "-", r.overrides or "-", acc, loss, r.state])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+    return align(rows)
 
 
 class Dvc:
