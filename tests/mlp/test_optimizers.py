@@ -6,6 +6,9 @@ expected values are worked out by hand from the formulas in ``mnist_pipeline.mlp
 and written as literals or short expressions; the implementation is never used to compute them.
 
 Shared numbers: ``w0 = [1, -2]``, ``g1 = [0.5, -1]``, ``g2 = [-0.25, 2]``, ``lr1 = 0.1``, ``lr2 = 0.05``.
+The optimizers linear in ``lr * g`` (sgd, momentum, nesterov) are checked against the same hand
+numbers twice: through ``step(lr)`` and through ``step_prescaled()`` with the gradient set to ``-lr * g``
+(the trainer's path).
 """
 
 from __future__ import annotations
@@ -25,48 +28,62 @@ G2 = [-0.25, 2.0]
 LR1, LR2 = 0.1, 0.05
 
 
-def two_steps(cfg: OptimizerConfig, shape=(2,)) -> tuple[np.ndarray, np.ndarray]:
-    """Parameter after step 1 and after step 2 (copies), gradients G1 then G2, lr LR1 then LR2."""
+def two_steps(cfg: OptimizerConfig, shape=(2,), prescaled: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Parameter after step 1 and after step 2 (copies), gradients G1 then G2, lr LR1 then LR2.
+
+    ``prescaled``: store ``-lr * g`` in the gradient buffer and call ``step_prescaled()`` instead.
+    """
     w = np.array(W0, dtype=np.float64).reshape(shape)
     g = np.zeros_like(w)
     opt = make_optimizer(cfg, [w], [g])
-    g[...] = np.reshape(G1, shape)
-    opt.step(LR1)
-    after_1 = w.copy()
-    g[...] = np.reshape(G2, shape)
-    opt.step(LR2)
-    return after_1, w.copy()
+    after = []
+    for grad, lr in ((G1, LR1), (G2, LR2)):
+        if prescaled:
+            g[...] = -lr * np.reshape(grad, shape)
+            opt.step_prescaled()
+        else:
+            g[...] = np.reshape(grad, shape)
+            opt.step(lr)
+        after.append(w.copy())
+    return after[0], after[1]
+
+
+BOTH_PATHS = pytest.mark.parametrize("prescaled", [False, True], ids=["step", "step_prescaled"])
 
 
 def check(actual: np.ndarray, expected: list[float]) -> None:
     np.testing.assert_allclose(actual.ravel(), expected, rtol=1e-12, atol=1e-15)
 
 
-def test_sgd_two_steps() -> None:
+@BOTH_PATHS
+def test_sgd_two_steps(prescaled: bool) -> None:
     # w -= lr * g
-    w1, w2 = two_steps(OptimizerConfig("sgd"))
+    w1, w2 = two_steps(OptimizerConfig("sgd"), prescaled=prescaled)
     check(w1, [1.0 - 0.1 * 0.5, -2.0 + 0.1 * 1.0])  # [0.95, -1.9]
     check(w2, [0.95 + 0.05 * 0.25, -1.9 - 0.05 * 2.0])  # [0.9625, -2.0]
     check(w2, [0.9625, -2.0])
 
 
-def test_classical_momentum_two_steps() -> None:
+@BOTH_PATHS
+def test_classical_momentum_two_steps(prescaled: bool) -> None:
     # v = mu * v - lr * g; w += v      (mu = 0.9)
-    w1, w2 = two_steps(OptimizerConfig("momentum", momentum=0.9))
+    w1, w2 = two_steps(OptimizerConfig("momentum", momentum=0.9), prescaled=prescaled)
     # v1 = -0.1 * [0.5, -1] = [-0.05, 0.1]
     check(w1, [0.95, -1.9])
     # v2 = 0.9 * [-0.05, 0.1] - 0.05 * [-0.25, 2] = [-0.045 + 0.0125, 0.09 - 0.1] = [-0.0325, -0.01]
     check(w2, [0.95 - 0.0325, -1.9 - 0.01])  # [0.9175, -1.91]
 
 
-def test_momentum_zero_is_sgd() -> None:
-    _, w2 = two_steps(OptimizerConfig("momentum", momentum=0.0))
+@BOTH_PATHS
+def test_momentum_zero_is_sgd(prescaled: bool) -> None:
+    _, w2 = two_steps(OptimizerConfig("momentum", momentum=0.0), prescaled=prescaled)
     check(w2, [0.9625, -2.0])
 
 
-def test_nesterov_two_steps() -> None:
+@BOTH_PATHS
+def test_nesterov_two_steps(prescaled: bool) -> None:
     # v = mu * v - lr * g; w += mu * v - lr * g      (mu = 0.9)
-    w1, w2 = two_steps(OptimizerConfig("nesterov", momentum=0.9))
+    w1, w2 = two_steps(OptimizerConfig("nesterov", momentum=0.9), prescaled=prescaled)
     # v1 = [-0.05, 0.1]; w1 = w0 + 0.9 * v1 - 0.1 * g1 = [1 - 0.045 - 0.05, -2 + 0.09 + 0.1]
     check(w1, [0.905, -1.81])
     # v2 = [-0.0325, -0.01]; w2 = w1 + 0.9 * v2 - 0.05 * g2 = [0.905 - 0.02925 + 0.0125, -1.81 - 0.009 - 0.1]
@@ -140,6 +157,36 @@ def test_adamw_decays_weight_matrices_but_not_biases() -> None:
 def test_adamw_without_decay_is_adam() -> None:
     _, w2 = two_steps(OptimizerConfig("adamw", weight_decay=0.0), shape=(1, 2))
     check(w2, adam_hand()[1])
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_only_optimizers_linear_in_lr_times_g_take_prescaled_gradients(name: str) -> None:
+    opt = make_optimizer(OptimizerConfig(name), [np.ones(2)], [np.ones(2)])
+    assert opt.prescaled == (name in ("sgd", "momentum", "nesterov"))
+    if not opt.prescaled:  # ema_momentum averages raw gradients; adaptive ones divide by their size
+        with pytest.raises(NotImplementedError, match="takes plain gradients: call step"):
+            opt.step_prescaled()
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov"])
+def test_prescaled_decay_is_the_l2_gradient_of_weight_matrices_only(name: str) -> None:
+    # step_prescaled(-lr * l2) on d = -lr * g must equal step(lr) on g + l2 * w for a matrix, g for a vector.
+    l2 = 0.5
+    cfg = OptimizerConfig(name, momentum=0.9)
+    w_ref, b_ref = np.array([[1.0, -2.0]]), np.array([1.0, -2.0])
+    w, b = w_ref.copy(), b_ref.copy()
+    gw_ref, gb_ref, gw, gb = (np.zeros(2).reshape(s) for s in ((1, 2), (2,), (1, 2), (2,)))
+    ref = make_optimizer(cfg, [w_ref, b_ref], [gw_ref, gb_ref])
+    opt = make_optimizer(cfg, [w, b], [gw, gb])
+    for grad, lr in ((G1, LR1), (G2, LR2)):
+        gw_ref[...] = np.reshape(grad, (1, 2)) + l2 * w_ref
+        gb_ref[...] = grad  # biases: no L2
+        ref.step(lr)
+        gw[...], gb[...] = -lr * np.reshape(grad, (1, 2)), -lr * np.asarray(grad)
+        opt.step_prescaled(-lr * l2)
+        check(w, w_ref.ravel().tolist())
+        check(b, b_ref.tolist())
+    assert not np.allclose(w.ravel(), b)  # the decay made the matrix and the vector differ
 
 
 def test_optimizer_updates_in_place_and_keeps_state_per_parameter() -> None:

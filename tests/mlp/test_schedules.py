@@ -154,7 +154,10 @@ def test_fit_changes_the_learning_rate_every_step(monkeypatch: pytest.MonkeyPatc
     data = Split(x, y, np.eye(2, dtype=np.float32)[y])
     net = Network([3, 4, 2], "tanh", "glorot_normal", rng)
     cfg = TrainConfig(epochs=2, batch_size=4, lr=0.6, l2=0.0, seed=0, dtype="float32")
-    rows, _ = fit(net, data, data, cfg, OptimizerConfig("sgd"), ScheduleConfig("cosine", warmup_epochs=1), rng)
+    # rmsprop takes plain gradients and the lr through step(lr); the prescaled path (sgd, momentum,
+    # nesterov) is shown to apply the same per-step lr in test_trainer_options.py.
+    opt_cfg = OptimizerConfig("rmsprop")
+    rows, _ = fit(net, data, data, cfg, opt_cfg, ScheduleConfig("cosine", warmup_epochs=1), rng)
     # warmup: 0.6 * 1/3, 0.6 * 2/3, 0.6; then cosine over 3 steps: progress 0, 1/3, 2/3
     expected = [0.2, 0.4, 0.6, 0.6, 0.3 * (1 + math.cos(math.pi / 3)), 0.3 * (1 + math.cos(2 * math.pi / 3))]
     assert recorded == pytest.approx(expected)  # [.2, .4, .6, .6, .45, .15]: six different steps

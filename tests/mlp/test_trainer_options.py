@@ -322,3 +322,35 @@ def test_fit_with_every_option_keeps_the_dtype(dtype: str) -> None:
     assert all(a == dtype and b == dtype for _, a, b in checked), {c for c in checked if c[1] != dtype}
     assert_only(np.dtype(dtype), *net.layers, net.loss)  # net.loss: the validation pass's cache
     assert all(p.dtype == dtype for p in net.state().values())
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov"])
+def test_prescaled_path_trains_exactly_like_step_lr(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # fit scales the loss gradient by -lr for these optimizers; with L2 and a per-step schedule the
+    # weights must match the plain path (gradients as they are, step(lr)) up to rounding (float64).
+    data = blobs(40, seed=3)
+    opt_cfg = OptimizerConfig(name, momentum=0.9)
+    sched = ScheduleConfig("cosine", warmup_epochs=1)
+
+    def run() -> tuple[Network, list[dict]]:
+        net = Network([DIM, 7, CLASSES], "relu", "he_normal", np.random.default_rng(4), np.float64)
+        rows, _ = fit(
+            net,
+            data,
+            data,
+            cfg(epochs=3, batch_size=8, l2=1e-2, dtype="float64"),
+            opt_cfg,
+            sched,
+            np.random.default_rng(5),
+        )
+        return net, rows
+
+    prescaled_net, prescaled_rows = run()
+    cls = OPTIMIZERS.get(name)
+    monkeypatch.setattr(cls, "prescaled", False)
+    plain_net, plain_rows = run()
+    for (_, a, _), (_, b, _) in zip(prescaled_net.parameters(), plain_net.parameters(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
+    assert [r["train_loss"] for r in prescaled_rows] == pytest.approx([r["train_loss"] for r in plain_rows], rel=1e-10)
+    initial = Network([DIM, 7, CLASSES], "relu", "he_normal", np.random.default_rng(4), np.float64)
+    assert not np.allclose(initial.parameters()[0][1], plain_net.parameters()[0][1])  # it did train

@@ -1,7 +1,8 @@
 """Optimizers: update parameters in place from their gradients.
 
 ``step(lr)`` applies one update to every parameter; per-parameter state
-(velocities, moments) lives in lists aligned with the parameters. Formulas:
+(velocities, moments) lives in lists aligned with the parameters; each update works in place with
+preallocated scratch, no parameter-sized temporaries. Formulas:
 
 - ``sgd``: ``w -= lr * g``
 - ``momentum`` (classical): ``v = mu * v - lr * g; w += v``
@@ -10,6 +11,15 @@
 - ``rmsprop``: ``s = rho * s + (1 - rho) * g^2; w -= lr * g / (sqrt(s) + eps)``
 - ``adam``: bias-corrected moments, ``w -= lr * m_hat / (sqrt(s_hat) + eps)``
 - ``adamw``: ``w -= lr * weight_decay * w`` on weight matrices (decoupled), then adam
+
+``sgd``, ``momentum`` and ``nesterov`` are linear in ``lr * g`` (``prescaled = True``): the trainer
+multiplies the loss gradient by ``-lr`` before back-propagation, which scales every parameter's
+gradient by ``-lr`` (back-propagation is linear in it) for the price of scaling a ``(B, C)`` array, and
+then calls ``step_prescaled(decay)``, which saves a full pass over the parameters per step. There
+the L2 penalty's gradient ``l2 * w`` of weight matrices (``ndim >= 2``; not biases) comes in as
+``decay = -lr * l2`` and is added inside the update, using the spent gradient buffer as scratch (the
+gradient buffers hold garbage after ``step_prescaled``). ``step(lr)`` takes plain gradients, L2
+included, for every optimizer.
 """
 
 from __future__ import annotations
@@ -23,60 +33,119 @@ OPTIMIZERS = Registry("optimizer")
 
 
 class Optimizer:
+    """``update(p, g, *state, lr)`` / ``update_prescaled(p, d, *state, decay)`` update one parameter in
+    place; ``state(i)`` gives parameter ``i``'s state arrays.
+    """
+
+    prescaled = False  # True: also has step_prescaled(), for gradients already multiplied by -lr
+
     def __init__(self, params: list[np.ndarray], grads: list[np.ndarray], cfg: OptimizerConfig) -> None:
         self.params, self.grads, self.cfg = params, grads, cfg
         self.t = 0
-        self.scratch = [np.empty_like(p) for p in params]  # lr * g without a temporary per step
-
-    def step(self, lr: float) -> None:
-        self.t += 1
-        for i, (p, g) in enumerate(zip(self.params, self.grads, strict=True)):
-            self.update(i, p, g, p.dtype.type(lr))
-
-    def update(self, i: int, p: np.ndarray, g: np.ndarray, lr: np.floating) -> None:
-        raise NotImplementedError
 
     def zeros(self) -> list[np.ndarray]:
         return [np.zeros_like(p) for p in self.params]
 
+    def state(self, i: int) -> tuple[np.ndarray, ...]:
+        return ()
+
+    def step(self, lr: float) -> None:
+        self.t += 1
+        for i, (p, g) in enumerate(zip(self.params, self.grads, strict=True)):
+            self.update(p, g, *self.state(i), p.dtype.type(lr))
+
+    def update(self, p: np.ndarray, g: np.ndarray, *state_and_lr) -> None:
+        raise NotImplementedError
+
+    def step_prescaled(self, decay: float = 0.0) -> None:
+        """One update from gradients that hold ``-lr * g`` (only when ``prescaled``).
+
+        ``decay = -lr * l2`` adds the L2 gradient of weight matrices: their step uses ``d + decay * w``.
+        """
+        if not self.prescaled:
+            raise NotImplementedError(f"{type(self).__name__} takes plain gradients: call step(lr)")
+        self.t += 1
+        for i, (p, d) in enumerate(zip(self.params, self.grads, strict=True)):
+            self.update_prescaled(p, d, *self.state(i), p.dtype.type(decay if p.ndim >= 2 else 0))
+
+    def update_prescaled(self, p: np.ndarray, d: np.ndarray, *state_and_decay) -> None:
+        raise NotImplementedError
+
 
 @OPTIMIZERS.register("sgd")
 class SGD(Optimizer):
-    def update(self, i, p, g, lr):
-        p -= np.multiply(g, lr, out=self.scratch[i])
+    prescaled = True
+
+    def __init__(self, params, grads, cfg):
+        super().__init__(params, grads, cfg)
+        self.scratch = [np.empty_like(p) for p in params]  # lr * g without a temporary per step
+
+    def state(self, i):
+        return (self.scratch[i],)
+
+    def update(self, p, g, scratch, lr):
+        p -= np.multiply(g, lr, out=scratch)
+
+    def update_prescaled(self, p, d, scratch, decay):
+        if decay:
+            p *= 1 + decay  # w + decay * w + d
+        p += d
 
 
 @OPTIMIZERS.register("momentum")
 class Momentum(Optimizer):
+    prescaled = True
+
     def __init__(self, params, grads, cfg):
         super().__init__(params, grads, cfg)
         self.v = self.zeros()
+        self.scratch = [np.empty_like(p) for p in params]
 
-    def update(self, i, p, g, lr):
-        v = self.v[i]
+    def state(self, i):
+        return (self.v[i], self.scratch[i])
+
+    def update(self, p, g, v, scratch, lr):
         v *= p.dtype.type(self.cfg.momentum)
-        v -= np.multiply(g, lr, out=self.scratch[i])
+        v -= np.multiply(g, lr, out=scratch)
+        p += v
+
+    def update_prescaled(self, p, d, v, scratch, decay):
+        v *= p.dtype.type(self.cfg.momentum)
+        v += d
+        if decay:
+            v += np.multiply(p, decay, out=d)  # d is spent: scratch for decay * w
         p += v
 
 
 @OPTIMIZERS.register("nesterov")
 class Nesterov(Momentum):
-    def update(self, i, p, g, lr):
+    def update(self, p, g, v, scratch, lr):
         mu = p.dtype.type(self.cfg.momentum)
-        v = self.v[i]
         v *= mu
-        v -= lr * g
-        p += mu * v - lr * g
+        v -= np.multiply(g, lr, out=scratch)
+        p += mu * v
+        p -= scratch
+
+    def update_prescaled(self, p, d, v, scratch, decay):
+        mu = p.dtype.type(self.cfg.momentum)
+        if decay:
+            d += np.multiply(p, decay, out=scratch)
+        v *= mu
+        v += d
+        np.multiply(v, mu, out=scratch)
+        scratch += d
+        p += scratch
 
 
 @OPTIMIZERS.register("ema_momentum")
 class EMAMomentum(Momentum):
-    def update(self, i, p, g, lr):
+    prescaled = False  # v averages raw gradients; lr applies after, so -lr cannot be folded in
+
+    def update(self, p, g, v, scratch, lr):
         beta = p.dtype.type(self.cfg.beta)
-        v = self.v[i]
         v *= beta
-        v += (1 - beta) * g
-        p -= lr * v
+        v += np.multiply(g, 1 - beta, out=scratch)
+        p -= np.multiply(v, lr, out=scratch)
 
 
 @OPTIMIZERS.register("rmsprop")
@@ -85,9 +154,11 @@ class RMSProp(Optimizer):
         super().__init__(params, grads, cfg)
         self.s = self.zeros()
 
-    def update(self, i, p, g, lr):
+    def state(self, i):
+        return (self.s[i],)
+
+    def update(self, p, g, s, lr):
         t = p.dtype.type
-        s = self.s[i]
         s *= t(self.cfg.rho)
         s += t(1 - self.cfg.rho) * g * g
         p -= lr * g / (np.sqrt(s) + t(self.cfg.eps))
@@ -99,9 +170,11 @@ class Adam(Optimizer):
         super().__init__(params, grads, cfg)
         self.m, self.s = self.zeros(), self.zeros()
 
-    def update(self, i, p, g, lr):
+    def state(self, i):
+        return (self.m[i], self.s[i])
+
+    def update(self, p, g, m, s, lr):
         c, t = self.cfg, p.dtype.type
-        m, s = self.m[i], self.s[i]
         m *= t(c.beta1)
         m += t(1 - c.beta1) * g
         s *= t(c.beta2)
@@ -113,10 +186,10 @@ class Adam(Optimizer):
 
 @OPTIMIZERS.register("adamw")
 class AdamW(Adam):
-    def update(self, i, p, g, lr):
+    def update(self, p, g, m, s, lr):
         if p.ndim >= 2:  # decay weight matrices, not biases
             p -= lr * p.dtype.type(self.cfg.weight_decay) * p
-        super().update(i, p, g, lr)
+        super().update(p, g, m, s, lr)
 
 
 def make_optimizer(cfg: OptimizerConfig, params: list[np.ndarray], grads: list[np.ndarray]) -> Optimizer:

@@ -1,10 +1,11 @@
 """Mini-batch training loop: shuffle, augment, forward, backward, regularize, step.
 
-Per epoch: one permutation from the stage's ``rng``; each batch is gathered
-into a reused contiguous buffer (and randomly shifted if ``augment_shift > 0``,
-with shifts drawn from the same ``rng``), then does forward -> loss -> backward -> L2 -> optimizer step (learning rate
-from the per-step schedule) -> max-norm. After the epoch the validation split
-is evaluated with plain cross-entropy. With ``early_stop`` the best epoch's
+Per epoch: one permutation from the stage's ``rng``; each batch is gathered into a reused
+contiguous buffer (and randomly shifted if ``augment_shift > 0``, with shifts drawn from the same
+``rng``), then does forward -> loss -> backward -> L2 -> optimizer step (learning rate from the
+per-step schedule) -> max-norm. For optimizers linear in ``lr * g`` the loss gradient is multiplied
+by ``-lr`` before back-propagation (see :mod:`~mnist_pipeline.mlp.optimizers`). After the epoch the
+validation split is evaluated with plain cross-entropy. With ``early_stop`` the best epoch's
 weights are kept and restored at the end.
 """
 
@@ -99,7 +100,7 @@ def fit(
     opt = make_optimizer(opt_cfg, [p for _, p, _ in params], [g for _, _, g in params])
     weights = [(p, g) for name, p, g in params if name.startswith("W")]
     l2 = net.dtype.type(cfg.l2)
-    l2_scratch = [np.empty_like(p) for p, _ in weights] if cfg.l2 else []
+    l2_scratch = [np.empty_like(p) for p, _ in weights] if cfg.l2 and not opt.prescaled else []
     rows, seconds = [], []
     best, best_state, waited = None, None, 0
     step = 0
@@ -129,12 +130,18 @@ def fit(
                 )
             loss_sum += loss * len(xb)
             correct += int((logits.argmax(axis=1) == ys[i : i + cfg.batch_size]).sum())
-            net.backward(loss_fn.backward())
-            if l2:
-                for (p, g), tmp in zip(weights, l2_scratch, strict=True):
-                    g += np.multiply(p, l2, out=tmp)
             lr = schedule.lr_at(step)
-            opt.step(lr)
+            delta = loss_fn.backward()
+            if opt.prescaled:  # every gradient times -lr: scale the (B, C) loss gradient once
+                delta *= net.dtype.type(-lr)
+                net.backward(delta)
+                opt.step_prescaled(-lr * cfg.l2)
+            else:
+                net.backward(delta)
+                if l2:
+                    for (p, g), tmp in zip(weights, l2_scratch, strict=True):
+                        g += np.multiply(p, l2, out=tmp)
+                opt.step(lr)
             if cfg.max_norm:
                 apply_max_norm([p for p, _ in weights], cfg.max_norm)
             step += 1
