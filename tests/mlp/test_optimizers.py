@@ -189,6 +189,27 @@ def test_prescaled_decay_is_the_l2_gradient_of_weight_matrices_only(name: str) -
     assert not np.allclose(w.ravel(), b)  # the decay made the matrix and the vector differ
 
 
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_step_l2_is_the_l2_gradient_of_weight_matrices_only(name: str) -> None:
+    # step(lr, l2) must equal step(lr) on g + l2 * w for a matrix, and on g alone for a vector.
+    l2 = 0.5
+    cfg = OptimizerConfig(name, momentum=0.9, weight_decay=0.1)
+    w_ref, b_ref = np.array([[1.0, -2.0]]), np.array([1.0, -2.0])
+    w, b = w_ref.copy(), b_ref.copy()
+    gw_ref, gb_ref, gw, gb = (np.zeros(2).reshape(s) for s in ((1, 2), (2,), (1, 2), (2,)))
+    ref = make_optimizer(cfg, [w_ref, b_ref], [gw_ref, gb_ref])
+    opt = make_optimizer(cfg, [w, b], [gw, gb])
+    for grad, lr in ((G1, LR1), (G2, LR2)):
+        gw_ref[...] = np.reshape(grad, (1, 2)) + l2 * w_ref
+        gb_ref[...] = grad
+        ref.step(lr)
+        gw[...], gb[...] = np.reshape(grad, (1, 2)), grad
+        opt.step(lr, l2)
+        check(w, w_ref.ravel().tolist())
+        check(b, b_ref.tolist())
+    assert not np.allclose(w.ravel(), b)  # the penalty made the matrix and the vector differ
+
+
 def test_optimizer_updates_in_place_and_keeps_state_per_parameter() -> None:
     # Two parameters with different gradients: velocities must not be shared between them.
     a, b = np.array([1.0, -2.0]), np.array([[0.0, 1.0]])

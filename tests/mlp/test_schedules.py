@@ -140,9 +140,9 @@ def test_fit_changes_the_learning_rate_every_step(monkeypatch: pytest.MonkeyPatc
         opt = make_optimizer(cfg, params, grads)
         step = opt.step
 
-        def record(lr: float) -> None:
+        def record(lr: float, l2: float = 0.0) -> None:
             recorded.append(lr)
-            step(lr)
+            step(lr, l2)
 
         opt.step = record
         return opt

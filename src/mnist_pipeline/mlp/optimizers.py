@@ -1,8 +1,10 @@
 """Optimizers: update parameters in place from their gradients.
 
 ``step(lr)`` applies one update to every parameter; per-parameter state
-(velocities, moments) lives in lists aligned with the parameters; each update works in place with
-preallocated scratch, no parameter-sized temporaries. Formulas:
+(velocities, moments) lives in lists aligned with the parameters; sgd, momentum and ema_momentum
+update in place through preallocated scratch, the others make temporaries. ``step(lr, l2)`` and
+``step_prescaled(decay)`` both add the L2 gradient to weight matrices (``ndim >= 2``) only, never to
+biases. Formulas:
 
 - ``sgd``: ``w -= lr * g``
 - ``momentum`` (classical): ``v = mu * v - lr * g; w += v``
@@ -16,10 +18,9 @@ preallocated scratch, no parameter-sized temporaries. Formulas:
 multiplies the loss gradient by ``-lr`` before back-propagation, which scales every parameter's
 gradient by ``-lr`` (back-propagation is linear in it) for the price of scaling a ``(B, C)`` array, and
 then calls ``step_prescaled(decay)``, which saves a full pass over the parameters per step. There
-the L2 penalty's gradient ``l2 * w`` of weight matrices (``ndim >= 2``; not biases) comes in as
-``decay = -lr * l2`` and is added inside the update, using the spent gradient buffer as scratch (the
-gradient buffers hold garbage after ``step_prescaled``). ``step(lr)`` takes plain gradients, L2
-included, for every optimizer.
+the L2 penalty's gradient ``l2 * w`` comes in as ``decay = -lr * l2`` and is added inside the update,
+using the spent gradient buffer as scratch (the gradient buffers hold garbage after
+``step_prescaled``). ``step(lr, l2)`` takes plain gradients for every optimizer.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class Optimizer:
     def __init__(self, params: list[np.ndarray], grads: list[np.ndarray], cfg: OptimizerConfig) -> None:
         self.params, self.grads, self.cfg = params, grads, cfg
         self.t = 0
+        self.l2_scratch: dict[int, np.ndarray] = {}  # l2 * w of weight matrix i, made on first use
 
     def zeros(self) -> list[np.ndarray]:
         return [np.zeros_like(p) for p in self.params]
@@ -49,9 +51,15 @@ class Optimizer:
     def state(self, i: int) -> tuple[np.ndarray, ...]:
         return ()
 
-    def step(self, lr: float) -> None:
+    def step(self, lr: float, l2: float = 0.0) -> None:
+        """One update from plain gradients; ``l2`` first adds ``l2 * w`` to the gradient of weight matrices."""
         self.t += 1
         for i, (p, g) in enumerate(zip(self.params, self.grads, strict=True)):
+            if l2 and p.ndim >= 2:
+                tmp = self.l2_scratch.get(i)
+                if tmp is None:
+                    tmp = self.l2_scratch[i] = np.empty_like(p)
+                g += np.multiply(p, p.dtype.type(l2), out=tmp)
             self.update(p, g, *self.state(i), p.dtype.type(lr))
 
     def update(self, p: np.ndarray, g: np.ndarray, *state_and_lr) -> None:

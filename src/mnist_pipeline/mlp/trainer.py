@@ -98,9 +98,7 @@ def fit(
     loss_fn = make_loss(cfg.loss, cfg.label_smoothing)
     params = net.parameters()
     opt = make_optimizer(opt_cfg, [p for _, p, _ in params], [g for _, _, g in params])
-    weights = [(p, g) for name, p, g in params if name.startswith("W")]
-    l2 = net.dtype.type(cfg.l2)
-    l2_scratch = [np.empty_like(p) for p, _ in weights] if cfg.l2 and not opt.prescaled else []
+    weights = [p for name, p, _ in params if name.startswith("W")]
     rows, seconds = [], []
     best, best_state, waited = None, None, 0
     step = 0
@@ -138,12 +136,9 @@ def fit(
                 opt.step_prescaled(-lr * cfg.l2)
             else:
                 net.backward(delta)
-                if l2:
-                    for (p, g), tmp in zip(weights, l2_scratch, strict=True):
-                        g += np.multiply(p, l2, out=tmp)
-                opt.step(lr)
+                opt.step(lr, cfg.l2)
             if cfg.max_norm:
-                apply_max_norm([p for p, _ in weights], cfg.max_norm)
+                apply_max_norm(weights, cfg.max_norm)
             step += 1
         seconds.append(time.perf_counter() - start)
         val_loss, val_acc = evaluate(net, val)
