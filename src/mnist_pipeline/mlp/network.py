@@ -16,6 +16,7 @@ from mnist_pipeline.errors import DataError
 from mnist_pipeline.io import load_npz, npz_meta, save_npz
 from mnist_pipeline.mlp.layers import ACTIVATIONS, Dense, Dropout, Layer
 from mnist_pipeline.mlp.losses import SoftmaxCrossEntropy, softmax
+from mnist_pipeline.mlp.memory import zeros_like
 
 
 class Network:
@@ -48,7 +49,17 @@ class Network:
                 self.layers.append(act())
                 if dropout > 0:
                     self.layers.append(Dropout(dropout, rng))
+        self._move_to_huge_pages()
         self.loss = SoftmaxCrossEntropy()
+
+    def _move_to_huge_pages(self) -> None:
+        """Re-home every parameter and gradient in one huge-page buffer (see :mod:`~mnist_pipeline.mlp.memory`)."""
+        stores = [d.params for d in self.dense] + [d.grads for d in self.dense]
+        slots = [(store, k) for store in stores for k in store]
+        views = zeros_like([store[k] for store, k in slots])
+        for (store, k), view in zip(slots, views, strict=True):
+            view[...] = store[k]
+            store[k] = view
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         """``(B, in)`` -> logits ``(B, out)``."""

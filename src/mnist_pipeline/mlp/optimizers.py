@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from mnist_pipeline.config import OptimizerConfig
+from mnist_pipeline.mlp.memory import zeros_like
 from mnist_pipeline.mlp.registry import Registry
 
 OPTIMIZERS = Registry("optimizer")
@@ -46,7 +47,8 @@ class Optimizer:
         self.l2_scratch: dict[int, np.ndarray] = {}  # l2 * w of weight matrix i, made on first use
 
     def zeros(self) -> list[np.ndarray]:
-        return [np.zeros_like(p) for p in self.params]
+        """One zeroed state array per parameter, side by side on huge pages (see :mod:`~mnist_pipeline.mlp.memory`)."""
+        return zeros_like(self.params)
 
     def state(self, i: int) -> tuple[np.ndarray, ...]:
         return ()
@@ -86,7 +88,7 @@ class SGD(Optimizer):
 
     def __init__(self, params, grads, cfg):
         super().__init__(params, grads, cfg)
-        self.scratch = [np.empty_like(p) for p in params]  # lr * g without a temporary per step
+        self.scratch = self.zeros()  # lr * g without a temporary per step
 
     def state(self, i):
         return (self.scratch[i],)
@@ -107,7 +109,7 @@ class Momentum(Optimizer):
     def __init__(self, params, grads, cfg):
         super().__init__(params, grads, cfg)
         self.v = self.zeros()
-        self.scratch = [np.empty_like(p) for p in params]
+        self.scratch = self.zeros()
 
     def state(self, i):
         return (self.v[i], self.scratch[i])
