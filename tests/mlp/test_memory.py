@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import gc
+import mmap
 import re
+import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from mnist_pipeline.config import OptimizerConfig
+from mnist_pipeline.mlp import memory
 from mnist_pipeline.mlp.initializers import INITIALIZERS
 from mnist_pipeline.mlp.memory import ALIGN, HUGE_PAGE, zeros_like
 from mnist_pipeline.mlp.network import Network
@@ -58,18 +62,70 @@ def test_moving_to_huge_pages_keeps_the_initial_weights():
     assert not net.dense[0].params["b"].any() and not net.dense[1].grads["W"].any()
 
 
+class RefusingMmap(mmap.mmap):
+    """An anonymous mapping whose ``madvise`` fails as on a kernel without transparent huge pages."""
+
+    def madvise(self, *args):
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+
+def buffer_owner(a: np.ndarray) -> object:
+    """The object at the end of ``a``'s chain of bases (through memoryviews): what holds its memory."""
+    while True:
+        nxt = getattr(a, "base", None)
+        if nxt is None and isinstance(a, memoryview):
+            nxt = a.obj
+        if nxt is None:
+            return a
+        a = nxt
+
+
+def test_a_refused_madvise_leaves_ordinary_memory(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(mmap, "mmap", RefusingMmap)
+    (w,) = zeros_like([np.ones((100, 7), np.float32)])
+    assert isinstance(buffer_owner(w), RefusingMmap)  # the refusing mapping was really used
+    assert w.shape == (100, 7) and not w.any() and w.ctypes.data % HUGE_PAGE == 0
+    net = Network([12, 5, 3], "relu", "he_normal", np.random.default_rng(0))
+    assert net.dense[0].params["W"].any()
+
+
+def test_without_mmap_the_arrays_come_from_numpy(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(memory, "mmap", types.SimpleNamespace())  # no MAP_PRIVATE, no madvise
+    a, b = zeros_like([np.ones((3, 4), np.float64), np.ones(5, np.int16)])
+    assert (a.shape, a.dtype, b.shape, b.dtype) == ((3, 4), np.float64, (5,), np.int16)
+    assert not a.any() and not b.any() and a.ctypes.data % HUGE_PAGE == 0
+    assert isinstance(buffer_owner(a), np.ndarray) and not np.shares_memory(a, b)
+
+
+def smaps_fields(address: int) -> dict[str, int]:
+    """The kB fields of the /proc/self/smaps entry of the mapping that holds ``address``."""
+    header = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) ")
+    fields: dict[str, int] | None = None
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        m = header.match(line)
+        if m:
+            if fields is not None:
+                break
+            if int(m.group(1), 16) <= address < int(m.group(2), 16):
+                fields = {}
+        elif fields is not None and (f := re.match(r"^(\w+):\s+(\d+) kB", line)):
+            fields[f.group(1)] = int(f.group(2))
+    assert fields is not None, f"no mapping holds address {address:#x}"
+    return fields
+
+
+def thp_mode(name: str) -> str:
+    """The bracketed (active) mode of /sys/kernel/mm/transparent_hugepage/<name>, or ''."""
+    path = THP.parent / name
+    m = re.search(r"\[(\w[\w+]*)\]", path.read_text()) if path.exists() else None
+    return m.group(1) if m else ""
+
+
 @pytest.mark.skipif(
-    not THP.exists() or "[never]" in THP.read_text(), reason="transparent huge pages unavailable on this kernel"
+    thp_mode("enabled") not in ("always", "madvise") or thp_mode("defrag") not in ("always", "madvise"),
+    reason="this kernel may not give huge pages at fault time (THP off, or no direct compaction for madvised memory)",
 )
 def test_the_buffer_is_backed_by_huge_pages_when_the_kernel_offers_them():
     (w,) = zeros_like([np.ones((HUGE_PAGE // 4,), np.float32)])  # exactly one aligned huge page
     w[...] = 1.0  # first touch faults the page in
-    address = w.ctypes.data
-    smaps = Path("/proc/self/smaps").read_text().splitlines()
-    for i, line in enumerate(smaps):
-        m = re.match(r"([0-9a-f]+)-([0-9a-f]+) ", line)
-        if m and int(m.group(1), 16) <= address < int(m.group(2), 16):
-            fields = dict(re.findall(r"^(\w+):\s+(\d+) kB", "\n".join(smaps[i + 1 : i + 30]), re.M))
-            assert int(fields["AnonHugePages"]) >= HUGE_PAGE // 1024
-            return
-    pytest.fail(f"no mapping holds address {address:#x}")
+    assert smaps_fields(w.ctypes.data)["AnonHugePages"] >= HUGE_PAGE // 1024
