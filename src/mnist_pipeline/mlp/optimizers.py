@@ -49,7 +49,10 @@ def row_blocks(*arrays: np.ndarray) -> Iterator[tuple[np.ndarray, ...]]:
     are fetched from memory once and the later passes hit the cache. Slicing rows keeps ``ndim``.
     """
     n = len(arrays[0])
-    rows = max(1, BLOCK_ELEMENTS * n // max(arrays[0].size, 1))
+    if arrays[0].size <= BLOCK_ELEMENTS:  # one block: the arrays themselves, without slicing
+        yield arrays
+        return
+    rows = max(1, BLOCK_ELEMENTS * n // arrays[0].size)
     for start in range(0, n, rows):
         yield tuple(a[start : start + rows] for a in arrays)
 
@@ -64,7 +67,7 @@ class Optimizer:
     def __init__(self, params: list[np.ndarray], grads: list[np.ndarray], cfg: OptimizerConfig) -> None:
         self.params, self.grads, self.cfg = params, grads, cfg
         self.t = 0
-        self.l2_scratch: dict[int, np.ndarray] = {}  # l2 * w of weight matrix i, made on first use
+        self.l2_scratch: list[np.ndarray] = []  # l2 * w per parameter, made on the first step with l2
 
     def zeros(self) -> list[np.ndarray]:
         """One zeroed state array per parameter, side by side on huge pages (see :mod:`~mnist_pipeline.mlp.memory`)."""
@@ -78,8 +81,8 @@ class Optimizer:
         self.t += 1
         for i, (p, g) in enumerate(zip(self.params, self.grads, strict=True)):
             decayed = bool(l2) and p.ndim >= 2
-            if decayed and i not in self.l2_scratch:
-                self.l2_scratch[i] = np.empty_like(p)
+            if decayed and not self.l2_scratch:
+                self.l2_scratch = self.zeros()
             extra = (self.l2_scratch[i],) if decayed else ()
             for pb, gb, *rest in row_blocks(p, g, *extra, *self.state(i)):
                 if decayed:
