@@ -209,6 +209,8 @@ class TrainConfig:
     label_smoothing: float = 0.0
     max_norm: float = 0.0  # 0 = off; else cap each unit's incoming weight vector norm
     augment_shift: int = 0  # random translation of training images by up to k pixels
+    augment_elastic_alpha: float = 0.0  # elastic distortion: displacement scale in pixels; 0 = off
+    augment_elastic_sigma: float = 4.0  # elastic distortion: smoothness (Gaussian std) in pixels
     early_stop: str = "none"  # none, val_loss or val_acc; restores the best epoch's weights
     patience: int = 5
 
@@ -223,6 +225,9 @@ class TrainConfig:
         _check(f"{key}.label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)", self.label_smoothing)
         _check(f"{key}.max_norm", self.max_norm >= 0, ">= 0 (0 disables it)", self.max_norm)
         _check(f"{key}.augment_shift", 0 <= self.augment_shift <= 8, "between 0 and 8 pixels", self.augment_shift)
+        alpha, sigma = self.augment_elastic_alpha, self.augment_elastic_sigma
+        _check(f"{key}.augment_elastic_alpha", 0 <= alpha <= 100, "between 0 (off) and 100 pixels", alpha)
+        _check(f"{key}.augment_elastic_sigma", 0.5 <= sigma <= 10, "between 0.5 and 10 pixels", sigma)
         _choice(f"{key}.early_stop", self.early_stop, EARLY_STOP)
         _check(f"{key}.patience", self.patience > 0, "a positive number of epochs", self.patience)
 

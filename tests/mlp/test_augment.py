@@ -12,7 +12,7 @@ import pytest
 
 from mnist_pipeline.config import OptimizerConfig, ScheduleConfig, TrainConfig
 from mnist_pipeline.mlp import trainer
-from mnist_pipeline.mlp.augment import random_shift
+from mnist_pipeline.mlp.augment import bilinear_sample, elastic_distort, gaussian_matrix, random_shift
 from mnist_pipeline.mlp.network import Network
 from mnist_pipeline.mlp.trainer import Split, fit
 
@@ -170,3 +170,119 @@ def test_fit_needs_the_image_shape_to_shift() -> None:
     cfg = TrainConfig(epochs=1, batch_size=3, lr=0.1, l2=0.0, seed=0, dtype="float32", augment_shift=1)
     with pytest.raises(ValueError, match="augment_shift needs image_shape"):
         fit(net, data, data, cfg, OptimizerConfig("sgd"), ScheduleConfig("constant"), np.random.default_rng(0))
+
+
+# --- elastic distortions --------------------------------------------------------------------------
+
+
+def gaussian_smooth_reference(v: np.ndarray, sigma: float) -> np.ndarray:
+    """1-D Gaussian smoothing with zeros outside, by ``np.convolve`` (kernel truncated at 4 sigma)."""
+    radius = int(4 * sigma + 0.5)
+    kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    return np.convolve(v, kernel / kernel.sum(), mode="full")[radius : radius + len(v)]
+
+
+@pytest.mark.parametrize(("n", "sigma"), [(28, 4.0), (7, 1.0), (5, 3.0), (9, 0.5)])
+def test_gaussian_matrix_is_convolution_with_zero_padding(n: int, sigma: float) -> None:
+    v = np.random.default_rng(n).standard_normal(n)
+    np.testing.assert_allclose(gaussian_matrix(n, sigma) @ v, gaussian_smooth_reference(v, sigma), atol=1e-14)
+
+
+def bilinear_reference(img: np.ndarray, sy: float, sx: float, fill: float) -> float:
+    """``img`` read at the real point ``(sy, sx)``; pixels outside the image are ``fill``."""
+    h, w = img.shape
+
+    def at(r: int, c: int) -> float:
+        return img[r, c] if 0 <= r < h and 0 <= c < w else fill
+
+    r0, c0 = int(np.floor(sy)), int(np.floor(sx))
+    fy, fx = sy - r0, sx - c0
+    top = (1 - fx) * at(r0, c0) + fx * at(r0, c0 + 1)
+    bottom = (1 - fx) * at(r0 + 1, c0) + fx * at(r0 + 1, c0 + 1)
+    return (1 - fy) * top + fy * bottom
+
+
+def test_bilinear_sample_with_integer_displacements_translates() -> None:
+    img = images(1, dtype=np.float64).reshape(1, *SHAPE)
+    for dy, dx in [(1, 0), (0, -2), (-1, 3), (2, 2)]:
+        out = bilinear_sample(img, np.full((1, *SHAPE), float(dy)), np.full((1, *SHAPE), float(dx)), -1.0)
+        assert np.array_equal(out[0], translate(img[0], -dy, -dx, -1.0))  # reads (r + dy) = moves by -dy
+
+
+def test_bilinear_sample_matches_the_pointwise_reference() -> None:
+    rng = np.random.default_rng(7)
+    img = images(2, dtype=np.float64).reshape(2, *SHAPE)
+    dy, dx = rng.uniform(-3, 3, (2, 2, *SHAPE))  # (2, N, H, W): far enough to leave the image
+    out = bilinear_sample(img, dy, dx, 0.0)
+    for n in range(2):
+        for r in range(SHAPE[0]):
+            for c in range(SHAPE[1]):
+                expected = bilinear_reference(img[n], r + dy[n, r, c], c + dx[n, r, c], 0.0)
+                assert out[n, r, c] == pytest.approx(expected, abs=1e-12)
+
+
+def test_elastic_alpha_zero_is_identity_without_draws() -> None:
+    x = images(4)
+    rng = np.random.default_rng(0)
+    state = rng.bit_generator.state
+    assert elastic_distort(x, SHAPE, 0.0, 4.0, rng) is x
+    assert rng.bit_generator.state == state
+
+
+def test_elastic_distort_equals_its_definition_computed_pointwise() -> None:
+    # Replay the generator: uniform field in [-1, 1], smoothed by np.convolve along each axis,
+    # times alpha, then each pixel read bilinearly at its displaced point (background outside).
+    x = images(3, dtype=np.float64, low=-0.25)
+    alpha, sigma = 2.5, 1.5
+    out = elastic_distort(x, SHAPE, alpha, sigma, np.random.default_rng(11))
+    field = np.random.default_rng(11).random((3, 2, *SHAPE)) * 2 - 1
+    field = np.apply_along_axis(gaussian_smooth_reference, 3, field, sigma)
+    field = alpha * np.apply_along_axis(gaussian_smooth_reference, 2, field, sigma)
+    imgs = x.reshape(3, *SHAPE)
+    for n in range(3):
+        for r in range(SHAPE[0]):
+            for c in range(SHAPE[1]):
+                expected = bilinear_reference(imgs[n], r + field[n, 0, r, c], c + field[n, 1, r, c], -0.25)
+                assert out[n, r * SHAPE[1] + c] == pytest.approx(expected, abs=1e-12)
+    assert not np.allclose(out, x)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_elastic_distort_keeps_shape_dtype_range_and_is_seeded(dtype) -> None:
+    x = images(20, dtype=dtype)
+    before = x.copy()
+    a = elastic_distort(x, SHAPE, 3.0, 1.0, np.random.default_rng(2))
+    b = elastic_distort(x, SHAPE, 3.0, 1.0, np.random.default_rng(2))
+    c = elastic_distort(x, SHAPE, 3.0, 1.0, np.random.default_rng(3))
+    assert a.shape == x.shape and a.dtype == dtype and np.array_equal(x, before)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    slack = 4 * np.finfo(dtype).eps  # convex combinations of pixels and background, up to rounding
+    assert a.min() >= x.min() - slack and a.max() <= x.max() + slack
+    small = elastic_distort(x, SHAPE, 1e-4, 1.0, np.random.default_rng(2))
+    assert np.abs(small - x).max() < 1e-3  # displacements are at most alpha pixels
+
+
+def test_fit_distorts_training_images_only_and_needs_the_image_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(0)
+    y = np.arange(12) % 3
+    train = Split(images(12, seed=2), y, np.eye(3, dtype=np.float32)[y])
+    val = Split(images(6, seed=3), y[:6], np.eye(3, dtype=np.float32)[y[:6]])
+    net = Network([35, 3], "identity", "zeros", rng)
+    calls: list[tuple[float, float]] = []
+
+    def spy(x, shape, alpha, sigma, generator):
+        assert generator is rng and shape == SHAPE
+        calls.append((alpha, sigma))
+        return elastic_distort(x, shape, alpha, sigma, generator)
+
+    seen: list[tuple[np.ndarray, bool]] = []
+    forward = net.forward
+    monkeypatch.setattr(trainer, "elastic_distort", spy)
+    monkeypatch.setattr(net, "forward", lambda x, train=False: seen.append((x.copy(), train)) or forward(x, train))
+    cfg = TrainConfig(1, 6, 0.1, 0.0, 0, "float32", augment_elastic_alpha=2.0, augment_elastic_sigma=1.5)
+    fit(net, train, val, cfg, OptimizerConfig("sgd"), ScheduleConfig("constant"), rng, SHAPE)
+    assert calls == [(2.0, 1.5), (2.0, 1.5)]  # once per training batch
+    assert not any(np.array_equal(x, train.x[: len(x)]) for x, is_train in seen if is_train)
+    assert [np.array_equal(x, val.x) for x, is_train in seen if not is_train] == [True]
+    with pytest.raises(ValueError, match="augment_elastic_alpha needs image_shape"):
+        fit(net, train, val, cfg, OptimizerConfig("sgd"), ScheduleConfig("constant"), rng)

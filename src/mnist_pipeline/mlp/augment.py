@@ -1,4 +1,4 @@
-"""Training-time data augmentation: random translations, vectorized."""
+"""Training-time data augmentation, vectorized over the batch: random translations and elastic distortions."""
 
 from __future__ import annotations
 
@@ -24,3 +24,77 @@ def random_shift(x: np.ndarray, shape: tuple[int, int], k: int, rng: np.random.G
     cols = (k - dx)[:, None] + np.arange(w)  # (N, W)
     out = padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]  # (N, H, W)
     return out.reshape(n, h * w)
+
+
+def gaussian_matrix(n: int, sigma: float, dtype=np.float64) -> np.ndarray:
+    """``(n, n)`` matrix ``K`` with ``K @ v`` = ``v`` convolved with a Gaussian of std ``sigma`` (pixels).
+
+    Zero outside the signal (``scipy.ndimage.gaussian_filter(..., mode="constant")``), kernel
+    truncated at 4 sigma and normalized over its full support, so edge rows sum to less than 1.
+    """
+    radius = int(4 * sigma + 0.5)
+    offsets = np.arange(-radius, radius + 1)
+    kernel = np.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel /= kernel.sum()
+    diff = np.arange(n)[:, None] - np.arange(n)[None, :]  # (n, n): i - j
+    return np.where(np.abs(diff) <= radius, kernel[np.clip(diff + radius, 0, 2 * radius)], 0).astype(dtype)
+
+
+def bilinear_sample(images: np.ndarray, dy: np.ndarray, dx: np.ndarray, background: float) -> np.ndarray:
+    """``out[n, r, c]`` = ``images[n]`` read at ``(r + dy[n, r, c], c + dx[n, r, c])``, bilinearly.
+
+    ``images`` is ``(N, H, W)``; points outside the image read ``background``. Each output is a convex
+    combination of four pixels (or background), so it stays within their range (up to rounding).
+    """
+    n, h, w = images.shape
+    padded = np.full((n, h + 2, w + 2), background, dtype=images.dtype)  # (N, H+2, W+2): 1-pixel border
+    padded[:, 1:-1, 1:-1] = images
+    sy = np.clip(dy + np.arange(h, dtype=dy.dtype)[:, None], -1, h)  # (N, H, W) source row, border included
+    sx = np.clip(dx + np.arange(w, dtype=dx.dtype)[None, :], -1, w)
+    y0, x0 = np.minimum(np.floor(sy), h - 1), np.minimum(np.floor(sx), w - 1)  # upper-left neighbour, -1..H-1
+    wy = (sy - y0).astype(images.dtype, copy=False)  # (N, H, W) in [0, 1]
+    wx = (sx - x0).astype(images.dtype, copy=False)
+    corner = (y0.astype(np.intp) + 1) * (w + 2) + (x0.astype(np.intp) + 1)  # index in the padded image
+    corner += (np.arange(n, dtype=np.intp) * ((h + 2) * (w + 2)))[:, None, None]  # ... in the padded batch
+    flat = padded.reshape(-1)
+    upper, right = flat.take(corner), flat.take(corner + 1)
+    lower, lower_right = flat.take(corner + (w + 2)), flat.take(corner + (w + 3))
+    # In place from here on: (1 - wx) left + wx right per row, then (1 - wy) upper + wy lower; the
+    # convex form is exact at whole-pixel displacements (weights 0 and 1).
+    one_minus = 1 - wx
+    upper *= one_minus
+    right *= wx
+    upper += right
+    lower *= one_minus
+    lower_right *= wx
+    lower += lower_right
+    np.subtract(1, wy, out=one_minus)
+    upper *= one_minus
+    lower *= wy
+    upper += lower
+    return upper
+
+
+def elastic_distort(
+    x: np.ndarray, shape: tuple[int, int], alpha: float, sigma: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Elastic distortion (Simard, Steinkraus and Platt 2003) of each flattened image.
+
+    Per image, a displacement field uniform in ``[-1, 1]`` per pixel and axis is smoothed by a
+    Gaussian of std ``sigma`` pixels, scaled by ``alpha`` pixels, and the image is resampled
+    bilinearly at the displaced points (background, the minimum of ``x``, outside). ``x`` is
+    ``(N, H*W)``; returns a new array of the same shape and dtype; ``alpha == 0`` returns ``x``.
+    """
+    if alpha == 0:
+        return x
+    n, (h, w) = len(x), shape
+    dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float64)
+    field = rng.random((n, 2, h, w), dtype=dtype)  # (N, 2, H, W): dy and dx maps
+    field *= 2
+    field -= 1
+    kh, kw = gaussian_matrix(h, sigma, dtype), gaussian_matrix(w, sigma, dtype)
+    field = kh @ (field.reshape(-1, w) @ kw.T).reshape(n, 2, h, w)  # smooth along W, then along H
+    field *= dtype.type(alpha)
+    background = x.min() if x.size else 0
+    out = bilinear_sample(x.reshape(n, h, w).astype(dtype, copy=False), field[:, 0], field[:, 1], background)
+    return out.reshape(n, h * w).astype(x.dtype, copy=False)

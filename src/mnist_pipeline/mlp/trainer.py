@@ -1,12 +1,12 @@
 """Mini-batch training loop: shuffle, augment, forward, backward, regularize, step.
 
-Per epoch: one permutation from the stage's ``rng``; each batch is gathered into a reused
-contiguous buffer (and randomly shifted if ``augment_shift > 0``, with shifts drawn from the same
-``rng``), then does forward -> loss -> backward -> L2 -> optimizer step (learning rate from the
-per-step schedule) -> max-norm. For optimizers linear in ``lr * g`` the loss gradient is multiplied
-by ``-lr`` before back-propagation (see :mod:`~mnist_pipeline.mlp.optimizers`). After the epoch the
-validation split is evaluated with plain cross-entropy. With ``early_stop`` the best epoch's
-weights are kept and restored at the end.
+Per epoch: one permutation from the stage's ``rng``; each batch is gathered into a reused contiguous
+buffer (elastically distorted if ``augment_elastic_alpha > 0``, then randomly shifted if
+``augment_shift > 0``, both drawn from the same ``rng``), then does forward -> loss -> backward ->
+L2 -> optimizer step (learning rate from the per-step schedule) -> max-norm. For optimizers linear
+in ``lr * g`` the loss gradient is multiplied by ``-lr`` before back-propagation (see
+:mod:`~mnist_pipeline.mlp.optimizers`). After the epoch the validation split is evaluated with plain
+cross-entropy. With ``early_stop`` the best epoch's weights are kept and restored at the end.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 
 from mnist_pipeline.config import OptimizerConfig, ScheduleConfig, TrainConfig
 from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.mlp.augment import random_shift
+from mnist_pipeline.mlp.augment import elastic_distort, random_shift
 from mnist_pipeline.mlp.losses import make_loss
 from mnist_pipeline.mlp.network import Network
 from mnist_pipeline.mlp.optimizers import make_optimizer
@@ -93,6 +93,8 @@ def fit(
         raise PipelineError(f"train.batch_size={cfg.batch_size} exceeds the {n} training examples; lower it")
     if cfg.augment_shift and image_shape is None:
         raise ValueError("augment_shift needs image_shape")
+    if cfg.augment_elastic_alpha and image_shape is None:
+        raise ValueError("augment_elastic_alpha needs image_shape")
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     schedule = Schedule(sched_cfg, cfg.lr, cfg.epochs * steps_per_epoch, steps_per_epoch)
     loss_fn = make_loss(cfg.loss, cfg.label_smoothing)
@@ -116,6 +118,9 @@ def fit(
             b = len(idx)
             xb = np.take(train.x, idx, axis=0, out=x_buf[:b], mode="clip")  # (B, D)
             tb = np.take(train.onehot, idx, axis=0, out=t_buf[:b], mode="clip")  # (B, C)
+            if cfg.augment_elastic_alpha:
+                alpha, sigma = cfg.augment_elastic_alpha, cfg.augment_elastic_sigma
+                xb = elastic_distort(xb, image_shape, alpha, sigma, rng)
             if cfg.augment_shift:
                 xb = random_shift(xb, image_shape, cfg.augment_shift, rng)
             xb, tb = xb.astype(net.dtype, copy=False), tb.astype(net.dtype, copy=False)
