@@ -248,6 +248,7 @@ IMPOSSIBLE = [
     ("train.l2", -1e-4),
     ("train.dtype", "float16"),
     ("train.augment_elastic_alpha", -1.0),
+    ("train.label_smoothing", 1.0),
     ("train.augment_elastic_alpha", 500.0),
     ("train.augment_elastic_sigma", 0.0),
     ("train.augment_elastic_sigma", math.nan),
@@ -330,3 +331,12 @@ def test_stage_cli_missing_params_file(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert "params.yaml" in result.stderr
+
+
+@pytest.mark.parametrize("loss", ["mse_softmax", "mse_sigmoid"])
+def test_label_smoothing_with_an_mse_loss_is_rejected_not_ignored(params_dict: dict, loss: str) -> None:
+    _set(params_dict, "train.loss", loss)
+    assert config.from_dict(params_dict).train.loss == loss  # no smoothing: fine
+    _set(params_dict, "train.label_smoothing", 0.1)
+    with pytest.raises(ConfigError, match=rf"train\.label_smoothing=0\.1 is invalid: must be 0 with loss {loss}"):
+        config.from_dict(params_dict)

@@ -223,6 +223,13 @@ class TrainConfig:
         _choice(f"{key}.dtype", self.dtype, ("float32", "float64"))
         _choice(f"{key}.loss", self.loss, LOSSES)
         _check(f"{key}.label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)", self.label_smoothing)
+        smoothing_applies = self.loss == "cross_entropy" or not self.label_smoothing
+        _check(
+            f"{key}.label_smoothing",
+            smoothing_applies,
+            f"0 with loss {self.loss} (cross_entropy only)",
+            self.label_smoothing,
+        )
         _check(f"{key}.max_norm", self.max_norm >= 0, ">= 0 (0 disables it)", self.max_norm)
         _check(f"{key}.augment_shift", 0 <= self.augment_shift <= 8, "between 0 and 8 pixels", self.augment_shift)
         alpha, sigma = self.augment_elastic_alpha, self.augment_elastic_sigma

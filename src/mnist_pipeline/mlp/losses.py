@@ -62,7 +62,7 @@ class SoftmaxMSE:
     """``mean_b 0.5 * ||softmax(z_b) - t_b||^2`` (the quadratic cost of some tutorials)."""
 
     def __init__(self, label_smoothing: float = 0.0) -> None:
-        self.label_smoothing = label_smoothing  # accepted for a uniform interface; unused
+        self.label_smoothing = label_smoothing  # uniform interface; config rejects it > 0 for mse losses
 
     def forward(self, logits: np.ndarray, targets: np.ndarray) -> float:
         self._p = softmax(logits)
