@@ -248,7 +248,6 @@ IMPOSSIBLE = [
     ("train.l2", -1e-4),
     ("train.dtype", "float16"),
     ("train.augment_elastic_alpha", -1.0),
-    ("train.label_smoothing", 1.0),
     ("train.augment_elastic_alpha", 500.0),
     ("train.augment_elastic_sigma", 0.0),
     ("train.augment_elastic_sigma", math.nan),

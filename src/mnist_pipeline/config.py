@@ -209,7 +209,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     max_norm: float = 0.0  # 0 = off; else cap each unit's incoming weight vector norm
     augment_shift: int = 0  # random translation of training images by up to k pixels
-    augment_elastic_alpha: float = 0.0  # elastic distortion: displacement scale in pixels; 0 = off
+    augment_elastic_alpha: float = 0.0  # elastic distortion: factor on the smoothed field (max px); 0 = off
     augment_elastic_sigma: float = 4.0  # elastic distortion: smoothness (Gaussian std) in pixels
     early_stop: str = "none"  # none, val_loss or val_acc; restores the best epoch's weights
     patience: int = 5

@@ -286,3 +286,13 @@ def test_fit_distorts_training_images_only_and_needs_the_image_shape(monkeypatch
     assert [np.array_equal(x, val.x) for x, is_train in seen if not is_train] == [True]
     with pytest.raises(ValueError, match="augment_elastic_alpha needs image_shape"):
         fit(net, train, val, cfg, OptimizerConfig("sgd"), ScheduleConfig("constant"), rng)
+
+
+def test_bilinear_sample_refuses_integer_images_and_elastic_rounds_them_back() -> None:
+    ints = (images(3) * 255).astype(np.uint8).reshape(3, *SHAPE)
+    with pytest.raises(TypeError, match="needs floating-point images, got uint8"):
+        bilinear_sample(ints, np.zeros((3, *SHAPE)), np.zeros((3, *SHAPE)), 0)
+    x = ints.reshape(3, -1)
+    out = elastic_distort(x, SHAPE, 2.0, 1.0, np.random.default_rng(4))
+    as_float = elastic_distort(x.astype(np.float64), SHAPE, 2.0, 1.0, np.random.default_rng(4))
+    assert out.dtype == np.uint8 and np.array_equal(out, np.rint(as_float))

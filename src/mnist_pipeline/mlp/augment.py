@@ -43,9 +43,12 @@ def gaussian_matrix(n: int, sigma: float, dtype=np.float64) -> np.ndarray:
 def bilinear_sample(images: np.ndarray, dy: np.ndarray, dx: np.ndarray, background: float) -> np.ndarray:
     """``out[n, r, c]`` = ``images[n]`` read at ``(r + dy[n, r, c], c + dx[n, r, c])``, bilinearly.
 
-    ``images`` is ``(N, H, W)``; points outside the image read ``background``. Each output is a convex
-    combination of four pixels (or background), so it stays within their range (up to rounding).
+    ``images`` is ``(N, H, W)``, floating point; points outside the image read ``background``. Each
+    output is a convex combination of four pixels (or background), so it stays within their range
+    (up to rounding).
     """
+    if images.dtype.kind != "f":
+        raise TypeError(f"bilinear_sample needs floating-point images, got {images.dtype}")
     n, h, w = images.shape
     padded = np.full((n, h + 2, w + 2), background, dtype=images.dtype)  # (N, H+2, W+2): 1-pixel border
     padded[:, 1:-1, 1:-1] = images
@@ -81,9 +84,12 @@ def elastic_distort(
     """Elastic distortion (Simard, Steinkraus and Platt 2003) of each flattened image.
 
     Per image, a displacement field uniform in ``[-1, 1]`` per pixel and axis is smoothed by a
-    Gaussian of std ``sigma`` pixels, scaled by ``alpha`` pixels, and the image is resampled
-    bilinearly at the displaced points (background, the minimum of ``x``, outside). ``x`` is
-    ``(N, H*W)``; returns a new array of the same shape and dtype; ``alpha == 0`` returns ``x``.
+    Gaussian of std ``sigma`` pixels and multiplied by ``alpha``, and the image is resampled
+    bilinearly at the displaced points (background, the minimum of ``x``, outside). Displacements
+    are at most ``alpha`` pixels and much smaller in practice: smoothing averages the noise away
+    (at ``sigma`` 4 their standard deviation is about ``alpha / 27``). ``x`` is ``(N, H*W)``;
+    returns a new array of the same shape and dtype (integer images are rounded back);
+    ``alpha == 0`` returns ``x``.
     """
     if alpha == 0:
         return x
@@ -97,4 +103,6 @@ def elastic_distort(
     field *= dtype.type(alpha)
     background = x.min() if x.size else 0
     out = bilinear_sample(x.reshape(n, h, w).astype(dtype, copy=False), field[:, 0], field[:, 1], background)
+    if x.dtype.kind != "f":
+        out = np.rint(out)
     return out.reshape(n, h * w).astype(x.dtype, copy=False)
