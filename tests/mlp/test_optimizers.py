@@ -169,11 +169,11 @@ def test_only_optimizers_linear_in_lr_times_g_take_prescaled_gradients(name: str
             opt.step_prescaled()
 
 
-@pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov"])
-def test_prescaled_decay_is_the_l2_gradient_of_weight_matrices_only(name: str) -> None:
-    # step_prescaled(-lr * l2) on d = -lr * g must equal step(lr) on g + l2 * w for a matrix, g for a vector.
+def assert_l2_matches_explicit_gradient(cfg: OptimizerConfig, feed) -> None:
+    """``feed(opt, gw, gb, grad, lr, l2)`` sets ``opt``'s gradients and steps it with L2 folded in; the
+    result must equal ``step(lr)`` on ``g + l2 * w`` for a matrix and on ``g`` alone for a vector.
+    """
     l2 = 0.5
-    cfg = OptimizerConfig(name, momentum=0.9)
     w_ref, b_ref = np.array([[1.0, -2.0]]), np.array([1.0, -2.0])
     w, b = w_ref.copy(), b_ref.copy()
     gw_ref, gb_ref, gw, gb = (np.zeros(2).reshape(s) for s in ((1, 2), (2,), (1, 2), (2,)))
@@ -183,32 +183,30 @@ def test_prescaled_decay_is_the_l2_gradient_of_weight_matrices_only(name: str) -
         gw_ref[...] = np.reshape(grad, (1, 2)) + l2 * w_ref
         gb_ref[...] = grad  # biases: no L2
         ref.step(lr)
-        gw[...], gb[...] = -lr * np.reshape(grad, (1, 2)), -lr * np.asarray(grad)
-        opt.step_prescaled(-lr * l2)
+        feed(opt, gw, gb, grad, lr, l2)
         check(w, w_ref.ravel().tolist())
         check(b, b_ref.tolist())
-    assert not np.allclose(w.ravel(), b)  # the decay made the matrix and the vector differ
+    assert not np.allclose(w.ravel(), b)  # the penalty made the matrix and the vector differ
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov"])
+def test_prescaled_decay_is_the_l2_gradient_of_weight_matrices_only(name: str) -> None:
+    # step_prescaled(-lr * l2) on d = -lr * g
+    def feed(opt, gw, gb, grad, lr, l2):
+        gw[...], gb[...] = -lr * np.reshape(grad, (1, 2)), -lr * np.asarray(grad)
+        opt.step_prescaled(-lr * l2)
+
+    assert_l2_matches_explicit_gradient(OptimizerConfig(name, momentum=0.9), feed)
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_step_l2_is_the_l2_gradient_of_weight_matrices_only(name: str) -> None:
-    # step(lr, l2) must equal step(lr) on g + l2 * w for a matrix, and on g alone for a vector.
-    l2 = 0.5
-    cfg = OptimizerConfig(name, momentum=0.9, weight_decay=0.1)
-    w_ref, b_ref = np.array([[1.0, -2.0]]), np.array([1.0, -2.0])
-    w, b = w_ref.copy(), b_ref.copy()
-    gw_ref, gb_ref, gw, gb = (np.zeros(2).reshape(s) for s in ((1, 2), (2,), (1, 2), (2,)))
-    ref = make_optimizer(cfg, [w_ref, b_ref], [gw_ref, gb_ref])
-    opt = make_optimizer(cfg, [w, b], [gw, gb])
-    for grad, lr in ((G1, LR1), (G2, LR2)):
-        gw_ref[...] = np.reshape(grad, (1, 2)) + l2 * w_ref
-        gb_ref[...] = grad
-        ref.step(lr)
+    # step(lr, l2) on plain g
+    def feed(opt, gw, gb, grad, lr, l2):
         gw[...], gb[...] = np.reshape(grad, (1, 2)), grad
         opt.step(lr, l2)
-        check(w, w_ref.ravel().tolist())
-        check(b, b_ref.tolist())
-    assert not np.allclose(w.ravel(), b)  # the penalty made the matrix and the vector differ
+
+    assert_l2_matches_explicit_gradient(OptimizerConfig(name, momentum=0.9, weight_decay=0.1), feed)
 
 
 def test_optimizer_updates_in_place_and_keeps_state_per_parameter() -> None:
