@@ -91,10 +91,9 @@ def fit(
     n = len(train.y)
     if cfg.batch_size > n:
         raise PipelineError(f"train.batch_size={cfg.batch_size} exceeds the {n} training examples; lower it")
-    if cfg.augment_shift and image_shape is None:
-        raise ValueError("augment_shift needs image_shape")
-    if cfg.augment_elastic_alpha and image_shape is None:
-        raise ValueError("augment_elastic_alpha needs image_shape")
+    for key in ("augment_shift", "augment_elastic_alpha"):
+        if getattr(cfg, key) and image_shape is None:
+            raise ValueError(f"{key} needs image_shape")
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     schedule = Schedule(sched_cfg, cfg.lr, cfg.epochs * steps_per_epoch, steps_per_epoch)
     loss_fn = make_loss(cfg.loss, cfg.label_smoothing)
