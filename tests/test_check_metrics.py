@@ -301,3 +301,67 @@ def test_cli_custom_params_gate_as_default_with_a_note(run_dir: Path) -> None:
     result = _check(run_dir, "--baseline", "baseline.json")
     assert result.returncode == 0, result.stderr
     assert "check-metrics: params.yaml matches no preset; gating as default (see --preset)" in result.stdout
+
+
+# --- reproduction across compute fingerprints ---------------------------------------------------
+
+FINGERPRINT = {"blas": "openblas", "blas_kernel": "Haswell", "blas_threads": 2, "numpy_simd": ["X86_V3"]}
+
+
+def _fingerprints(**train_changes) -> dict:
+    return {"train": {**FINGERPRINT, **train_changes}, "evaluate": FINGERPRINT}
+
+
+def test_drift_failures_hold_accuracies_to_the_tolerance() -> None:
+    assert cm.drift_failures(_flat(**{"test.accuracy": 0.9823, "test.loss": 9.0}), _flat(), "HEAD", 0.003) == []
+    failures = cm.drift_failures(_flat(**{"val.accuracy": 0.9742}), _flat(), "HEAD:reports/metrics.json", 0.003)
+    assert failures == [
+        "val.accuracy 0.9742 is 0.0050 from 0.9792 in HEAD:reports/metrics.json (> 0.003): more than another "
+        "compute fingerprint explains (the seed spread); look for a real regression"
+    ]
+
+
+def test_cli_reproduce_with_equal_fingerprints_is_exact(run_dir: Path) -> None:
+    _write(run_dir / "reports" / "compute.json", _fingerprints())
+    _write(run_dir / "base_compute.json", _fingerprints())
+    args = ("--baseline", "baseline.json", "--baseline-compute", "base_compute.json", "--reproduce")
+    result = _check(run_dir, *args)
+    assert result.returncode == 1
+    exact = "check-metrics: compute fingerprint equals base_compute.json; the reproduction must be exact"
+    assert exact in result.stdout
+    assert "test.accuracy 0.9803 != 0.979 in baseline.json:reports/metrics.json" in result.stderr
+
+
+def test_cli_reproduce_with_another_fingerprint_uses_the_tolerance(run_dir: Path) -> None:
+    _write(run_dir / "reports" / "compute.json", _fingerprints(blas_kernel="SkylakeX", numpy_simd=["X86_V3", "X86_V4"]))
+    _write(run_dir / "base_compute.json", _fingerprints())
+    args = ("--baseline", "baseline.json", "--baseline-compute", "base_compute.json", "--reproduce")
+    result = _check(run_dir, *args)  # test.accuracy 0.9803 against 0.9790: within 0.003
+    assert result.returncode == 0, result.stderr
+    assert (
+        "check-metrics: compute fingerprint differs from base_compute.json in train.blas_kernel: SkylakeX (was "
+        "Haswell); train.numpy_simd: X86_V3 X86_V4 (was X86_V3): rounding differs, so test.accuracy and "
+        "val.accuracy must be within 0.003 of it (losses are not compared)"
+    ) in result.stdout
+    missed = _check(run_dir, *args, "--drift-tol", "0.001")
+    assert missed.returncode == 1
+    assert missed.stderr.splitlines() == [
+        "check-metrics: FAIL: test.accuracy 0.9803 is 0.0013 from 0.979 in baseline.json:reports/metrics.json "
+        "(> 0.001): more than another compute fingerprint explains (the seed spread); look for a real regression"
+    ]
+
+
+def test_cli_reproduce_without_a_baseline_fingerprint_is_exact(run_dir: Path) -> None:
+    _write(run_dir / "reports" / "compute.json", _fingerprints(blas_kernel="SkylakeX"))
+    result = _check(run_dir, "--baseline", "baseline.json", "--reproduce")
+    assert result.returncode == 1
+    exact = "no compute fingerprint in the baseline (pass --baseline-compute); the reproduction must be exact"
+    assert exact in result.stdout
+
+
+def test_cli_reproduce_rejects_a_malformed_fingerprint_file(run_dir: Path) -> None:
+    (run_dir / "reports" / "compute.json").write_text("[1, 2", encoding="utf-8")
+    _write(run_dir / "base_compute.json", _fingerprints())
+    result = _check(run_dir, "--baseline", "baseline.json", "--baseline-compute", "base_compute.json", "--reproduce")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: check-metrics: reports/compute.json is not valid JSON")

@@ -30,6 +30,9 @@ def md_table(text: str, heading: str) -> dict[str, list[str]]:
     return {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in rows[2:]}
 
 
+FINGERPRINT = {"blas": "openblas", "blas_kernel": "Haswell", "blas_threads": 2, "numpy_simd": ["X86_V3"]}
+
+
 def synthetic_run(timing: dict | None) -> report.RunOutputs:
     rng = np.random.default_rng(0)
     y_true = np.arange(200) % 10
@@ -55,6 +58,7 @@ def synthetic_run(timing: dict | None) -> report.RunOutputs:
         first_weights=rng.normal(size=(784, 16)).astype(np.float32),
         hidden_layers=1,
         timing=timing,
+        compute={"train": FINGERPRINT, "evaluate": {**FINGERPRINT, "blas_threads": 1}},
     )
 
 
@@ -79,6 +83,12 @@ def test_markdown_shows_the_run_numbers(params_dict, timing, cells) -> None:
         assert [float(c) for c in cells_] == pytest.approx(
             [r["precision"], r["recall"], r["f1-score"], r["support"]], abs=5e-5
         )
+    assert md_table(text, "Compute fingerprint") == {
+        "blas": ["openblas", "openblas"],
+        "blas_kernel": ["Haswell", "Haswell"],
+        "blas_threads": ["2", "1"],
+        "numpy_simd": ['["X86_V3"]', '["X86_V3"]'],
+    }
     files = md_table(text, "Dataset")
     for spec in cfg.dataset.files.values():
         assert files[f"`{spec.name}`"] == [str(spec.size), f"`{spec.sha256}`"]

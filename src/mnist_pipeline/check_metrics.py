@@ -7,7 +7,12 @@ conf/config.yaml alone); ``--preset`` names it instead.
 
 The baseline is ``git show HEAD:reports/metrics.json`` (``--rev`` picks another revision,
 ``--baseline FILE`` a file). ``--reproduce`` also requires the metrics to reproduce the
-baseline: accuracies exactly, every other metric within ``--rel-tol`` (relative).
+baseline. It first compares the compute fingerprints (``reports/compute.json``, see
+:mod:`mnist_pipeline.compute`): equal fingerprints must give accuracies exactly and every other
+metric within ``--rel-tol`` (relative); different ones name the fields that differ in one line,
+then require test and validation accuracy within ``--drift-tol`` of the baseline, a bound set from
+the measured spread over training seeds (README, Reproducibility): rounding drift passes, a real
+regression does not.
 
 Run: ``python -m mnist_pipeline.check_metrics [--rev REV | --baseline FILE] [--preset NAME]
 [--reproduce]`` (or ``make check-metrics``).
@@ -26,10 +31,16 @@ from typing import Any
 
 import yaml
 
-from mnist_pipeline import config
+from mnist_pipeline import compute, config
 from mnist_pipeline.errors import ConfigError, DataError
 
 METRICS_FILE = "reports/metrics.json"
+COMPUTE_FILE = "reports/compute.json"
+# Accuracies that must stay within DRIFT_TOL of the baseline across compute fingerprints. Over five
+# training seeds the default run's test and validation accuracy spread over at most this much
+# (README, Reproducibility): another kernel's rounding moves a run no further than another seed.
+DRIFT_METRICS = ("test.accuracy", "val.accuracy")
+DRIFT_TOL = 0.003
 GATES_FILE = "conf/gates.yaml"
 DEFAULT_PRESET = "default"
 # params.yaml sections that decide a run's results; the others (download, evaluate, report) do not.
@@ -71,6 +82,12 @@ def read_metrics(path: str | Path) -> dict[str, float]:
 
 def git_metrics(rev: str, path: str = METRICS_FILE) -> tuple[dict[str, float] | None, str]:
     """``path`` as committed at ``rev`` (relative to the current directory), or ``(None, why not)``."""
+    text, why = git_show(rev, path)
+    return (None, why) if text is None else (parse_metrics(text, f"{rev}:{path}"), "")
+
+
+def git_show(rev: str, path: str) -> tuple[str | None, str]:
+    """The text of ``path`` at ``rev`` (relative to the current directory), or ``(None, why not)``."""
     try:
         result = subprocess.run(
             ["git", "show", f"{rev}:./{path}"], capture_output=True, text=True, timeout=60, check=False
@@ -80,7 +97,29 @@ def git_metrics(rev: str, path: str = METRICS_FILE) -> tuple[dict[str, float] | 
     if result.returncode != 0:
         reason = (result.stderr.strip().splitlines() or ["unknown error"])[-1]
         return None, f"git show {rev}:{path} failed: {reason}"
-    return parse_metrics(result.stdout, f"{rev}:{path}"), ""
+    return result.stdout, ""
+
+
+def parse_fingerprints(text: str | None, source: str) -> dict[str, Any] | None:
+    """The fingerprints of a ``compute.json`` text (None if there is no text); DataError if malformed."""
+    if text is None:
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{source} is not valid JSON ({exc.msg} at line {exc.lineno}); rerun `dvc repro`") from exc
+    if not isinstance(data, dict):
+        raise DataError(f"{source} must hold a JSON object of fingerprints; rerun `dvc repro`")
+    return data
+
+
+def read_text_if_present(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror}") from exc
 
 
 def load_gates(path: str | Path) -> dict[str, dict[str, dict[str, float]]]:
@@ -168,6 +207,24 @@ def reproduce_failures(
     return failures
 
 
+def drift_failures(
+    current: dict[str, float], baseline: dict[str, float], label: str, tol: float, source: str = METRICS_FILE
+) -> list[str]:
+    """Accuracies of :data:`DRIFT_METRICS` that moved more than ``tol`` from ``baseline`` (named ``label``)."""
+    failures = []
+    for metric in DRIFT_METRICS:
+        new, old = current.get(metric), baseline.get(metric)
+        if new is None or old is None:
+            where = source if new is None else label
+            failures.append(f"{metric} is missing from {where}; a reproduction must have the same metrics")
+        elif abs(new - old) > tol:
+            failures.append(
+                f"{metric} {new} is {abs(new - old):.4f} from {old} in {label} (> {tol:g}): more than another "
+                "compute fingerprint explains (the seed spread); look for a real regression"
+            )
+    return failures
+
+
 def _fmt(value: float | None) -> str:
     if value is None:
         return "-"
@@ -200,6 +257,39 @@ def format_table(
     return align(rows)
 
 
+def baseline_fingerprints(args: argparse.Namespace) -> tuple[dict[str, Any] | None, str]:
+    """The baseline's fingerprints and where they come from (None if it has none)."""
+    if args.baseline is not None:
+        if args.baseline_compute is None:
+            return None, "the baseline (pass --baseline-compute)"
+        path = args.baseline_compute
+        return parse_fingerprints(read_text_if_present(path), str(path)), str(path)
+    path = args.compute.as_posix()
+    text, _ = git_show(args.rev, path)
+    return parse_fingerprints(text, f"{args.rev}:{path}"), f"{args.rev}:{path}"
+
+
+def reproduction(
+    args: argparse.Namespace, current: dict[str, float], baseline: dict[str, float], label: str, source: str
+) -> list[str]:
+    """Failures of ``--reproduce``: exact when the compute fingerprints agree, within the drift bound otherwise."""
+    now = parse_fingerprints(read_text_if_present(args.compute), str(args.compute))
+    then, then_source = baseline_fingerprints(args)
+    if now is None or then is None:
+        missing = args.compute if now is None else then_source
+        print(f"{PREFIX}: no compute fingerprint in {missing}; the reproduction must be exact")
+        return reproduce_failures(current, baseline, label, args.rel_tol, source)
+    diffs = compute.differences(now, then)
+    if not diffs:
+        print(f"{PREFIX}: compute fingerprint equals {then_source}; the reproduction must be exact")
+        return reproduce_failures(current, baseline, label, args.rel_tol, source)
+    print(
+        f"{PREFIX}: compute fingerprint differs from {then_source} in {'; '.join(diffs)}: rounding differs, "
+        f"so {' and '.join(DRIFT_METRICS)} must be within {args.drift_tol:g} of it (losses are not compared)"
+    )
+    return drift_failures(current, baseline, label, args.drift_tol, source)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=PREFIX, description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group()
@@ -212,6 +302,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--preset", help="gate by this preset instead of detecting it from params.yaml")
     parser.add_argument("--reproduce", action="store_true", help="also require the baseline's metrics back")
     parser.add_argument("--rel-tol", type=float, default=1e-6, help="relative tolerance of --reproduce (non-accuracy)")
+    parser.add_argument("--compute", type=Path, default=Path(COMPUTE_FILE), help="compute fingerprints of the run")
+    parser.add_argument(
+        "--baseline-compute", type=Path, help="the baseline's compute.json (with --baseline; default: from --rev)"
+    )
+    parser.add_argument(
+        "--drift-tol",
+        type=float,
+        default=DRIFT_TOL,
+        help=f"--reproduce across fingerprints: largest accuracy change accepted (default {DRIFT_TOL})",
+    )
     return parser.parse_args(argv)
 
 
@@ -240,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.reproduce:
         if baseline is None:
             raise DataError(f"--reproduce needs a baseline, and there is none: {why}")
-        failures += reproduce_failures(current, baseline, f"{old_label}:{source}", args.rel_tol, source)
+        failures += reproduction(args, current, baseline, f"{old_label}:{source}", source)
     for failure in failures:
         print(f"{PREFIX}: FAIL: {failure}", file=sys.stderr)
     if failures:

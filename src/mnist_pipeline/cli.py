@@ -36,10 +36,12 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def run(main: Callable[[], None], name: str) -> None:
+def run(main: Callable[[], None], name: str, computes: bool = False) -> None:
     """Run a stage's ``main`` and exit 0, or 1 with a one-line error on stderr.
 
-    ``--verbose`` is taken out of ``sys.argv`` so ``main`` never sees it.
+    ``--verbose`` is taken out of ``sys.argv`` so ``main`` never sees it. A stage that ``computes``
+    (its outputs depend on floating-point rounding) first restarts itself, if needed, in the
+    environment that ``compute.kernels`` asks for (see :mod:`mnist_pipeline.compute`).
     """
     verbose = VERBOSE_FLAG in sys.argv[1:]
     if verbose:
@@ -47,6 +49,10 @@ def run(main: Callable[[], None], name: str) -> None:
     verbose = verbose or os.environ.get("LOGLEVEL", "").upper() == "DEBUG"
     setup_logging(name, verbose)
     try:
+        if computes:
+            from mnist_pipeline import compute, config
+
+            compute.restart_if_needed(config.load().compute.kernels)
         main()
     except (PipelineError, OSError) as exc:
         if verbose:

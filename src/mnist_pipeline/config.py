@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from mnist_pipeline.compute import KERNELS
 from mnist_pipeline.errors import ConfigError
 
 PARAMS_FILE = "params.yaml"
@@ -240,6 +241,16 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class ComputeConfig:
+    kernels: str  # portable: the same bits on every x86-64 CPU with AVX2 + FMA; native: this CPU's kernels
+    blas_threads: int  # BLAS threads of the stages that compute; results depend on it
+
+    def validate(self, key: str) -> None:
+        _choice(f"{key}.kernels", self.kernels, KERNELS)
+        _check(f"{key}.blas_threads", 1 <= self.blas_threads <= 64, "between 1 and 64", self.blas_threads)
+
+
+@dataclass(frozen=True)
 class EvaluateConfig:
     batch_size: int
 
@@ -264,6 +275,7 @@ class Config:
     """The whole of params.yaml; each field is one top-level key."""
 
     dataset: DatasetConfig
+    compute: ComputeConfig
     model: ModelConfig
     optimizer: OptimizerConfig
     schedule: ScheduleConfig

@@ -3,7 +3,10 @@
 Loads ``data/model/model.npz``, predicts the test split (and the validation
 split, for ``val`` metrics), and writes ``reports/metrics.json``,
 ``reports/classification_report.{json,txt}`` (y_true first, scikit-learn's
-definitions) and ``reports/predictions.csv`` (``actual,predicted``).
+definitions), ``reports/predictions.csv`` (``actual,predicted``) and
+``reports/compute.json``: the compute fingerprints of train (from the model's
+metadata) and of this stage, the key that says whether two runs' metrics are
+comparable bit for bit (see :mod:`mnist_pipeline.compute`).
 
 Run: ``python -m mnist_pipeline.stages.evaluate``.
 """
@@ -15,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_pipeline import config
+from mnist_pipeline import compute, config
 from mnist_pipeline.errors import DataError
 from mnist_pipeline.io import write_csv, write_json, write_text
 from mnist_pipeline.metrics import classification_report, format_report
@@ -29,10 +32,12 @@ log = logging.getLogger(__name__)
 REPORTS = Path("reports")
 METRICS_FILE = REPORTS / "metrics.json"
 PREDICTIONS_FILE = REPORTS / "predictions.csv"
+COMPUTE_FILE = REPORTS / "compute.json"
 
 
 def main() -> None:
     cfg = config.load()
+    fingerprint = compute.apply(cfg.compute.kernels, cfg.compute.blas_threads)
     net, meta = Network.load(MODEL_FILE)
     d, c = cfg.dataset.num_features, cfg.dataset.num_classes
     if net.sizes[0] != d or net.sizes[-1] != c or meta.get("dataset") != cfg.dataset.name:
@@ -58,6 +63,7 @@ def main() -> None:
         "val": {"accuracy": val_acc, "loss": round(val_loss, 8)},
     }
     write_json(METRICS_FILE, metrics)
+    write_json(COMPUTE_FILE, {"train": meta.get("compute"), "evaluate": fingerprint})
     write_json(REPORTS / "classification_report.json", report)
     write_text(REPORTS / "classification_report.txt", format_report(report, names))
     write_csv(PREDICTIONS_FILE, ("actual", "predicted"), np.stack([test.y, y_pred], axis=1).tolist())
@@ -67,4 +73,4 @@ def main() -> None:
 if __name__ == "__main__":
     from mnist_pipeline.cli import run
 
-    run(main, "evaluate")
+    run(main, "evaluate", computes=True)

@@ -27,13 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from mnist_pipeline import config, figures
+from mnist_pipeline import compute, config, figures
 from mnist_pipeline.config import Config, as_dict
 from mnist_pipeline.errors import DataError
 from mnist_pipeline.io import atomic_write, load_npz, npz_meta, write_text
 from mnist_pipeline.metrics import AVERAGES, confusion_matrix
 from mnist_pipeline.mlp.network import Network
-from mnist_pipeline.stages.evaluate import METRICS_FILE, PREDICTIONS_FILE, REPORTS
+from mnist_pipeline.stages.evaluate import COMPUTE_FILE, METRICS_FILE, PREDICTIONS_FILE, REPORTS
 from mnist_pipeline.stages.featurize import OUT_DIR as FEATURES_DIR
 from mnist_pipeline.stages.train import LOG_FILE, MODEL_FILE, TIMING_FILE
 
@@ -49,7 +49,7 @@ FIGURE_TITLES = {
     "misclassified": "Most confidently misclassified test images",
     "weights": "First-layer weights",
 }
-CONFIG_GROUPS = ("model", "optimizer", "schedule", "train", "prepare", "featurize")
+CONFIG_GROUPS = ("model", "optimizer", "schedule", "train", "prepare", "featurize", "compute")
 LOG_COLUMNS = ("epoch", "train_loss", "val_loss", "train_acc", "val_acc")  # what the learning curves use
 
 
@@ -66,6 +66,7 @@ class RunOutputs:
     first_weights: np.ndarray  # (D, K) first Dense layer's W
     hidden_layers: int
     timing: dict[str, Any] | None  # timing.json, if present
+    compute: dict[str, Any]  # compute.json: {"train": fingerprint, "evaluate": fingerprint}
 
 
 def render_figures(cfg: Config, run: RunOutputs) -> dict[str, bytes]:
@@ -166,6 +167,13 @@ def render_markdown(cfg: Config, run: RunOutputs) -> str:
             ],
         ),
         "",
+        "## Compute fingerprint",
+        "",
+        "What decided the floating-point rounding (`reports/compute.json`): runs with equal fingerprints, "
+        "params and data give bit-identical results; see README, Reproducibility.",
+        "",
+        *_fingerprint_table(run.compute),
+        "",
         "## Per-class results (test set)",
         "",
         *_table(
@@ -179,6 +187,13 @@ def render_markdown(cfg: Config, run: RunOutputs) -> str:
     for name, title in FIGURE_TITLES.items():
         lines += [f"### {title}", "", f"![{title}](figures/{name}.png)", ""]
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _fingerprint_table(fingerprints: dict[str, Any]) -> list[str]:
+    stages = [s for s in ("train", "evaluate") if isinstance(fingerprints.get(s), dict)]
+    fields = sorted({k for s in stages for k in fingerprints[s]})
+    show = [[f, *(_config_value(fingerprints[s].get(f, "-")) for s in stages)] for f in fields]
+    return _table(["field", *stages], show) if stages else ["(no fingerprint recorded)"]
 
 
 def _read_csv(path: Path) -> dict[str, list[str]]:
@@ -225,11 +240,13 @@ def load_run(cfg: Config) -> RunOutputs:
         first_weights=net.dense[0].params["W"],
         hidden_layers=len(net.sizes) - 2,
         timing=_read_json(TIMING_FILE) if TIMING_FILE.exists() else None,
+        compute=_read_json(COMPUTE_FILE),
     )
 
 
 def main() -> None:
     cfg = config.load()
+    compute.apply(cfg.compute.kernels, cfg.compute.blas_threads)
     run = load_run(cfg)
     for name, png in render_figures(cfg, run).items():
         with atomic_write(FIGURES_DIR / f"{name}.png") as f:
@@ -241,4 +258,4 @@ def main() -> None:
 if __name__ == "__main__":
     from mnist_pipeline.cli import run
 
-    run(main, "report")
+    run(main, "report", computes=True)

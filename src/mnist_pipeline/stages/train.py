@@ -5,6 +5,9 @@ All randomness (initialization, per-epoch shuffles) comes from one
 ``data/model/model.npz``. Wall-clock times go to ``reports/timing.json`` only,
 so every other output compares byte for byte across reruns.
 
+The BLAS kernel, thread count and numpy SIMD level decide the rounding; they are fixed by
+``compute.*`` (see :mod:`mnist_pipeline.compute`) and recorded in the model's metadata.
+
 Writes ``data/model/model.npz``, ``reports/train_log.csv`` and
 ``reports/timing.json``. Run: ``python -m mnist_pipeline.stages.train``.
 """
@@ -16,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_pipeline import config
+from mnist_pipeline import compute, config
 from mnist_pipeline.config import Config
 from mnist_pipeline.errors import DataError
 from mnist_pipeline.io import load_npz, npz_meta, write_csv, write_json
@@ -51,6 +54,7 @@ def build(cfg: Config, rng: np.random.Generator) -> Network:
 
 def main() -> None:
     cfg = config.load()
+    fingerprint = compute.apply(cfg.compute.kernels, cfg.compute.blas_threads)
     d, c = cfg.dataset.num_features, cfg.dataset.num_classes
     train = load_split(FEATURES_DIR / "train.npz", d, c)
     val = load_split(FEATURES_DIR / "val.npz", d, c)
@@ -70,6 +74,7 @@ def main() -> None:
         "loss": cfg.train.loss,
         "epochs_run": len(rows),
         "best_epoch": best_epoch(rows, cfg.train.early_stop),
+        "compute": fingerprint,
     }
     net.save(MODEL_FILE, meta)
     table = [[f"{r[k]:.6g}" if isinstance(r[k], float) else r[k] for k in LOG_COLUMNS] for r in rows]
@@ -89,4 +94,4 @@ def main() -> None:
 if __name__ == "__main__":
     from mnist_pipeline.cli import run
 
-    run(main, "train")
+    run(main, "train", computes=True)

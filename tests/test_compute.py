@@ -1,0 +1,186 @@
+"""Portable kernels, the fixed BLAS thread count and the compute fingerprint (mnist_pipeline.compute).
+
+The pure decisions (:func:`plan`'s blockers, the SIMD cap, fingerprint differences) are tested
+directly; the restart and the bit-identical models in subprocesses, since kernels are chosen when
+numpy loads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import threadpoolctl
+
+from mnist_pipeline import compute
+from mnist_pipeline.io import load_npz, npz_meta
+from mnist_pipeline.stages import featurize, prepare, train
+
+AVX2 = {"AVX2": True, "FMA3": True}
+# Variables a machine may set that would force the kernels; the subprocess tests start without them.
+FORCING_VARS = (compute.CORETYPE_VAR, compute.DISABLE_VAR, compute.ENABLE_VAR)
+
+
+def _features_and_blas() -> tuple[dict[str, bool], str]:
+    return compute.numpy_simd()[0], compute.blas_pool().get("internal_api", "")
+
+
+PORTABLE_POSSIBLE = not compute.portable_blocker({}, platform.machine(), *_features_and_blas())
+NATIVE_ABOVE_V3 = bool(compute.above_portable(compute.simd_targets()))
+needs_portable = pytest.mark.skipif(not PORTABLE_POSSIBLE, reason="portable kernels need x86-64, AVX2, FMA, OpenBLAS")
+
+
+@pytest.mark.parametrize(
+    ("environ", "machine", "features", "blas", "needle"),
+    [
+        ({}, "arm64", AVX2, "openblas", "architecture is arm64"),
+        ({}, "x86_64", {"AVX2": True, "FMA3": False}, "openblas", "lacks FMA3"),
+        ({}, "x86_64", {}, "openblas", "lacks AVX2 and FMA3"),
+        ({}, "x86_64", AVX2, "mkl", "BLAS is mkl, not OpenBLAS"),
+        ({"OPENBLAS_CORETYPE": "SkylakeX"}, "x86_64", AVX2, "openblas", "forces OPENBLAS_CORETYPE=SkylakeX"),
+        ({"NPY_ENABLE_CPU_FEATURES": "AVX2"}, "x86_64", AVX2, "openblas", "sets NPY_ENABLE_CPU_FEATURES=AVX2"),
+    ],
+)
+def test_portable_blockers_name_the_reason(environ, machine, features, blas, needle) -> None:
+    assert needle in compute.portable_blocker(environ, machine, features, blas)
+
+
+@pytest.mark.parametrize("coretype", ["", "Haswell", "HASWELL"])
+def test_portable_applies_on_x86_64_with_avx2_fma_openblas(coretype: str) -> None:
+    environ = {"OPENBLAS_CORETYPE": coretype} if coretype else {}
+    assert compute.portable_blocker(environ, "x86_64", AVX2, "openblas") == ""
+    assert compute.portable_blocker(environ, "AMD64", AVX2, "openblas") == ""
+
+
+def test_simd_cap_disables_everything_above_x86_v3_in_numpy_1_and_2_names() -> None:
+    numpy2 = ["X86_V3", "X86_V4", "AVX512_ICL", "AVX512_SPR"]
+    numpy1 = ["SSSE3", "SSE41", "AVX2", "FMA3", "AVX512F", "AVX512CD", "AVX512_SKX", "AVX512_CLX", "AVX512_ICL"]
+    assert compute.above_portable(numpy2) == ["X86_V4", "AVX512_ICL", "AVX512_SPR"]
+    assert compute.above_portable(numpy1) == ["AVX512F", "AVX512CD", "AVX512_SKX", "AVX512_CLX", "AVX512_ICL"]
+
+
+def test_native_plan_sets_nothing() -> None:
+    assert compute.plan("native", {}) == ({}, "compute.kernels=native")
+
+
+@needs_portable
+def test_portable_plan_keeps_disabled_features_and_is_a_fixed_point() -> None:
+    variables, reason = compute.plan("portable", {"NPY_DISABLE_CPU_FEATURES": "AVX512_SPR"})
+    assert reason == "" and variables["OPENBLAS_CORETYPE"] == "Haswell"
+    disabled = variables.get("NPY_DISABLE_CPU_FEATURES", "").split()
+    assert disabled[0] == "AVX512_SPR" and set(compute.above_portable(compute.simd_targets())) <= set(disabled)
+    # Planned again inside the environment it asked for, it asks for nothing new: no restart loop.
+    assert compute.plan("portable", variables) == (variables, "")
+
+
+def test_differences_name_nested_fields() -> None:
+    a = {"train": {"blas_kernel": "Haswell", "numpy_simd": ["X86_V3"], "python": "3.11.7"}, "evaluate": None}
+    b = {"train": {"blas_kernel": "SkylakeX", "numpy_simd": ["X86_V3", "X86_V4"], "python": "3.11.7"}}
+    assert compute.differences(a, a) == []
+    assert compute.differences(a, b) == [
+        "train.blas_kernel: Haswell (was SkylakeX)",
+        "train.numpy_simd: X86_V3 (was X86_V3 X86_V4)",
+    ]
+
+
+def test_fingerprint_reads_the_live_process() -> None:
+    fp = compute.fingerprint()
+    pool = compute.blas_pool()
+    assert fp["blas"] == pool["internal_api"] and fp["blas_kernel"] == pool["architecture"]
+    assert fp["blas_threads"] == pool["num_threads"] and fp["numpy"] == np.__version__
+    assert fp["numpy_simd"] == compute.simd_targets() and fp["machine"] == platform.machine()
+    assert "model name" not in json.dumps(fp) and set(fp) == {
+        "blas",
+        "blas_version",
+        "blas_kernel",
+        "blas_threads",
+        "numpy",
+        "numpy_simd",
+        "machine",
+        "python",
+        "libc",
+    }
+
+
+def test_apply_fixes_the_blas_thread_count_even_above_the_cpu_count() -> None:
+    controller = threadpoolctl.ThreadpoolController()
+    try:
+        for threads in (1, 3):
+            assert compute.apply("native", threads)["blas_threads"] == threads
+    finally:
+        controller.limit(limits=os.cpu_count(), user_api="blas")
+
+
+# --- subprocesses: the restart, and the same model bytes whatever the environment's thread count -----
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in FORCING_VARS}
+    return {**env, **extra}
+
+
+_PROBE = (
+    "import json, sys; from mnist_pipeline import compute; compute.restart_if_needed(sys.argv[1]); "
+    "import os; print(json.dumps([compute.fingerprint(), os.environ.get('OPENBLAS_CORETYPE')]))"
+)
+
+
+@needs_portable
+def test_restart_puts_the_process_in_the_portable_environment() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE, "portable"], env=_clean_env(), capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    fp, coretype = json.loads(out.stdout)
+    assert coretype == "Haswell" and fp["blas_kernel"] == "Haswell"
+    assert compute.above_portable(fp["numpy_simd"]) == [] and "X86_V3" in fp["numpy_simd"]
+
+
+def test_native_does_not_restart() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE, "native"], env=_clean_env(), capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)[1] is None
+
+
+def _train_in_subprocess(ws, env_threads: int, **params) -> tuple[bytes, dict, dict[str, np.ndarray]]:
+    ws.write_params(**params)
+    env = _clean_env(OPENBLAS_NUM_THREADS=str(env_threads))
+    out = subprocess.run(
+        [sys.executable, "-m", "mnist_pipeline.stages.train"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    model = ws.root / train.MODEL_FILE
+    arrays = load_npz(model, ["meta"])
+    weights = {k: v for k, v in arrays.items() if k != "meta"}
+    return model.read_bytes(), npz_meta(arrays, model), weights
+
+
+@needs_portable
+def test_portable_model_bytes_do_not_depend_on_the_environment_thread_count(tiny_workspace) -> None:
+    tiny_workspace.write_params(**{"model.hidden": [64], "train.epochs": 2, "train.batch_size": 64})
+    prepare.main()
+    featurize.main()
+    one, meta, weights = _train_in_subprocess(tiny_workspace, 1)
+    two, _, _ = _train_in_subprocess(tiny_workspace, 2)
+    assert one == two
+    fp = meta["compute"]
+    assert fp["blas_kernel"] == "Haswell" and fp["blas_threads"] == 2
+    assert compute.above_portable(fp["numpy_simd"]) == []
+    # The thread count is a real input: another value gives another model.
+    _, _, single = _train_in_subprocess(tiny_workspace, 2, **{"compute.blas_threads": 1})
+    assert not all(np.array_equal(single[k], weights[k]) for k in weights)
+    # Native kernels: on a CPU with AVX-512 another kernel and SIMD level, so other weights; on an
+    # AVX2 CPU the native kernels (Haswell, or Zen: the same code) compute what the portable ones do.
+    _, native_meta, native = _train_in_subprocess(
+        tiny_workspace, 1, **{"compute.kernels": "native", "compute.blas_threads": 2}
+    )
+    same = all(np.array_equal(native[k], weights[k]) for k in weights)
+    assert same != NATIVE_ABOVE_V3
+    assert (native_meta["compute"]["numpy_simd"] == fp["numpy_simd"]) != NATIVE_ABOVE_V3
