@@ -36,11 +36,12 @@ from mnist_pipeline.errors import ConfigError, DataError
 
 METRICS_FILE = "reports/metrics.json"
 COMPUTE_FILE = "reports/compute.json"
-# Accuracies that must stay within DRIFT_TOL of the baseline across compute fingerprints. Over five
-# training seeds the default run's test and validation accuracy spread over at most this much
-# (README, Reproducibility): another kernel's rounding moves a run no further than another seed.
-DRIFT_METRICS = ("test.accuracy", "val.accuracy")
-DRIFT_TOL = 0.003
+# How far each accuracy may move from the baseline when the compute fingerprints differ. Another
+# kernel's rounding sends training down another path, as another seed does: the bound is 4 * sqrt(2)
+# standard deviations of the default run's accuracy over five training seeds (README,
+# Reproducibility: test 0.00048, validation 0.00113), rounded up, so drift between two runs passes
+# and a real regression does not.
+DRIFT_TOL = {"test.accuracy": 0.003, "val.accuracy": 0.0065}
 GATES_FILE = "conf/gates.yaml"
 DEFAULT_PRESET = "default"
 # params.yaml sections that decide a run's results; the others (download, evaluate, report) do not.
@@ -208,18 +209,22 @@ def reproduce_failures(
 
 
 def drift_failures(
-    current: dict[str, float], baseline: dict[str, float], label: str, tol: float, source: str = METRICS_FILE
+    current: dict[str, float],
+    baseline: dict[str, float],
+    label: str,
+    tol: dict[str, float],
+    source: str = METRICS_FILE,
 ) -> list[str]:
-    """Accuracies of :data:`DRIFT_METRICS` that moved more than ``tol`` from ``baseline`` (named ``label``)."""
+    """Accuracies of :data:`DRIFT_TOL` that moved more than their ``tol`` from ``baseline`` (named ``label``)."""
     failures = []
-    for metric in DRIFT_METRICS:
+    for metric, bound in tol.items():
         new, old = current.get(metric), baseline.get(metric)
         if new is None or old is None:
             where = source if new is None else label
             failures.append(f"{metric} is missing from {where}; a reproduction must have the same metrics")
-        elif abs(new - old) > tol:
+        elif round(abs(new - old), 12) > bound:  # accuracies are multiples of 1/N: the bound itself passes
             failures.append(
-                f"{metric} {new} is {abs(new - old):.4f} from {old} in {label} (> {tol:g}): more than another "
+                f"{metric} {new} is {abs(new - old):.4f} from {old} in {label} (> {bound:g}): more than another "
                 "compute fingerprint explains (the seed spread); look for a real regression"
             )
     return failures
@@ -283,11 +288,13 @@ def reproduction(
     if not diffs:
         print(f"{PREFIX}: compute fingerprint equals {then_source}; the reproduction must be exact")
         return reproduce_failures(current, baseline, label, args.rel_tol, source)
+    tol = DRIFT_TOL if args.drift_tol is None else dict.fromkeys(DRIFT_TOL, args.drift_tol)
+    bounds = " and ".join(f"{metric} within {bound:g}" for metric, bound in tol.items())
     print(
         f"{PREFIX}: compute fingerprint differs from {then_source} in {'; '.join(diffs)}: rounding differs, "
-        f"so {' and '.join(DRIFT_METRICS)} must be within {args.drift_tol:g} of it (losses are not compared)"
+        f"so {bounds} of the baseline are required (losses are not compared)"
     )
-    return drift_failures(current, baseline, label, args.drift_tol, source)
+    return drift_failures(current, baseline, label, tol, source)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -309,7 +316,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--drift-tol",
         type=float,
-        default=DRIFT_TOL,
         help=f"--reproduce across fingerprints: largest accuracy change accepted (default {DRIFT_TOL})",
     )
     return parser.parse_args(argv)
