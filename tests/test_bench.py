@@ -6,16 +6,25 @@ No timing is asserted here; ``make bench`` measures. Nothing in these tests impo
 from __future__ import annotations
 
 import copy
+import os
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
-from mnist_pipeline.bench import flops
-from mnist_pipeline.bench.compare import rotation, spread, summarize
+from mnist_pipeline import compute
+from mnist_pipeline.bench import compare as compare_module
+from mnist_pipeline.bench import flops, system, worker
+from mnist_pipeline.bench.compare import compare, kernel_label, rotation, schedule, spread, summarize
 from mnist_pipeline.bench.configs import CONFIGS, BenchConfig, select
 from mnist_pipeline.bench.report import render_markdown, targets
-from mnist_pipeline.bench.system import clean_env, cpu_model
+from mnist_pipeline.bench.system import clean_env, cpu_model, portable_plan
+from mnist_pipeline.bench.worker import IMPLS, portable_gap
 
 HEADLINE = (784, 256, 128, 10)
+# What the workers of an AVX-512 machine report (compute.fingerprint, the fields the bench reads)
+NATIVE_FP = {"blas_kernel": "SkylakeX", "numpy_simd": ["X86_V3", "X86_V4", "AVX512_ICL"]}
+PORTABLE_FP = {"blas_kernel": "Haswell", "numpy_simd": ["X86_V3"]}
 
 
 def test_step_gemms_order_and_shapes_skip_first_layer_input_grad():
@@ -68,12 +77,27 @@ def test_config_round_trips_through_json_dict_and_quick_cuts_work():
         select(["nope"])
 
 
-def test_rotation_puts_each_impl_first_once_per_cycle():
-    orders = [rotation(r) for r in range(3)]
-    assert orders[0] == ["ours", "torch", "floor"]
-    assert sorted(o[0] for o in orders) == ["floor", "ours", "torch"]
-    assert all(sorted(o) == ["floor", "ours", "torch"] for o in orders)
-    assert rotation(3) == orders[0]
+def test_rotation_puts_each_impl_in_each_position_once_per_cycle():
+    orders = [rotation(r) for r in range(4)]
+    assert orders[0] == ["ours", "portable", "torch", "floor"]
+    for position in range(4):
+        assert sorted(o[position] for o in orders) == sorted(IMPLS)
+    assert rotation(4) == orders[0]
+    # portable runs right after ours (or first when ours is last): their ratio spans the least drift
+    assert all((o.index("portable") - o.index("ours")) % 4 == 1 for o in orders)
+
+
+def test_rotation_without_portable_cycles_over_the_other_three():
+    orders = [rotation(r, ["ours", "torch", "floor"]) for r in range(3)]
+    assert orders == [["ours", "torch", "floor"], ["torch", "floor", "ours"], ["floor", "ours", "torch"]]
+
+
+def test_schedule_runs_portable_in_its_own_environment_and_drops_it_where_it_cannot_apply():
+    native, portable = {"PATH": "/bin"}, {"PATH": "/bin", "OPENBLAS_CORETYPE": "Haswell"}
+    both = schedule({"native": native, "portable": portable})
+    assert list(both) == list(IMPLS)
+    assert both["portable"] is portable and all(both[impl] is native for impl in ("ours", "torch", "floor"))
+    assert list(schedule({"native": native})) == ["ours", "torch", "floor"]
 
 
 def test_spread_is_median_min_max():
@@ -82,20 +106,25 @@ def test_spread_is_median_min_max():
         spread([])
 
 
-def _run(seconds, acc=None, init="a", order="b"):
+def _run(seconds, acc=None, init="a", order="b", fingerprint=NATIVE_FP):
     run = {"epoch_seconds": seconds, "n_train": 1000, "init_sha256": init, "order_sha256": order}
+    run["compute"] = fingerprint
     if acc is not None:
         run.update(test_acc=acc, param_dtypes=["float32"])
     return run
 
 
-def _summary(ours_acc=0.9700, torch_acc=0.9690, torch_init="a"):
+def _summary(ours_acc=0.9700, torch_acc=0.9690, torch_init="a", portable=True, portable_fields=None):
+    """Ours 2.0 s/epoch, torch 3.5, floor 1.0; portable (unless skipped) 2.2 and 2.8 s/epoch, acc 0.9712."""
     cfg = BenchConfig("headline", HEADLINE, "relu", "he_normal", 100, 2, 0.1, reps=2)
     runs = {
         "ours": [_run([1.0, 3.0], ours_acc), _run([2.0, 2.0], ours_acc)],  # 2.0 and 2.0 s/epoch
         "torch": [_run([4.0, 4.0], torch_acc, init=torch_init), _run([3.0, 3.0], torch_acc, init=torch_init)],
         "floor": [_run([1.0, 1.0]), _run([1.0, 1.0])],
     }
+    if portable:
+        seconds = ([2.2, 2.2], [2.8, 2.8])
+        runs["portable"] = [{**_run(s, 0.9712, fingerprint=PORTABLE_FP), **(portable_fields or {})} for s in seconds]
     return summarize(cfg, runs)
 
 
@@ -110,6 +139,29 @@ def test_summarize_ratios_gflops_and_validity():
     assert s["checks"]["valid"] and s["checks"]["accuracy_diff_points"] == pytest.approx(0.1)
 
 
+def test_summarize_portable_against_native_with_the_kernels_each_ran_on():
+    s = _summary()
+    assert s["portable"]["seconds_per_epoch"] == pytest.approx({"median": 2.5, "min": 2.2, "max": 2.8, "n": 2})
+    assert s["portable"]["median_epoch_seconds"]["median"] == pytest.approx(2.5)
+    assert s["portable"]["test_acc"]["median"] == 0.9712
+    assert s["ratios"]["portable_over_native"] == pytest.approx(2.5 / 2.0)
+    paired = s["ratios"]["portable_over_native_paired"]
+    assert (paired["min"], paired["max"]) == pytest.approx((1.1, 1.4))  # 2.2 / 2.0 and 2.8 / 2.0, rep by rep
+    assert s["ours"]["kernels"] == ["SkylakeX / X86_V3 X86_V4 AVX512_ICL"]
+    assert s["portable"]["kernels"] == ["Haswell / X86_V3"]
+    assert s["ratios"]["ours_over_torch"] == pytest.approx(2.0 / 3.5)  # ours stays the native runs
+
+
+def test_summarize_without_portable_keeps_every_other_statistic():
+    s = _summary(portable=False)
+    assert "portable" not in s and "portable_over_native" not in s["ratios"]
+    assert s["ratios"]["ours_over_floor"] == pytest.approx(2.0) and s["checks"]["valid"]
+
+
+def test_kernel_label_names_a_baseline_only_numpy():
+    assert kernel_label({"blas_kernel": "Haswell", "numpy_simd": []}) == "Haswell / baseline only"
+
+
 def test_accuracy_gap_over_tolerance_voids_the_comparison():
     chk = _summary(ours_acc=0.9700, torch_acc=0.9660)["checks"]
     assert not chk["valid"] and "0.40 points" in chk["void_reasons"][0]
@@ -120,6 +172,54 @@ def test_different_initial_weights_void_the_comparison():
     assert not chk["valid"] and chk["void_reasons"] == ["initial weights differ"]
 
 
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"init_sha256": "other"}, "initial weights differ"),
+        ({"order_sha256": "other"}, "data orders differ"),
+        ({"param_dtypes": ["float64"]}, "parameters are not all float32"),
+    ],
+)
+def test_portable_runs_are_held_to_the_same_identity_checks(fields, reason):
+    chk = _summary(portable_fields=fields)["checks"]
+    assert not chk["valid"] and chk["void_reasons"] == [reason]
+
+
+def test_portable_gap_names_what_is_not_portable():
+    assert portable_gap(PORTABLE_FP) == ""
+    assert portable_gap({"blas_kernel": "HASWELL", "numpy_simd": ["X86_V3"]}) == ""
+    assert portable_gap(NATIVE_FP) == "OpenBLAS kernel SkylakeX and numpy SIMD X86_V4 AVX512_ICL"
+    assert portable_gap({**PORTABLE_FP, "numpy_simd": ["X86_V3", "AVX512_SPR"]}) == "numpy SIMD AVX512_SPR"
+
+
+def test_compare_interleaves_the_scheduled_impls_each_in_its_environment(monkeypatch):
+    calls = []
+
+    def fake_worker(impl, cfg, features, threads, env):
+        calls.append((impl, env.get("OPENBLAS_CORETYPE")))
+        fingerprint = PORTABLE_FP if env.get("OPENBLAS_CORETYPE") else NATIVE_FP
+        return _run([1.0, 1.0], None if impl == "floor" else 0.97, fingerprint=fingerprint)
+
+    monkeypatch.setattr(compare_module, "run_worker", fake_worker)
+    cfg = replace(CONFIGS[0], reps=2)
+    s = compare(cfg, Path("unused"), 1, {"native": {}, "portable": {"OPENBLAS_CORETYPE": "Haswell"}})
+    assert calls[:4] == [("ours", None), ("portable", "Haswell"), ("torch", None), ("floor", None)]
+    assert [impl for impl, _ in calls[4:]] == ["portable", "torch", "floor", "ours"]
+    assert s["portable"]["kernels"] == ["Haswell / X86_V3"] and s["ratios"]["portable_over_native"] == 1.0
+    calls.clear()
+    s = compare(cfg, Path("unused"), 1, {"native": {}})  # portable cannot apply: three-way rotation
+    assert [impl for impl, _ in calls] == ["ours", "torch", "floor", "torch", "floor", "ours"]
+    assert "portable" not in s
+
+
+def test_worker_refuses_to_time_a_portable_run_on_native_kernels(monkeypatch):
+    monkeypatch.setattr(worker, "load_splits", lambda *_: {})
+    monkeypatch.setattr(compute, "fingerprint", lambda: dict(NATIVE_FP))
+    spec = {"impl": "portable", "config": CONFIGS[0].as_dict(), "features": "unused", "threads": 1}
+    with pytest.raises(RuntimeError, match="portable worker is not on portable kernels: OpenBLAS kernel SkylakeX"):
+        worker.run(spec)
+
+
 def _result():
     stage = {"seconds": 1.0, "max_rss_mib": 100.0}
     return {
@@ -128,7 +228,8 @@ def _result():
         "load_average": {"start": [0.5, 0.4, 0.3], "end": [1.2, 0.6, 0.4]},
         "environment": {
             "threads": 2,
-            "note": "OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are removed (neither was set here)",
+            "note": "OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE are removed (none was set here)",
+            "portable": {"variables": {"OPENBLAS_CORETYPE": "Haswell"}, "skipped": ""},
             "blas_benchmark_env": [{"internal_api": "openblas", "version": "0.3", "architecture": "Haswell"}],
             "blas_inherited_env": [{"internal_api": "openblas", "version": "0.3", "architecture": "SkylakeX"}],
         },
@@ -175,6 +276,27 @@ def test_markdown_table_has_date_machine_blas_and_one_row_per_config():
     assert "| 784-256-128-10 ours / GEMM floor ≤ 1.5× | 2.00× | **no** |" in md
 
 
+def test_markdown_portable_table_shows_kernels_seconds_and_ratio():
+    md = render_markdown(_result())
+    header = next(line for line in md.splitlines() if line.startswith("| net | native kernels |"))
+    row = next(line for line in md.splitlines() if line.startswith("| 784-256-128-10 relu b100 | SkylakeX"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1:3] == ["SkylakeX / X86_V3 X86_V4 AVX512_ICL", "Haswell / X86_V3"]
+    assert cells[3] == "2.000 (2.000–2.000)" and cells[4] == "2.500 (2.200–2.800)"
+    assert cells[5] == "1.25 (1.10–1.40)"
+    assert cells[6] == "2.000 · 2.500" and cells[7] == "97.00% · 97.12%"
+    assert header.count("|") == row.count("|")
+
+
+def test_markdown_says_why_portable_was_not_measured():
+    result = _result()
+    result["environment"]["portable"] = {"variables": {}, "skipped": "this CPU lacks AVX2"}
+    result["configs"] = {"headline": _summary(portable=False)}
+    md = render_markdown(result)
+    assert "Portable kernels not measured: this CPU lacks AVX2." in md
+    assert "portable/native" not in md
+
+
 def test_markdown_marks_a_void_comparison():
     result = _result()
     result["configs"] = {"headline": _summary(ours_acc=0.97, torch_acc=0.95)}
@@ -182,11 +304,39 @@ def test_markdown_marks_a_void_comparison():
     assert "VOID: test accuracies differ by +2.00 points" in md
 
 
-def test_clean_env_removes_openblas_overrides_and_pins_threads():
-    env, removed = clean_env({"OPENBLAS_CORETYPE": "Haswell", "PATH": "/bin", "OPENBLAS_L2_SIZE": "1"}, threads=3)
-    assert removed == {"OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_L2_SIZE": "1"}
-    assert "OPENBLAS_CORETYPE" not in env and "OPENBLAS_L2_SIZE" not in env
+def test_clean_env_removes_kernel_overrides_and_pins_threads():
+    forced = {"OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_L2_SIZE": "1", "NPY_DISABLE_CPU_FEATURES": "X86_V4"}
+    env, removed = clean_env({**forced, "PATH": "/bin", "NPY_ENABLE_CPU_FEATURES": "X86_V3"}, threads=3)
+    assert removed == {**forced, "NPY_ENABLE_CPU_FEATURES": "X86_V3"}  # native means the CPU's own kernels
+    assert not set(removed) & set(env)
     assert env["PATH"] == "/bin" and env["OPENBLAS_NUM_THREADS"] == "3" and env["OMP_NUM_THREADS"] == "3"
+
+
+def test_portable_plan_is_made_in_a_fresh_process_with_the_given_environment():
+    env, _ = clean_env(dict(os.environ))
+    variables, reason = portable_plan({**env, "OPENBLAS_CORETYPE": "SkylakeX"})
+    assert variables == {} and reason  # a kernel forced in that environment blocks portable kernels
+    if any(var in os.environ for var in (compute.DISABLE_VAR, compute.ENABLE_VAR)):
+        pytest.skip("this process's numpy SIMD is capped: its own plan is no reference")
+    assert portable_plan(env) == compute.plan("portable", env)
+
+
+def test_environment_report_adds_a_portable_environment_only_where_it_applies(monkeypatch):
+    monkeypatch.setattr(system, "blas_probe", lambda env: [])
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "SkylakeX")
+    monkeypatch.setattr(system, "portable_plan", lambda env: ({"OPENBLAS_CORETYPE": "Haswell"}, ""))
+    envs, report = system.environment_report(2)
+    assert "OPENBLAS_CORETYPE" not in envs["native"] and envs["native"]["OPENBLAS_NUM_THREADS"] == "2"
+    assert envs["portable"] == {**envs["native"], "OPENBLAS_CORETYPE": "Haswell"}
+    assert report["portable"] == {"variables": {"OPENBLAS_CORETYPE": "Haswell"}, "skipped": ""}
+    monkeypatch.setattr(system, "portable_plan", lambda env: ({}, "this CPU lacks AVX2"))
+    envs, report = system.environment_report(2)
+    assert list(envs) == ["native"] and report["portable"]["skipped"] == "this CPU lacks AVX2"
+
+
+def test_portable_plan_gives_a_reason_when_the_probe_fails(monkeypatch):
+    monkeypatch.setattr(system, "_PLAN_PROBE", "import sys; sys.exit('no numpy here')")
+    assert portable_plan({}) == ({}, "planning portable kernels failed: no numpy here")
 
 
 def test_cpu_model_reads_model_name(tmp_path):

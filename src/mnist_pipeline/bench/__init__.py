@@ -1,5 +1,9 @@
 """``make bench``: our NumPy trainer against PyTorch CPU and the bare-GEMM floor, same run, same machine.
 
+Our trainer runs twice per repetition: on the CPU's native kernels (``ours``) and on the pipeline's
+default portable kernels (``portable``: OpenBLAS Haswell kernel, numpy SIMD capped at X86_V3), so the
+report shows what portability costs on this machine.
+
 Run ``python -m mnist_pipeline.bench`` from the bench venv (``make bench`` creates ``.venv-bench`` with the
 ``bench`` extra: ``torch`` lives only there, never in the runtime dependencies). It writes
 ``reports/benchmark.json`` and ``reports/benchmark.md``.

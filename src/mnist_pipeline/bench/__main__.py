@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     start = time.perf_counter()
-    env, env_report = system.environment_report(args.threads)
+    envs, env_report = system.environment_report(args.threads)
     result: dict[str, Any] = {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": system.machine(),
@@ -49,6 +49,8 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     log.info("%s", env_report["note"])
     for label, pools in (("inherited env", "blas_inherited_env"), ("benchmark env", "blas_benchmark_env")):
         log.info("BLAS (%s): %s", label, env_report[pools])
+    skipped, variables = env_report["portable"]["skipped"], env_report["portable"]["variables"]
+    log.info("portable kernels: %s", f"skipped, {skipped}" if skipped else variables)
     features = args.features
     if not args.skip_pipeline:
         mirror = os.environ.get("DATA_MIRROR", "")
@@ -61,7 +63,7 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         raise SystemExit("--skip-pipeline needs --features DIR (e.g. data/features)")
     result["configs"] = {}
     for cfg in configs.select(args.configs, args.quick):
-        result["configs"][cfg.name] = compare(cfg, features.resolve(), args.threads, env)
+        result["configs"][cfg.name] = compare(cfg, features.resolve(), args.threads, envs)
         torch_run = result["configs"][cfg.name]["torch"]["runs"][0]
         result["torch"] = torch_run["torch"]
     result["load_average"]["end"] = list(os.getloadavg())

@@ -1,10 +1,12 @@
-"""Interleaved repetitions of ours, PyTorch and the GEMM floor on one config, and their statistics.
+"""Interleaved repetitions of ours (native and portable kernels), PyTorch and the GEMM floor on one config.
 
-Repetition ``r`` runs the three implementations in an order rotated by ``r`` (ours-torch-floor,
-torch-floor-ours, floor-ours-torch, ...), each in a fresh worker process, so slow drifts of the machine
-(other load, thermal state) spread over all three instead of biasing one. A run's seconds per epoch is
-the mean over its epochs (first epoch included; each run's median epoch is kept too, as the steady
-state); the statistic reported is the median over repetitions, with min and max as the spread.
+Repetition ``r`` runs the implementations in an order rotated by ``r`` (ours-portable-torch-floor,
+portable-torch-floor-ours, ...), each in a fresh worker process, so slow drifts of the machine (other
+load, thermal state) spread over all of them instead of biasing one; each holds every position once per
+cycle of as many repetitions as there are implementations. Where portable kernels cannot apply,
+``portable`` is skipped and the rotation is over the other three. A run's seconds per epoch is the mean over
+its epochs (first epoch included; each run's median epoch is kept too, as the steady state); the
+statistic reported is the median over repetitions, with min and max as the spread.
 """
 
 from __future__ import annotations
@@ -14,13 +16,13 @@ import logging
 import statistics
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from mnist_pipeline.bench.configs import BenchConfig
 from mnist_pipeline.bench.flops import epoch_flops
-from mnist_pipeline.bench.worker import IMPLS
+from mnist_pipeline.bench.worker import IMPLS, PROCESS_KERNELS
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,16 @@ def rotation(rep: int, impls: Sequence[str] = IMPLS) -> list[str]:
     return [*impls[k:], *impls[:k]]
 
 
+def schedule(envs: Mapping[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    """Each implementation that can run, in :data:`IMPLS` order, with its process environment.
+
+    ``envs`` maps a ``compute.kernels`` mode to the environment that starts a process in it; an
+    implementation whose mode has none (portable, where it cannot apply) is left out.
+    """
+    modes = {impl: PROCESS_KERNELS.get(impl, "native") for impl in IMPLS}
+    return {impl: envs[mode] for impl, mode in modes.items() if mode in envs}
+
+
 def run_worker(impl: str, cfg: BenchConfig, features: Path, threads: int, env: dict[str, str]) -> dict[str, Any]:
     """One run in a fresh ``python -m mnist_pipeline.bench.worker`` process; its JSON result."""
     spec = {"impl": impl, "config": cfg.as_dict(), "features": str(features), "threads": threads}
@@ -51,8 +63,21 @@ def run_worker(impl: str, cfg: BenchConfig, features: Path, threads: int, env: d
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def kernel_label(fingerprint: dict[str, Any]) -> str:
+    """``"SkylakeX / X86_V3 X86_V4 AVX512_ICL"``: the OpenBLAS kernel and numpy SIMD targets of a run."""
+    return f"{fingerprint['blas_kernel']} / {' '.join(fingerprint['numpy_simd']) or 'baseline only'}"
+
+
+def paired(numerators: Sequence[float], denominators: Sequence[float]) -> dict[str, float]:
+    """:func:`spread` of the per-repetition ratios: two implementations timed in the same repetition."""
+    return spread([a / b for a, b in zip(numerators, denominators, strict=True)])
+
+
 def summarize(cfg: BenchConfig, runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    """Per-implementation statistics, ratios, GFLOP/s and the accuracy/identity checks of one config."""
+    """Per-implementation statistics, ratios, GFLOP/s and the accuracy/identity checks of one config.
+
+    ``runs`` holds ``portable`` only if it ran; its ratio to ``ours`` is then ``portable_over_native``.
+    """
     n = runs["ours"][0]["n_train"]
     flops = epoch_flops(cfg.sizes, n, cfg.batch_size)
     out: dict[str, Any] = {"config": cfg.as_dict(), "label": cfg.label, "n_train": n, "gemm_flops_per_epoch": flops}
@@ -66,26 +91,29 @@ def summarize(cfg: BenchConfig, runs: dict[str, list[dict[str, Any]]]) -> dict[s
             # steady state: each run's median epoch (a first-touch page-fault epoch does not count)
             "median_epoch_seconds": spread([statistics.median(r["epoch_seconds"]) for r in impl_runs]),
             "gflops": flops / s["median"] / 1e9,
+            "kernels": sorted({kernel_label(r["compute"]) for r in impl_runs}),  # one label unless runs differ
             "runs": impl_runs,
         }
         if impl != "floor":
             out[impl]["test_acc"] = spread([r["test_acc"] for r in impl_runs])
     med = {impl: out[impl]["seconds_per_epoch"]["median"] for impl in runs}
-    paired = [o / t for o, t in zip(per_epoch["ours"], per_epoch["torch"], strict=True)]
     out["ratios"] = {
         "ours_over_torch": med["ours"] / med["torch"],
-        "ours_over_torch_paired": spread(paired),
+        "ours_over_torch_paired": paired(per_epoch["ours"], per_epoch["torch"]),
         "torch_over_ours": med["torch"] / med["ours"],
         "ours_over_floor": med["ours"] / med["floor"],
         "torch_over_floor": med["torch"] / med["floor"],
     }
+    if "portable" in runs:
+        out["ratios"]["portable_over_native"] = med["portable"] / med["ours"]
+        out["ratios"]["portable_over_native_paired"] = paired(per_epoch["portable"], per_epoch["ours"])
     out["checks"] = checks(runs)
     return out
 
 
 def checks(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    """Same initial weights and data order in every ours/torch run, float32 parameters, accuracy agreement."""
-    trained = runs["ours"] + runs["torch"]
+    """Same initial weights and data order in every trained run, float32 parameters, accuracy ours vs torch."""
+    trained = [r for impl, impl_runs in runs.items() if impl != "floor" for r in impl_runs]
     diff = 100 * (
         statistics.median(r["test_acc"] for r in runs["ours"]) - statistics.median(r["test_acc"] for r in runs["torch"])
     )
@@ -113,13 +141,17 @@ def checks(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     }
 
 
-def compare(cfg: BenchConfig, features: Path, threads: int, env: dict[str, str]) -> dict[str, Any]:
-    """Run ``cfg.reps`` interleaved repetitions of every implementation; :func:`summarize` them."""
-    runs: dict[str, list[dict[str, Any]]] = {impl: [] for impl in IMPLS}
+def compare(cfg: BenchConfig, features: Path, threads: int, envs: Mapping[str, dict[str, str]]) -> dict[str, Any]:
+    """Run ``cfg.reps`` interleaved repetitions of every implementation :func:`schedule` keeps; summarize them.
+
+    ``envs`` maps ``compute.kernels`` modes (``native``, and ``portable`` where it applies) to environments.
+    """
+    impl_envs = schedule(envs)
+    runs: dict[str, list[dict[str, Any]]] = {impl: [] for impl in impl_envs}
     for rep in range(cfg.reps):
-        for impl in rotation(rep):
-            result = run_worker(impl, cfg, features, threads, env)
+        for impl in rotation(rep, list(impl_envs)):
+            result = run_worker(impl, cfg, features, threads, impl_envs[impl])
             runs[impl].append(result)
             mean = sum(result["epoch_seconds"]) / len(result["epoch_seconds"])
-            log.info("%s rep %d/%d %-5s %.3f s/epoch", cfg.name, rep + 1, cfg.reps, impl, mean)
+            log.info("%s rep %d/%d %-8s %.3f s/epoch", cfg.name, rep + 1, cfg.reps, impl, mean)
     return summarize(cfg, runs)

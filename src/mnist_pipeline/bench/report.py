@@ -71,8 +71,36 @@ def _blas_line(result: dict[str, Any]) -> str:
     )
 
 
+def _portable_lines(result: dict[str, Any]) -> list[str]:
+    """Our trainer on portable against native kernels, one row per config, or why portable was not measured."""
+    cfgs = [cfg for cfg in result["configs"].values() if "portable" in cfg]
+    if not cfgs:
+        return ["", f"Portable kernels not measured: {result['environment']['portable']['skipped']}."]
+    lines = [
+        "",
+        "Our trainer on portable kernels (the pipeline's default `compute.kernels: portable`) against the CPU's "
+        "native kernels (`ours` above), in the same interleaved repetitions; kernels are OpenBLAS kernel / "
+        "numpy SIMD targets as each worker reported them:",
+        "",
+        "| net | native kernels | portable kernels | native s/epoch | portable s/epoch | portable/native "
+        "(paired min–max) | median epoch native · portable | test acc native · portable |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for cfg in cfgs:
+        native, portable = cfg["ours"], cfg["portable"]
+        ratio, pairs = cfg["ratios"]["portable_over_native"], cfg["ratios"]["portable_over_native_paired"]
+        lines.append(
+            f"| {cfg['label']} | {', '.join(native['kernels'])} | {', '.join(portable['kernels'])} | "
+            f"{_s(native['seconds_per_epoch'])} | {_s(portable['seconds_per_epoch'])} | "
+            f"{ratio:.2f} ({pairs['min']:.2f}–{pairs['max']:.2f}) | "
+            f"{native['median_epoch_seconds']['median']:.3f} · {portable['median_epoch_seconds']['median']:.3f} | "
+            f"{100 * native['test_acc']['median']:.2f}% · {100 * portable['test_acc']['median']:.2f}% |"
+        )
+    return lines
+
+
 def render_markdown(result: dict[str, Any]) -> str:
-    """``reports/benchmark.md``: header (date, machine, BLAS), speed table, pipeline table, targets."""
+    """``reports/benchmark.md``: header (date, machine, BLAS), speed tables, pipeline table, targets."""
     m, load = result["machine"], result["load_average"]
     lines = [
         "# Benchmark: NumPy MLP vs PyTorch CPU vs the GEMM floor",
@@ -100,6 +128,7 @@ def render_markdown(result: dict[str, Any]) -> str:
             f"{100 * cfg['ours']['test_acc']['median']:.2f}% · {100 * cfg['torch']['test_acc']['median']:.2f}% | "
             f"{valid} |"
         )
+    lines += _portable_lines(result)
     pipe = result.get("pipeline")
     if pipe:
         lines += ["", "Pipeline (fresh clone, local mirror):", "", "| step | wall s | peak RSS MiB |", "|---|---|---|"]

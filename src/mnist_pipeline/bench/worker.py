@@ -3,6 +3,10 @@
 ``python -m mnist_pipeline.bench.worker '{"impl": "ours", "config": {...}, "features": "...", "threads": 2}'``.
 Each run gets a fresh process, so no thread pool, allocator state or warm cache of one implementation
 touches another; the thread count is fixed by environment (set by the parent) and by threadpoolctl.
+``portable`` is our trainer again, in a process the parent started on portable kernels (the variables
+:func:`mnist_pipeline.compute.plan` gives are read when numpy loads, so only a fresh process can have
+them); the worker records what it computes with (:func:`~mnist_pipeline.compute.fingerprint`) and refuses
+to time a ``portable`` run that is not on portable kernels.
 """
 
 from __future__ import annotations
@@ -14,10 +18,24 @@ from typing import Any
 
 from threadpoolctl import threadpool_info, threadpool_limits
 
+from mnist_pipeline import compute
 from mnist_pipeline.bench.configs import BenchConfig
 from mnist_pipeline.bench.runs import load_splits, run_floor, run_ours
 
-IMPLS = ("ours", "torch", "floor")
+OURS = ("ours", "portable")  # our trainer on the CPU's native kernels, and on portable ones
+IMPLS = (*OURS, "torch", "floor")  # ours next to portable in every rotation: their ratio sees the least drift
+PROCESS_KERNELS = {"portable": "portable"}  # the compute.kernels an impl's process starts with; others native
+
+
+def portable_gap(fingerprint: dict[str, Any]) -> str:
+    """What keeps a process with this compute ``fingerprint`` off portable kernels ('' when it is on them)."""
+    gaps = []
+    if str(fingerprint["blas_kernel"]).lower() != compute.PORTABLE_KERNEL.lower():
+        gaps.append(f"OpenBLAS kernel {fingerprint['blas_kernel']}")
+    above = compute.above_portable(fingerprint["numpy_simd"])
+    if above:
+        gaps.append(f"numpy SIMD {' '.join(above)}")
+    return " and ".join(gaps)
 
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
@@ -27,7 +45,11 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"unknown impl {impl!r}; valid: {', '.join(IMPLS)}")
     splits = load_splits(Path(spec["features"]), cfg)
     with threadpool_limits(limits=threads):
-        if impl == "ours":
+        fingerprint = compute.fingerprint()
+        gap = portable_gap(fingerprint) if PROCESS_KERNELS.get(impl) == "portable" else ""
+        if gap:  # a mislabeled run would put native timings in the portable column
+            raise RuntimeError(f"the {impl} worker is not on portable kernels: {gap}")
+        if impl in OURS:
             result = run_ours(cfg, splits)
         elif impl == "floor":
             result = run_floor(cfg, len(splits["train"].y))
@@ -37,6 +59,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             result = run_torch(cfg, splits, threads)
         pools = threadpool_info()
     result["n_train"] = len(splits["train"].y)
+    result["compute"] = fingerprint
     result["threadpools"] = [
         {k: p.get(k) for k in ("internal_api", "version", "architecture", "num_threads", "filepath")} for p in pools
     ]
