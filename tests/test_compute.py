@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import threadpoolctl
 
-from mnist_pipeline import compute
+from mnist_pipeline import compute, paths
 from mnist_pipeline.io import load_npz, npz_meta
-from mnist_pipeline.stages import featurize, prepare, train
+from mnist_pipeline.stages import featurize, prepare
 
 AVX2 = {"AVX2": True, "FMA3": True}
 # Variables a machine may set that would force the kernels; the subprocess tests start without them.
@@ -156,7 +156,7 @@ def _train_in_subprocess(ws, env_threads: int, **params) -> tuple[bytes, dict, d
         [sys.executable, "-m", "mnist_pipeline.stages.train"], env=env, capture_output=True, text=True, timeout=300
     )
     assert out.returncode == 0, out.stderr
-    model = ws.root / train.MODEL_FILE
+    model = ws.root / paths.MODEL_FILE
     arrays = load_npz(model, ["meta"])
     weights = {k: v for k, v in arrays.items() if k != "meta"}
     return model.read_bytes(), npz_meta(arrays, model), weights

@@ -20,6 +20,7 @@ from mnist_pipeline.mlp.layers import ACTIVATIONS
 from mnist_pipeline.mlp.losses import LOSSES
 from mnist_pipeline.mlp.optimizers import OPTIMIZERS
 from mnist_pipeline.mlp.schedules import SCHEDULES
+from mnist_pipeline.mlp.trainer import EARLY_STOP
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -109,18 +110,26 @@ def test_hydra_overrides_compose() -> None:
 
 
 @pytest.mark.parametrize(
-    ("accepted", "registry"),
+    ("dotted", "registry"),
     [
-        (config.ACTIVATIONS, ACTIVATIONS),
-        (config.INITS, INITIALIZERS),
-        (config.OPTIMIZERS, OPTIMIZERS),
-        (config.SCHEDULES, SCHEDULES),
-        (config.LOSSES, LOSSES),
+        ("model.activation", ACTIVATIONS),
+        ("model.init", INITIALIZERS),
+        ("optimizer.name", OPTIMIZERS),
+        ("schedule.name", SCHEDULES),
+        ("train.loss", LOSSES),
     ],
     ids=["activation", "init", "optimizer", "schedule", "loss"],
 )
-def test_config_choices_match_registries(accepted, registry) -> None:
-    assert set(accepted) == set(registry)
+def test_config_choices_match_registries(params_dict: dict, dotted: str, registry) -> None:
+    section, field = dotted.split(".")
+    for name in registry:  # every registered name is accepted...
+        _set(params_dict, dotted, name)
+        assert getattr(getattr(config.from_dict(params_dict), section), field) == name
+    _set(params_dict, dotted, "unregistered")
+    with pytest.raises(ConfigError) as info:
+        config.from_dict(params_dict)
+    # ... and nothing else: the error lists exactly the registry's names, sorted
+    assert str(info.value) == f"{dotted}='unregistered' is not one of: {', '.join(sorted(registry))}"
 
 
 # --- load(): file-level errors -------------------------------------------------------------------
@@ -213,11 +222,12 @@ def test_dataset_files_need_exactly_the_four_roles(params_dict: dict) -> None:
 @pytest.mark.parametrize(
     ("dotted", "choices"),
     [
-        ("model.activation", config.ACTIVATIONS),
-        ("model.init", config.INITS),
-        ("optimizer.name", config.OPTIMIZERS),
-        ("schedule.name", config.SCHEDULES),
-        ("train.loss", config.LOSSES),
+        ("model.activation", ACTIVATIONS),
+        ("model.init", INITIALIZERS),
+        ("optimizer.name", OPTIMIZERS),
+        ("schedule.name", SCHEDULES),
+        ("train.loss", LOSSES),
+        ("train.early_stop", EARLY_STOP),
         ("train.dtype", ("float32", "float64")),
         ("prepare.normalize", ("scale", "standardize")),
     ],
@@ -323,6 +333,35 @@ def test_stage_cli_unknown_key_is_one_clean_line(tmp_path: Path, params_dict: di
     assert "valid keys" in lines[0]
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "data").exists()  # failed before touching any output
+
+
+# The model's own config types (mlp.trainer.TrainConfig, mlp.optimizers.OptimizerConfig,
+# mlp.schedules.ScheduleConfig) validate with MLPError; the user sees the same ConfigError line.
+MODEL_SETTING_ERRORS = [
+    ("train.lr", 0, "train.lr=0.0 is invalid: must be > 0"),
+    ("train.early_stop", "val_f1", "train.early_stop='val_f1' is not one of: none, val_loss, val_acc"),
+    (
+        "optimizer.name",
+        "adagrad",
+        "optimizer.name='adagrad' is not one of: adam, adamw, ema_momentum, momentum, nesterov, rmsprop, sgd",
+    ),
+    ("schedule.gamma", 2, "schedule.gamma=2.0 is invalid: must be in (0, 1]"),
+]
+
+
+@pytest.mark.parametrize(("dotted", "value", "message"), MODEL_SETTING_ERRORS, ids=[e[0] for e in MODEL_SETTING_ERRORS])
+def test_invalid_model_setting_is_a_config_error_and_one_cli_line(
+    tmp_path: Path, params_dict: dict, dotted: str, value, message: str
+) -> None:
+    _set(params_dict, dotted, value)
+    with pytest.raises(ConfigError) as info:
+        config.from_dict(params_dict)
+    assert str(info.value) == message
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params_dict, sort_keys=False), encoding="utf-8")
+    result = _run_stage("train", tmp_path)
+    assert result.returncode == 1
+    assert result.stderr == f"error: train: {message}\n"
+    assert not (tmp_path / "data").exists()
 
 
 def test_stage_cli_missing_params_file(tmp_path: Path) -> None:

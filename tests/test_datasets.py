@@ -23,7 +23,7 @@ from conftest import TinyMnist
 from dvc_sandbox import Sandbox, make_sandbox
 from mnist_pipeline import config
 from mnist_pipeline.io import load_npz
-from mnist_pipeline.mlp.network import Network
+from mnist_pipeline.model_file import load_network
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -168,7 +168,7 @@ def test_dvc_exp_run_switches_to_fashion_mnist_over_http(
     assert params["dataset"]["class_names"] == FASHION_CLASSES
     prepared = load_npz(box.root / "data" / "prepared" / "test.npz", ["y"])
     np.testing.assert_array_equal(prepared["y"], tiny_mnist_dir.arrays["test_labels"])
-    _, meta = Network.load(box.root / "data" / "model" / "model.npz")
+    _, meta = load_network(box.root / "data" / "model" / "model.npz")
     assert meta["dataset"] == "fashion_mnist"
     report = box.read_json("reports/classification_report.json")
     assert set(FASHION_CLASSES) <= set(report)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mnist_pipeline import paths
 from mnist_pipeline.config import DownloadConfig
 from mnist_pipeline.errors import ConfigError, DataError
 from mnist_pipeline.stages import download as dl
@@ -192,7 +193,7 @@ def test_main_fetches_every_dataset_file_from_data_mirror(server, tmp_path, monk
 
     dl.main()
 
-    raw = tmp_path / "work" / dl.RAW_DIR
+    raw = tmp_path / "work" / paths.RAW_DIR
     assert listing(raw) == sorted(p.name for p in tiny_mnist_dir.paths.values())
     for role, path in tiny_mnist_dir.paths.items():
         assert hashlib.sha256((raw / path.name).read_bytes()).hexdigest() == tiny_mnist_dir.sha256[role]

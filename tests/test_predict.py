@@ -20,6 +20,7 @@ from mnist_pipeline.cli import run
 from mnist_pipeline.errors import DataError
 from mnist_pipeline.io import save_npz
 from mnist_pipeline.mlp.network import Network
+from mnist_pipeline.model_file import save_network
 from mnist_pipeline.stages import prepare
 
 CLASS_NAMES = [str(c) for c in range(10)]
@@ -40,7 +41,7 @@ def model_meta(**overrides) -> dict:
 
 def save_model(path: Path, **meta_overrides) -> Network:
     net = Network([784, 16, 10], "relu", "he_normal", np.random.default_rng(0))
-    net.save(path, model_meta(**meta_overrides))
+    save_network(path, net, model_meta(**meta_overrides))
     return net
 
 
@@ -137,7 +138,7 @@ def test_center_moves_an_offset_digit_to_mnist_placement() -> None:
 
 def test_normalize_matches_the_prepare_stage_bit_for_bit() -> None:
     images = np.random.default_rng(1).integers(0, 256, size=(4, 28, 28)).astype(np.uint8)
-    x_train, _, stats = prepare.normalize(images, images[:1], "standardize")
+    x_train, _, stats = prepare.normalize_splits(images, images[:1], "standardize")
     pixels = np.stack([predict.preprocess(g, (28, 28), "no") for g in images])  # noise: no polarity
     x = predict.normalize(pixels, stats["mean"], stats["std"])
     assert x.dtype == np.float32 and x.shape == (4, 784)
@@ -177,7 +178,7 @@ def test_model_without_class_names_is_refused(tmp_path: Path) -> None:
     net = Network([784, 16, 10], "relu", "he_normal", np.random.default_rng(0))
     meta = model_meta()
     del meta["class_names"]
-    net.save(tmp_path / "m.npz", meta)
+    save_network(tmp_path / "m.npz", net, meta)
     with pytest.raises(DataError, match="lacks 'class_names'"):
         predict.load_model(tmp_path / "m.npz")
 
@@ -197,7 +198,7 @@ def test_model_arrays_mismatching_metadata_give_one_line_error(tmp_path: Path, c
 def test_model_with_nan_weights_is_refused(tmp_path: Path) -> None:
     net = Network([784, 16, 10], "relu", "he_normal", np.random.default_rng(0))
     net.dense[1].params["W"][3, 4] = np.nan
-    net.save(tmp_path / "m.npz", model_meta())
+    save_network(tmp_path / "m.npz", net, model_meta())
     with pytest.raises(DataError, match="NaN or infinity"):
         predict.load_model(tmp_path / "m.npz")
 

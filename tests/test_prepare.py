@@ -29,7 +29,7 @@ def test_scale_maps_pixels_to_unit_interval_float32() -> None:
     train = np.zeros((3, 28, 28), dtype=np.uint8)
     train[0, 0, 0], train[1, 5, 7], train[2, 27, 27] = 255, 51, 1
     test = np.full((2, 28, 28), 255, dtype=np.uint8)
-    x_train, x_test, stats = prepare.normalize(train, test, "scale")
+    x_train, x_test, stats = prepare.normalize_splits(train, test, "scale")
     assert x_train.dtype == np.float32 and x_test.dtype == np.float32
     assert x_train.shape == (3, 784) and x_test.shape == (2, 784)
     assert x_train.min() == 0.0 and x_train.max() == 1.0
@@ -43,7 +43,7 @@ def test_standardize_uses_training_statistics_only() -> None:
     rng = np.random.default_rng(0)
     train = _images(rng, 200, 0, 100)  # dark
     test = _images(rng, 50, 150, 255)  # bright: a very different distribution
-    x_train, x_test, stats = prepare.normalize(train, test, "standardize")
+    x_train, x_test, stats = prepare.normalize_splits(train, test, "standardize")
 
     pixels = train.astype(np.float64) / 255
     assert stats["normalize"] == "standardize"
@@ -61,8 +61,8 @@ def test_standardize_uses_training_statistics_only() -> None:
 def test_test_set_does_not_influence_normalization() -> None:
     rng = np.random.default_rng(1)
     train = _images(rng, 100, 0, 255)
-    x_a, _, stats_a = prepare.normalize(train, _images(rng, 30, 0, 10), "standardize")
-    x_b, _, stats_b = prepare.normalize(train, _images(rng, 30, 240, 255), "standardize")
+    x_a, _, stats_a = prepare.normalize_splits(train, _images(rng, 30, 0, 10), "standardize")
+    x_b, _, stats_b = prepare.normalize_splits(train, _images(rng, 30, 240, 255), "standardize")
     assert stats_a == stats_b
     assert np.array_equal(x_a, x_b)
 
@@ -71,20 +71,20 @@ def test_normalize_leaves_inputs_untouched() -> None:
     rng = np.random.default_rng(2)
     train, test = _images(rng, 10, 0, 255), _images(rng, 5, 0, 255)
     train_copy, test_copy = train.copy(), test.copy()
-    prepare.normalize(train, test, "standardize")
+    prepare.normalize_splits(train, test, "standardize")
     assert np.array_equal(train, train_copy) and np.array_equal(test, test_copy)
 
 
 def test_standardize_rejects_constant_training_images() -> None:
     train = np.full((4, 28, 28), 7, dtype=np.uint8)
     with pytest.raises(DataError, match="constant"):
-        prepare.normalize(train, train, "standardize")
+        prepare.normalize_splits(train, train, "standardize")
 
 
 def test_unknown_normalization_is_rejected() -> None:
     images = np.zeros((2, 28, 28), dtype=np.uint8)
     with pytest.raises(ConfigError, match=r"prepare\.normalize='minmax' is not one of: scale, standardize"):
-        prepare.normalize(images, images, "minmax")
+        prepare.normalize_splits(images, images, "minmax")
 
 
 # --- check_split ---------------------------------------------------------------------------------
@@ -126,7 +126,7 @@ def test_check_split_labels_must_be_one_dimensional(dataset) -> None:
 
 
 def test_load_split_reads_tiny_mnist(tiny_mnist_dir, dataset) -> None:
-    images, labels = prepare.load_split(dataset, tiny_mnist_dir.dir, "train")
+    images, labels = prepare.read_raw_split(dataset, tiny_mnist_dir.dir, "train")
     assert np.array_equal(images, tiny_mnist_dir.arrays["train_images"])
     assert np.array_equal(labels, tiny_mnist_dir.arrays["train_labels"])
     assert labels.dtype == np.uint8
@@ -136,7 +136,7 @@ def test_load_split_detects_swapped_files(tiny_mnist_dir, dataset) -> None:
     images_path = tiny_mnist_dir.paths["test_images"]
     shutil.copy(tiny_mnist_dir.paths["test_labels"], images_path)
     with pytest.raises(DataError, match=rf"{images_path.name}: IDX magic 2049 .* expected 2051"):
-        prepare.load_split(dataset, tiny_mnist_dir.dir, "test")
+        prepare.read_raw_split(dataset, tiny_mnist_dir.dir, "test")
 
 
 def test_main_writes_float32_npz_with_meta(tiny_workspace) -> None:

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from mnist_pipeline import config, figures
+from mnist_pipeline import config, figures, paths
 from mnist_pipeline.errors import DataError
 from mnist_pipeline.metrics import classification_report
 from mnist_pipeline.stages import evaluate, featurize, prepare, report, train
@@ -114,15 +114,15 @@ def _run_pipeline(ws, stages=(prepare, featurize, train, evaluate, report)) -> N
 
 def test_main_writes_deterministic_report_matching_metrics(tiny_workspace) -> None:
     _run_pipeline(tiny_workspace)
-    outputs = [report.REPORT_FILE, *(report.FIGURES_DIR / f"{n}.png" for n in report.FIGURE_TITLES)]
+    outputs = [paths.REPORT_FILE, *(paths.FIGURES_DIR / f"{n}.png" for n in report.FIGURE_TITLES)]
     first = {p: p.read_bytes() for p in outputs}
     for name in report.FIGURE_TITLES:
-        image = Image.open(report.FIGURES_DIR / f"{name}.png")
+        image = Image.open(paths.FIGURES_DIR / f"{name}.png")
         image.load()
         w, h = figures.SIZES[name]
         assert image.format == "PNG" and image.size == (round(w * 40), round(h * 40))
-    metrics = json.loads(evaluate.METRICS_FILE.read_text())
-    head = md_table(report.REPORT_FILE.read_text(), "Headline metrics")
+    metrics = json.loads(paths.METRICS_FILE.read_text())
+    head = md_table(paths.REPORT_FILE.read_text(), "Headline metrics")
     for row, value in [
         ("test accuracy", metrics["test"]["accuracy"]),
         ("test loss", metrics["test"]["loss"]),
@@ -131,7 +131,7 @@ def test_main_writes_deterministic_report_matching_metrics(tiny_workspace) -> No
         ("validation loss", metrics["val"]["loss"]),
     ]:
         assert float(head[row][0]) == pytest.approx(value, abs=5e-5), row
-    timing = json.loads(train.TIMING_FILE.read_text())
+    timing = json.loads(paths.TIMING_FILE.read_text())
     assert float(head["train seconds"][0]) == timing["train_seconds"]
     report.main()
     assert {p: p.read_bytes() for p in outputs} == first  # byte-identical second render
@@ -139,10 +139,10 @@ def test_main_writes_deterministic_report_matching_metrics(tiny_workspace) -> No
 
 def test_main_refuses_predictions_from_another_model(tiny_workspace) -> None:
     _run_pipeline(tiny_workspace, (prepare, featurize, train, evaluate))
-    lines = evaluate.PREDICTIONS_FILE.read_text().splitlines()
+    lines = paths.PREDICTIONS_FILE.read_text().splitlines()
     actual, predicted = lines[1].split(",")
     lines[1] = f"{actual},{(int(predicted) + 1) % 10}"
-    evaluate.PREDICTIONS_FILE.write_text("\n".join(lines) + "\n")
+    paths.PREDICTIONS_FILE.write_text("\n".join(lines) + "\n")
     with pytest.raises(DataError, match="predictions.csv does not match"):
         report.main()
 
@@ -150,13 +150,13 @@ def test_main_refuses_predictions_from_another_model(tiny_workspace) -> None:
 def test_dvc_yaml_declares_the_report_stage(repo_root: Path) -> None:
     dvc = yaml.safe_load((repo_root / "dvc.yaml").read_text())
     stage = dvc["stages"]["report"]
-    pngs = [f"{report.FIGURES_DIR.as_posix()}/{n}.png" for n in report.FIGURE_TITLES]
+    pngs = [f"{paths.FIGURES_DIR.as_posix()}/{n}.png" for n in report.FIGURE_TITLES]
     outs = {next(iter(o)): o[next(iter(o))] for o in stage["outs"]}
-    assert set(outs) == {report.REPORT_FILE.as_posix(), *pngs}
+    assert set(outs) == {paths.REPORT_FILE.as_posix(), *pngs}
     assert all(o == {"cache": False} for o in outs.values())  # git-tracked, so `dvc plots diff <rev>` works
     assert set(pngs) <= {p for p in dvc["plots"] if isinstance(p, str)}  # image plots
-    read = [report.MODEL_FILE, featurize.OUT_DIR / "test.npz", report.LOG_FILE, report.METRICS_FILE]
-    read += [report.CLASSIFICATION_REPORT_FILE, report.PREDICTIONS_FILE]
+    read = [paths.MODEL_FILE, paths.FEATURES_DIR / "test.npz", paths.TRAIN_LOG_FILE, paths.METRICS_FILE]
+    read += [paths.CLASSIFICATION_REPORT_FILE, paths.PREDICTIONS_FILE]
     assert {p.as_posix() for p in read} <= set(stage["deps"])
     assert "report" in stage["params"] and "evaluate.batch_size" in stage["params"]
     assert not {"reports/report.md", *pngs} & {d for s in dvc["stages"].values() for d in s.get("deps", [])}

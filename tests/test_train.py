@@ -11,12 +11,14 @@ import csv
 import numpy as np
 import pytest
 
-from mnist_pipeline.config import OptimizerConfig, ScheduleConfig, TrainConfig
-from mnist_pipeline.errors import PipelineError
+from mnist_pipeline import paths
 from mnist_pipeline.io import load_npz
+from mnist_pipeline.mlp.errors import MLPError
 from mnist_pipeline.mlp.network import Network
-from mnist_pipeline.mlp.optimizers import OPTIMIZERS
-from mnist_pipeline.mlp.trainer import Split, evaluate, fit
+from mnist_pipeline.mlp.optimizers import OPTIMIZERS, OptimizerConfig
+from mnist_pipeline.mlp.schedules import ScheduleConfig
+from mnist_pipeline.mlp.trainer import Split, TrainConfig, evaluate, fit
+from mnist_pipeline.model_file import load_network
 from mnist_pipeline.stages import featurize, prepare, train
 
 DIM, CLASSES = 10, 3
@@ -114,12 +116,12 @@ def test_weights_stay_float32(data) -> None:
 
 @pytest.mark.parametrize("lr", [1e3, 1e6])
 def test_divergence_raises_a_clear_error(data, lr: float) -> None:
-    with np.errstate(all="ignore"), pytest.raises(PipelineError, match=r"diverged.*lower train\.lr"):
+    with np.errstate(all="ignore"), pytest.raises(MLPError, match=r"diverged.*lower train\.lr"):
         run(data, lr=lr)
 
 
 def test_batch_larger_than_training_set_is_an_error(data) -> None:
-    with pytest.raises(PipelineError, match=r"train\.batch_size=1000 exceeds the 300 training examples"):
+    with pytest.raises(MLPError, match=r"train\.batch_size=1000 exceeds the 300 training examples"):
         run(data, batch_size=1000)
 
 
@@ -131,14 +133,14 @@ def test_train_main_writes_model_and_log_reproducibly(tiny_workspace) -> None:
     prepare.main()
     featurize.main()
     train.main()
-    model = tiny_workspace.root / train.MODEL_FILE
+    model = tiny_workspace.root / paths.MODEL_FILE
     first = model.read_bytes()
-    with open(tiny_workspace.root / train.LOG_FILE, newline="") as f:
+    with open(tiny_workspace.root / paths.TRAIN_LOG_FILE, newline="") as f:
         log_rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in log_rows] == [1, 2, 3]
     assert float(log_rows[-1]["val_acc"]) > 0.9  # the synthetic digits are learnable
 
-    net, meta = Network.load(model)
+    net, meta = load_network(model)
     assert net.sizes == [784, 32, 10] and meta["activation"] == tiny_workspace.params["model"]["activation"]
     test = load_npz("data/features/test.npz", ["x", "y"])
     assert (net.predict_proba(test["x"]).argmax(axis=1) == test["y"]).mean() > 0.9

@@ -1,10 +1,11 @@
 """Entry-point helper: logging set-up and one-line errors for every stage.
 
-A stage's ``main()`` raises :class:`~mnist_pipeline.errors.PipelineError` for
-anything the user can fix; :func:`run` turns it (and any ``OSError``: missing
-permissions, a full disk) into one line on stderr and exit status 1. Set
-``LOGLEVEL=DEBUG`` or pass ``--verbose`` to see the traceback as well. Bugs
-(any other exception) keep their traceback.
+A stage's ``main()`` raises :class:`~mnist_pipeline.errors.PipelineError` (or the
+model's :class:`~mnist_pipeline.mlp.errors.MLPError`) for anything the user can
+fix; :func:`run` turns it (and any ``OSError``: missing permissions, a full disk)
+into one line on stderr and exit status 1. Set ``LOGLEVEL=DEBUG`` or pass
+``--verbose`` to see the traceback as well. Bugs (any other exception) keep
+their traceback.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 from collections.abc import Callable
 
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.mlp.errors import MLPError
 
 log = logging.getLogger("mnist_pipeline")
 
@@ -54,10 +56,10 @@ def run(main: Callable[[], None], name: str, computes: bool = False) -> None:
 
             compute.restart_if_needed(config.load().compute.kernels)
         main()
-    except (PipelineError, OSError) as exc:
+    except (PipelineError, MLPError, OSError) as exc:
         if verbose:
             log.exception("%s failed", name)
-        message = str(exc) if isinstance(exc, PipelineError) else f"{type(exc).__name__}: {exc}"
+        message = str(exc) if isinstance(exc, PipelineError | MLPError) else f"{type(exc).__name__}: {exc}"
         print(f"error: {name}: {one_line(message)}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:

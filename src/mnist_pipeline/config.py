@@ -4,18 +4,22 @@
 (``make params``, or DVC itself on ``dvc exp run``). Stages call
 :func:`load` and get frozen dataclasses; any unknown key, unknown name or
 impossible value raises :class:`~mnist_pipeline.errors.ConfigError` naming
-the key and what would be valid.
+the key and what would be valid. The model's own settings (``optimizer``,
+``schedule``, ``train``) are :mod:`mnist_pipeline.mlp`'s dataclasses, built and
+validated here like the rest; the valid names are those its registries hold.
 
 Run ``python -m mnist_pipeline.config [overrides...]`` to rewrite params.yaml.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import re
 import sys
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,17 +28,17 @@ import yaml
 
 from mnist_pipeline.compute import KERNELS
 from mnist_pipeline.errors import ConfigError
+from mnist_pipeline.mlp.errors import MLPError, check, check_choice
+from mnist_pipeline.mlp.initializers import INITIALIZERS
+from mnist_pipeline.mlp.layers import ACTIVATIONS
+from mnist_pipeline.mlp.optimizers import OptimizerConfig
+from mnist_pipeline.mlp.schedules import ScheduleConfig
+from mnist_pipeline.mlp.trainer import TrainConfig
+from mnist_pipeline.normalization import NORMALIZATIONS
 
 PARAMS_FILE = "params.yaml"
 CONF_DIR = "conf"
 FILE_ROLES = ("train_images", "train_labels", "test_images", "test_labels")
-ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "gelu")
-INITS = ("zeros", "he_normal", "he_uniform", "glorot_normal", "glorot_uniform", "lecun_normal")
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "ema_momentum", "rmsprop", "adam", "adamw")
-SCHEDULES = ("constant", "step", "linear", "exponential", "cosine")
-LOSSES = ("cross_entropy", "mse_softmax", "mse_sigmoid")
-EARLY_STOP = ("none", "val_loss", "val_acc")
-NORMALIZATIONS = ("scale", "standardize")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -49,20 +53,20 @@ _Yaml12Loader.add_implicit_resolver(
 )
 
 
-def _choice(key: str, value: str, valid: tuple[str, ...]) -> None:
-    if value not in valid:
-        raise ConfigError(f"{key}={value!r} is not one of: {', '.join(valid)}")
-
-
-def _check(key: str, ok: bool, requirement: str, value: Any) -> None:
-    if not ok:
-        raise ConfigError(f"{key}={value!r} is invalid: must be {requirement}")
+@contextlib.contextmanager
+def _as_config_error() -> Iterator[None]:
+    """Turn the MLPError of a failed :func:`check` (shared with mlp's config types) into a ConfigError."""
+    try:
+        yield
+    except MLPError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def plain_file_name(key: str, name: str) -> None:
     """Reject names that could escape the data directory (``../x``, ``/x``, ``a/b``)."""
     bad = not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name
-    _check(key, not bad, "a plain file name without path separators", name)
+    with _as_config_error():
+        check(key, not bad, "a plain file name without path separators", name)
 
 
 @dataclass(frozen=True)
@@ -73,8 +77,8 @@ class FileSpec:
 
     def validate(self, key: str) -> None:
         plain_file_name(f"{key}.name", self.name)
-        _check(f"{key}.size", self.size > 0, "a positive byte count", self.size)
-        _check(f"{key}.sha256", bool(_SHA256.match(self.sha256)), "64 lowercase hex digits", self.sha256)
+        check(f"{key}.size", self.size > 0, "a positive byte count", self.size)
+        check(f"{key}.sha256", bool(_SHA256.match(self.sha256)), "64 lowercase hex digits", self.sha256)
 
 
 @dataclass(frozen=True)
@@ -89,7 +93,7 @@ class DatasetConfig:
         plain_file_name(f"{key}.name", self.name)
         for i, url in enumerate(self.mirrors):
             ok = url.startswith(("http://", "https://")) and url.endswith("/")
-            _check(f"{key}.mirrors[{i}]", ok, "an http(s) URL ending in '/'", url)
+            check(f"{key}.mirrors[{i}]", ok, "an http(s) URL ending in '/'", url)
         if sorted(self.files) != sorted(FILE_ROLES):
             raise ConfigError(
                 f"{key}.files must have exactly the keys {', '.join(FILE_ROLES)}; got {', '.join(self.files)}"
@@ -97,9 +101,9 @@ class DatasetConfig:
         for role, spec in self.files.items():
             spec.validate(f"{key}.files.{role}")
         ok = len(self.image_shape) == 2 and all(d > 0 for d in self.image_shape)
-        _check(f"{key}.image_shape", ok, "two positive ints [rows, cols]", list(self.image_shape))
+        check(f"{key}.image_shape", ok, "two positive ints [rows, cols]", list(self.image_shape))
         ok = len(self.class_names) >= 2 and len(set(self.class_names)) == len(self.class_names)
-        _check(f"{key}.class_names", ok, "at least two distinct names", list(self.class_names))
+        check(f"{key}.class_names", ok, "at least two distinct names", list(self.class_names))
 
     @property
     def num_features(self) -> int:
@@ -119,11 +123,11 @@ class DownloadConfig:
     max_seconds: float = 600.0  # total time one file may take from one source (stops slow-drip mirrors)
 
     def validate(self, key: str) -> None:
-        _check(f"{key}.connect_timeout", self.connect_timeout > 0, "> 0 seconds", self.connect_timeout)
-        _check(f"{key}.read_timeout", self.read_timeout > 0, "> 0 seconds", self.read_timeout)
-        _check(f"{key}.retries", 0 <= self.retries <= 10, "between 0 and 10", self.retries)
-        _check(f"{key}.backoff", 0 <= self.backoff <= 60, "between 0 and 60 seconds", self.backoff)
-        _check(f"{key}.max_seconds", self.max_seconds > 0, "> 0 seconds", self.max_seconds)
+        check(f"{key}.connect_timeout", self.connect_timeout > 0, "> 0 seconds", self.connect_timeout)
+        check(f"{key}.read_timeout", self.read_timeout > 0, "> 0 seconds", self.read_timeout)
+        check(f"{key}.retries", 0 <= self.retries <= 10, "between 0 and 10", self.retries)
+        check(f"{key}.backoff", 0 <= self.backoff <= 60, "between 0 and 60 seconds", self.backoff)
+        check(f"{key}.max_seconds", self.max_seconds > 0, "> 0 seconds", self.max_seconds)
 
 
 @dataclass(frozen=True)
@@ -131,7 +135,7 @@ class PrepareConfig:
     normalize: str
 
     def validate(self, key: str) -> None:
-        _choice(f"{key}.normalize", self.normalize, NORMALIZATIONS)
+        check_choice(f"{key}.normalize", self.normalize, NORMALIZATIONS)
 
 
 @dataclass(frozen=True)
@@ -141,8 +145,8 @@ class FeaturizeConfig:
     seed: int
 
     def validate(self, key: str) -> None:
-        _check(f"{key}.val_size", self.val_size > 0, "a positive number of examples", self.val_size)
-        _check(f"{key}.seed", self.seed >= 0, ">= 0", self.seed)
+        check(f"{key}.val_size", self.val_size > 0, "a positive number of examples", self.val_size)
+        check(f"{key}.seed", self.seed >= 0, ">= 0", self.seed)
 
 
 @dataclass(frozen=True)
@@ -154,90 +158,10 @@ class ModelConfig:
 
     def validate(self, key: str) -> None:
         for i, width in enumerate(self.hidden):
-            _check(f"{key}.hidden[{i}]", width > 0, "a positive layer width", width)
-        _choice(f"{key}.activation", self.activation, ACTIVATIONS)
-        _choice(f"{key}.init", self.init, INITS)
-        _check(f"{key}.dropout", 0 <= self.dropout < 1, "in [0, 1)", self.dropout)
-
-
-@dataclass(frozen=True)
-class OptimizerConfig:
-    name: str
-    momentum: float = 0.0  # momentum / nesterov: v = mu * v - lr * g
-    beta: float = 0.9  # ema_momentum: v = beta * v + (1 - beta) * g
-    rho: float = 0.9  # rmsprop: s = rho * s + (1 - rho) * g^2
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-8
-    weight_decay: float = 0.0  # adamw: decoupled, w -= lr * weight_decay * w
-
-    def validate(self, key: str) -> None:
-        _choice(f"{key}.name", self.name, OPTIMIZERS)
-        _check(f"{key}.momentum", 0 <= self.momentum < 1, "in [0, 1)", self.momentum)
-        _check(f"{key}.beta", 0 <= self.beta < 1, "in [0, 1)", self.beta)
-        _check(f"{key}.rho", 0 <= self.rho < 1, "in [0, 1)", self.rho)
-        _check(f"{key}.weight_decay", self.weight_decay >= 0, ">= 0", self.weight_decay)
-        _check(f"{key}.beta1", 0 <= self.beta1 < 1, "in [0, 1)", self.beta1)
-        _check(f"{key}.beta2", 0 <= self.beta2 < 1, "in [0, 1)", self.beta2)
-        _check(f"{key}.eps", self.eps > 0, "> 0", self.eps)
-
-
-@dataclass(frozen=True)
-class ScheduleConfig:
-    name: str
-    warmup_epochs: float = 0.0
-    min_lr: float = 0.0  # cosine and linear decay end here
-    step_epochs: float = 10.0  # step: multiply by gamma every step_epochs
-    gamma: float = 0.1  # step: factor per step; exponential: factor per epoch
-
-    def validate(self, key: str) -> None:
-        _choice(f"{key}.name", self.name, SCHEDULES)
-        _check(f"{key}.warmup_epochs", self.warmup_epochs >= 0, ">= 0", self.warmup_epochs)
-        _check(f"{key}.min_lr", self.min_lr >= 0, ">= 0", self.min_lr)
-        _check(f"{key}.step_epochs", self.step_epochs > 0, "> 0", self.step_epochs)
-        _check(f"{key}.gamma", 0 < self.gamma <= 1, "in (0, 1]", self.gamma)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int
-    batch_size: int
-    lr: float
-    l2: float
-    seed: int
-    dtype: str
-    loss: str = "cross_entropy"
-    label_smoothing: float = 0.0
-    max_norm: float = 0.0  # 0 = off; else cap each unit's incoming weight vector norm
-    augment_shift: int = 0  # random translation of training images by up to k pixels
-    augment_elastic_alpha: float = 0.0  # elastic distortion: factor on the smoothed field (max px); 0 = off
-    augment_elastic_sigma: float = 4.0  # elastic distortion: smoothness (Gaussian std) in pixels
-    early_stop: str = "none"  # none, val_loss or val_acc; restores the best epoch's weights
-    patience: int = 5
-
-    def validate(self, key: str) -> None:
-        _check(f"{key}.epochs", self.epochs > 0, "a positive number of epochs", self.epochs)
-        _check(f"{key}.batch_size", self.batch_size > 0, "a positive batch size", self.batch_size)
-        _check(f"{key}.lr", self.lr > 0, "> 0", self.lr)
-        _check(f"{key}.l2", self.l2 >= 0, ">= 0", self.l2)
-        _check(f"{key}.seed", self.seed >= 0, ">= 0", self.seed)
-        _choice(f"{key}.dtype", self.dtype, ("float32", "float64"))
-        _choice(f"{key}.loss", self.loss, LOSSES)
-        _check(f"{key}.label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)", self.label_smoothing)
-        smoothing_applies = self.loss == "cross_entropy" or not self.label_smoothing
-        _check(
-            f"{key}.label_smoothing",
-            smoothing_applies,
-            f"0 with loss {self.loss} (cross_entropy only)",
-            self.label_smoothing,
-        )
-        _check(f"{key}.max_norm", self.max_norm >= 0, ">= 0 (0 disables it)", self.max_norm)
-        _check(f"{key}.augment_shift", 0 <= self.augment_shift <= 8, "between 0 and 8 pixels", self.augment_shift)
-        alpha, sigma = self.augment_elastic_alpha, self.augment_elastic_sigma
-        _check(f"{key}.augment_elastic_alpha", 0 <= alpha <= 100, "between 0 (off) and 100 pixels", alpha)
-        _check(f"{key}.augment_elastic_sigma", 0.5 <= sigma <= 10, "between 0.5 and 10 pixels", sigma)
-        _choice(f"{key}.early_stop", self.early_stop, EARLY_STOP)
-        _check(f"{key}.patience", self.patience > 0, "a positive number of epochs", self.patience)
+            check(f"{key}.hidden[{i}]", width > 0, "a positive layer width", width)
+        check_choice(f"{key}.activation", self.activation, ACTIVATIONS.names())
+        check_choice(f"{key}.init", self.init, INITIALIZERS.names())
+        check(f"{key}.dropout", 0 <= self.dropout < 1, "in [0, 1)", self.dropout)
 
 
 @dataclass(frozen=True)
@@ -246,8 +170,8 @@ class ComputeConfig:
     blas_threads: int  # BLAS threads of the stages that compute; results depend on it
 
     def validate(self, key: str) -> None:
-        _choice(f"{key}.kernels", self.kernels, KERNELS)
-        _check(f"{key}.blas_threads", 1 <= self.blas_threads <= 64, "between 1 and 64", self.blas_threads)
+        check_choice(f"{key}.kernels", self.kernels, KERNELS)
+        check(f"{key}.blas_threads", 1 <= self.blas_threads <= 64, "between 1 and 64", self.blas_threads)
 
 
 @dataclass(frozen=True)
@@ -255,7 +179,7 @@ class EvaluateConfig:
     batch_size: int
 
     def validate(self, key: str) -> None:
-        _check(f"{key}.batch_size", self.batch_size > 0, "a positive batch size", self.batch_size)
+        check(f"{key}.batch_size", self.batch_size > 0, "a positive batch size", self.batch_size)
 
 
 @dataclass(frozen=True)
@@ -265,9 +189,9 @@ class ReportConfig:
     max_units: int
 
     def validate(self, key: str) -> None:
-        _check(f"{key}.dpi", 10 <= self.dpi <= 600, "between 10 and 600", self.dpi)
-        _check(f"{key}.misclassified", 1 <= self.misclassified <= 100, "between 1 and 100 images", self.misclassified)
-        _check(f"{key}.max_units", 1 <= self.max_units <= 256, "between 1 and 256 units", self.max_units)
+        check(f"{key}.dpi", 10 <= self.dpi <= 600, "between 10 and 600", self.dpi)
+        check(f"{key}.misclassified", 1 <= self.misclassified <= 100, "between 1 and 100 images", self.misclassified)
+        check(f"{key}.max_units", 1 <= self.max_units <= 256, "between 1 and 256 units", self.max_units)
 
 
 @dataclass(frozen=True)
@@ -337,7 +261,8 @@ def _build(cls: type, data: Any, key: str) -> Any:
             raise ConfigError(f"missing key {key}.{name}")
     obj = cls(**kwargs)
     if hasattr(obj, "validate"):
-        obj.validate(key)
+        with _as_config_error():
+            obj.validate(key)
     return obj
 
 

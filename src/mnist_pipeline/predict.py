@@ -54,8 +54,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from mnist_pipeline import idx
 from mnist_pipeline.errors import DataError, PipelineError
 from mnist_pipeline.mlp.network import Network
-from mnist_pipeline.stages.prepare import NORMALIZATIONS
-from mnist_pipeline.stages.train import MODEL_FILE
+from mnist_pipeline.model_file import load_network
+from mnist_pipeline.normalization import NORMALIZATIONS, normalize
+from mnist_pipeline.paths import MODEL_FILE
 
 INVERT_CHOICES = ("auto", "yes", "no")
 TOP_K = 3
@@ -87,7 +88,7 @@ def load_model(path: str | Path) -> Model:
         normalization or weights do not fit the network.
     """
     try:
-        net, meta = Network.load(path)
+        net, meta = load_network(path)
         missing = [k for k in META_KEYS if k not in meta]
         if missing:
             raise DataError(f"{path}: model metadata lacks {missing[0]!r}; retrain with `dvc repro train`")
@@ -231,17 +232,6 @@ def preprocess(gray: np.ndarray, shape: tuple[int, int], invert: str = "auto", c
     if center:
         return center_like_mnist(x, shape)
     return fit_into(x, shape, border_median(x))
-
-
-def normalize(pixels: np.ndarray, mean: float, std: float) -> np.ndarray:
-    """``(N, rows, cols)`` pixels in 0..255 -> float32 ``(N, rows*cols)``, ``(pixels/255 - mean)/std``.
-
-    The same float32 operations as the prepare stage, so equal pixels give bit-equal vectors.
-    """
-    x = pixels.reshape(len(pixels), -1).astype(np.float32) / np.float32(255)  # (N, D)
-    x -= np.float32(mean)
-    x /= np.float32(std)
-    return x
 
 
 # --- output ----------------------------------------------------------------------------------------

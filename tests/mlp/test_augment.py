@@ -10,11 +10,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mnist_pipeline.config import OptimizerConfig, ScheduleConfig, TrainConfig
 from mnist_pipeline.mlp import trainer
 from mnist_pipeline.mlp.augment import bilinear_sample, elastic_distort, gaussian_matrix, random_shift
 from mnist_pipeline.mlp.network import Network
-from mnist_pipeline.mlp.trainer import Split, fit
+from mnist_pipeline.mlp.optimizers import OptimizerConfig
+from mnist_pipeline.mlp.schedules import ScheduleConfig
+from mnist_pipeline.mlp.trainer import Split, TrainConfig, fit
 
 SHAPE = (5, 7)
 

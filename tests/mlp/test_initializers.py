@@ -14,7 +14,7 @@ import math
 import numpy as np
 import pytest
 
-from mnist_pipeline.errors import ConfigError
+from mnist_pipeline.mlp.errors import MLPError
 from mnist_pipeline.mlp.initializers import INITIALIZERS
 from mnist_pipeline.mlp.layers import Dense
 
@@ -100,5 +100,5 @@ def test_registry_names_and_error() -> None:
         "lecun_normal",
         "zeros",
     ]
-    with pytest.raises(ConfigError, match="unknown initializer 'xavier'; valid: glorot_normal, glorot_uniform"):
+    with pytest.raises(MLPError, match="unknown initializer 'xavier'; valid: glorot_normal, glorot_uniform"):
         INITIALIZERS.get("xavier")

@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from mnist_pipeline.errors import ConfigError
+from mnist_pipeline.mlp.errors import MLPError
 from mnist_pipeline.mlp.losses import LOSSES, make_loss
 
 LN3 = math.log(3)
@@ -141,5 +141,5 @@ def test_gradient_keeps_the_dtype(name: str, smoothing: float, dtype) -> None:
 
 
 def test_unknown_loss_lists_the_valid_ones() -> None:
-    with pytest.raises(ConfigError, match="unknown loss 'hinge'; valid: cross_entropy, mse_sigmoid, mse_softmax"):
+    with pytest.raises(MLPError, match="unknown loss 'hinge'; valid: cross_entropy, mse_sigmoid, mse_softmax"):
         make_loss("hinge")

@@ -12,12 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_pipeline.config import OptimizerConfig
 from mnist_pipeline.mlp import memory
 from mnist_pipeline.mlp.initializers import INITIALIZERS
 from mnist_pipeline.mlp.memory import ALIGN, HUGE_PAGE, zeros_like
 from mnist_pipeline.mlp.network import Network
-from mnist_pipeline.mlp.optimizers import make_optimizer
+from mnist_pipeline.mlp.optimizers import OptimizerConfig, make_optimizer
 
 THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 

@@ -18,10 +18,9 @@ import math
 import numpy as np
 import pytest
 
-from mnist_pipeline.config import OptimizerConfig
-from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.mlp import optimizers
-from mnist_pipeline.mlp.optimizers import BLOCK_ELEMENTS, OPTIMIZERS, make_optimizer, row_blocks
+from mnist_pipeline.mlp.errors import MLPError
+from mnist_pipeline.mlp.optimizers import BLOCK_ELEMENTS, OPTIMIZERS, OptimizerConfig, make_optimizer, row_blocks
 
 W0 = [1.0, -2.0]
 G1 = [0.5, -1.0]
@@ -239,8 +238,17 @@ def test_every_optimizer_keeps_float32(name: str) -> None:
 
 def test_registry_holds_the_seven_optimizers_and_names_them_on_a_miss() -> None:
     assert sorted(OPTIMIZERS) == sorted(["sgd", "momentum", "nesterov", "ema_momentum", "rmsprop", "adam", "adamw"])
-    with pytest.raises(ConfigError, match="unknown optimizer 'adagrad'; valid: adam, adamw"):
+    with pytest.raises(MLPError, match="unknown optimizer 'adagrad'; valid: adam, adamw"):
         OPTIMIZERS.get("adagrad")
+
+
+def test_config_validates_every_registered_name_and_rejects_bad_values() -> None:
+    for name in OPTIMIZERS:
+        OptimizerConfig(name).validate("optimizer")  # the defaults are valid for every optimizer
+    with pytest.raises(MLPError, match=r"^optimizer\.name='adagrad' is not one of: adam, adamw, ema_momentum, "):
+        OptimizerConfig("adagrad").validate("optimizer")
+    with pytest.raises(MLPError, match=r"^optimizer\.momentum=1\.0 is invalid: must be in \[0, 1\)$"):
+        OptimizerConfig("momentum", momentum=1.0).validate("optimizer")
 
 
 @pytest.mark.parametrize("shape", [(7,), (5, 3), (2 * BLOCK_ELEMENTS + 5,), (3, BLOCK_ELEMENTS + 1), (4000, 100)])

@@ -13,13 +13,12 @@ import math
 import numpy as np
 import pytest
 
-from mnist_pipeline.config import OptimizerConfig, ScheduleConfig, TrainConfig
-from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.mlp import schedules, trainer
+from mnist_pipeline.mlp.errors import MLPError
 from mnist_pipeline.mlp.network import Network
-from mnist_pipeline.mlp.optimizers import make_optimizer
-from mnist_pipeline.mlp.schedules import SCHEDULES, Schedule
-from mnist_pipeline.mlp.trainer import Split, fit
+from mnist_pipeline.mlp.optimizers import OptimizerConfig, make_optimizer
+from mnist_pipeline.mlp.schedules import SCHEDULES, Schedule, ScheduleConfig
+from mnist_pipeline.mlp.trainer import Split, TrainConfig, fit
 
 PER_EPOCH, EPOCHS = 4, 5
 TOTAL = PER_EPOCH * EPOCHS
@@ -124,8 +123,17 @@ def test_warmup_longer_than_training_leaves_one_decay_step() -> None:
 
 def test_unknown_schedule_lists_the_valid_ones() -> None:
     assert sorted(SCHEDULES) == ["constant", "cosine", "exponential", "linear", "step"]
-    with pytest.raises(ConfigError, match="unknown schedule 'poly'; valid: constant, cosine, exponential"):
+    with pytest.raises(MLPError, match="unknown schedule 'poly'; valid: constant, cosine, exponential"):
         Schedule(ScheduleConfig("poly"), 1.0, 10, 1)
+
+
+def test_config_validates_every_registered_name_and_rejects_bad_values() -> None:
+    for name in SCHEDULES:
+        ScheduleConfig(name).validate("schedule")  # the defaults are valid for every schedule
+    with pytest.raises(MLPError, match=r"^schedule\.name='poly' is not one of: constant, cosine, exponential, "):
+        ScheduleConfig("poly").validate("schedule")
+    with pytest.raises(MLPError, match=r"^schedule\.gamma=0\.0 is invalid: must be in \(0, 1\]$"):
+        ScheduleConfig("step", gamma=0.0).validate("schedule")
 
 
 def test_documented_as_per_step() -> None:

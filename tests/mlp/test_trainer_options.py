@@ -13,14 +13,14 @@ import itertools
 import numpy as np
 import pytest
 
-from mnist_pipeline.config import OptimizerConfig, ScheduleConfig, TrainConfig
-from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.mlp import trainer
+from mnist_pipeline.mlp.errors import MLPError
 from mnist_pipeline.mlp.layers import ACTIVATIONS, Dropout
 from mnist_pipeline.mlp.losses import LOSSES, make_loss
 from mnist_pipeline.mlp.network import Network
-from mnist_pipeline.mlp.optimizers import OPTIMIZERS, make_optimizer
-from mnist_pipeline.mlp.trainer import Split, apply_max_norm, best_epoch, fit
+from mnist_pipeline.mlp.optimizers import OPTIMIZERS, OptimizerConfig, make_optimizer
+from mnist_pipeline.mlp.schedules import ScheduleConfig
+from mnist_pipeline.mlp.trainer import Split, TrainConfig, apply_max_norm, best_epoch, fit
 
 DIM, CLASSES = 10, 3
 CENTERS = np.random.default_rng(42).standard_normal((CLASSES, DIM))
@@ -43,6 +43,21 @@ def cfg(**overrides) -> TrainConfig:
 def weight_norms(net: Network) -> list[np.ndarray]:
     """Per weight matrix, the norm of each unit's incoming weights (a column of ``W``)."""
     return [np.linalg.norm(p.astype(np.float64), axis=0) for name, p, _ in net.parameters() if name.startswith("W")]
+
+
+# --- config ------------------------------------------------------------------------------------
+
+
+def test_config_validates_every_loss_and_early_stop_and_rejects_bad_values() -> None:
+    for loss in LOSSES:
+        for monitor in trainer.EARLY_STOP:
+            cfg(loss=loss, early_stop=monitor).validate("train")
+    with pytest.raises(MLPError, match=r"^train\.loss='hinge' is not one of: cross_entropy, mse_sigmoid, mse_softmax$"):
+        cfg(loss="hinge").validate("train")
+    with pytest.raises(MLPError, match=r"^train\.early_stop='val_f1' is not one of: none, val_loss, val_acc$"):
+        cfg(early_stop="val_f1").validate("train")
+    with pytest.raises(MLPError, match=r"^train\.batch_size=0 is invalid: must be a positive batch size$"):
+        cfg(batch_size=0).validate("train")
 
 
 # --- max-norm ----------------------------------------------------------------------------------
@@ -216,7 +231,7 @@ def test_divergence_stops_with_a_clear_error(loss: str, dtype: str, where: str) 
     net = Network([DIM, 16, CLASSES], "relu", "he_normal", rng, np.dtype(dtype))
     data = blobs(64, seed=5, dtype=np.dtype(dtype))
     run_cfg = cfg(lr=1e30, loss=loss, dtype=dtype)
-    with np.errstate(all="ignore"), pytest.raises(PipelineError, match=rf"training diverged: {where}.*lower train\.lr"):
+    with np.errstate(all="ignore"), pytest.raises(MLPError, match=rf"training diverged: {where}.*lower train\.lr"):
         fit(net, data, data, run_cfg, OptimizerConfig("sgd"), ScheduleConfig("constant"), rng)
 
 
@@ -226,7 +241,7 @@ def test_nan_input_stops_at_the_first_step(loss: str) -> None:
     net = Network([DIM, 8, CLASSES], "tanh", "glorot_normal", rng, np.float64)
     data = blobs(32, seed=6, dtype=np.float64)
     data.x[5, 3] = np.nan
-    with np.errstate(all="ignore"), pytest.raises(PipelineError, match=r"loss is nan at epoch 1 step \d+; lower"):
+    with np.errstate(all="ignore"), pytest.raises(MLPError, match=r"loss is nan at epoch 1 step \d+; lower"):
         fit(net, data, data, cfg(dtype="float64", loss=loss), OptimizerConfig("sgd"), ScheduleConfig("constant"), rng)
 
 

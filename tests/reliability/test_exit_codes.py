@@ -13,12 +13,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from mnist_pipeline import cli
 from mnist_pipeline.errors import DataError
-from mnist_pipeline.stages.download import MIRROR_ENV, RAW_DIR
+from mnist_pipeline.mlp.network import Network
+from mnist_pipeline.mlp.optimizers import OptimizerConfig
+from mnist_pipeline.mlp.schedules import ScheduleConfig
+from mnist_pipeline.mlp.trainer import Split, TrainConfig, fit
+from mnist_pipeline.paths import RAW_DIR
+from mnist_pipeline.stages.download import MIRROR_ENV
 
 from .http_faults import status
 from .support import listing
@@ -152,6 +158,18 @@ def test_os_error_is_one_line_too(monkeypatch, capsys, tmp_path):
     err = capsys.readouterr().err
     assert err.startswith("error: stage: FileNotFoundError: [Errno 2] No such file or directory")
     assert err.count("\n") == 1
+
+
+def test_model_error_is_one_line_like_a_pipeline_error(monkeypatch, capsys):
+    def main():  # the trainer raises its own MLPError: a batch larger than the training set
+        rng = np.random.default_rng(0)
+        data = Split(np.zeros((3, 2), np.float32), np.zeros(3, np.uint8), np.eye(2, dtype=np.float32)[[0, 1, 0]])
+        train_cfg = TrainConfig(epochs=1, batch_size=4, lr=0.1, l2=0.0, seed=0, dtype="float32")
+        net = Network([2, 2], "identity", "zeros", rng)
+        fit(net, data, data, train_cfg, OptimizerConfig("sgd"), ScheduleConfig("constant"), rng)
+
+    assert run_stage(main, monkeypatch) == 1
+    assert capsys.readouterr().err == "error: stage: train.batch_size=4 exceeds the 3 training examples; lower it\n"
 
 
 def test_interrupt_exits_130(monkeypatch, capsys):

@@ -12,7 +12,7 @@ import pytest
 from mnist_pipeline import config
 from mnist_pipeline.errors import ConfigError, DataError
 from mnist_pipeline.io import save_npz
-from mnist_pipeline.mlp.network import Network
+from mnist_pipeline.model_file import load_network
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -66,7 +66,7 @@ def test_consistent_model_file_loads(tmp_path):
     path = tmp_path / "model.npz"
     save_npz(path, META, **weights(W1=np.ones((3, 2), np.float32)))
 
-    net, meta = Network.load(path)
+    net, meta = load_network(path)
 
     assert net.sizes == [4, 3, 2] and meta["activation"] == "relu"
     np.testing.assert_array_equal(net.dense[1].params["W"], np.ones((3, 2), np.float32))
@@ -87,7 +87,7 @@ def test_model_arrays_that_do_not_match_metadata_fail_at_load(tmp_path, arrays, 
     save_npz(path, META, **arrays)
 
     with pytest.raises(DataError, match=match) as err:
-        Network.load(path)
+        load_network(path)
     assert str(path) in str(err.value)
 
 
@@ -96,7 +96,7 @@ def test_model_metadata_missing_a_key_fails_at_load(tmp_path):
     save_npz(path, {"sizes": [4, 3, 2], "dtype": "float32"}, **weights())
 
     with pytest.raises(DataError, match="metadata lacks 'activation'"):
-        Network.load(path)
+        load_network(path)
 
 
 def test_model_file_without_metadata_fails_at_load(tmp_path):
@@ -104,7 +104,7 @@ def test_model_file_without_metadata_fails_at_load(tmp_path):
     save_npz(path, None, **weights())
 
     with pytest.raises(DataError, match="lacks array 'meta'"):
-        Network.load(path)
+        load_network(path)
 
 
 # Metadata values are validated before the network is built (no numpy crash, no object dtype).
@@ -123,4 +123,4 @@ def test_model_metadata_with_impossible_values_fails_with_data_error(tmp_path, m
     save_npz(path, meta, **weights())
 
     with pytest.raises(DataError):
-        Network.load(path)
+        load_network(path)

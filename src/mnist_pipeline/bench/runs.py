@@ -22,13 +22,13 @@ from mnist_pipeline.bench.flops import batch_sizes, layer_dims
 from mnist_pipeline.config import OptimizerConfig, ScheduleConfig, TrainConfig
 from mnist_pipeline.mlp.network import Network
 from mnist_pipeline.mlp.trainer import Split, evaluate, fit
-from mnist_pipeline.stages.train import load_split
+from mnist_pipeline.splits import load_feature_split
 
 
 def load_splits(features_dir: Path, cfg: BenchConfig) -> dict[str, Split]:
     """The featurize stage's ``train``, ``val`` and ``test`` splits, shape-checked against ``cfg.sizes``."""
     d, c = cfg.sizes[0], cfg.sizes[-1]
-    return {name: load_split(features_dir / f"{name}.npz", d, c) for name in ("train", "val", "test")}
+    return {name: load_feature_split(features_dir / f"{name}.npz", d, c) for name in ("train", "val", "test")}
 
 
 def digest(arrays: Iterable[np.ndarray]) -> str:

@@ -1,19 +1,16 @@
-"""The MLP: a stack of Dense and activation layers, with save/load to ``.npz``.
+"""The MLP: a stack of Dense and activation layers.
 
-The saved model is self-contained: weights ``W0, b0, W1, b1, ...`` plus JSON
-``meta`` (layer sizes, activation, normalization, class names) so that
-``predict`` needs nothing else.
+A trained network is its :meth:`Network.architecture` (sizes, activation, dtype, dropout) plus its
+:meth:`Network.state` (the weights by name): a new ``Network`` of that architecture takes the
+weights with :meth:`Network.load_state`. Storing the two is the caller's business.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mnist_pipeline.errors import DataError
-from mnist_pipeline.io import load_npz, npz_meta, save_npz
 from mnist_pipeline.mlp.layers import ACTIVATIONS, Dense, Dropout, Layer
 from mnist_pipeline.mlp.losses import SoftmaxCrossEntropy, softmax
 from mnist_pipeline.mlp.memory import zeros_like
@@ -88,38 +85,20 @@ class Network:
         ]
         return np.concatenate(out) if out else np.zeros((0, self.sizes[-1]), self.dtype)
 
+    def architecture(self) -> dict[str, Any]:
+        """What shapes the network: ``sizes``, ``activation``, ``dtype`` (its name) and ``dropout``."""
+        return {
+            "sizes": list(self.sizes),
+            "activation": self.activation,
+            "dtype": self.dtype.name,
+            "dropout": self.dropout,
+        }
+
     def state(self) -> dict[str, np.ndarray]:
+        """A copy of every parameter by name (``W0, b0, W1, b1, ...``)."""
         return {name: p.copy() for name, p, _ in self.parameters()}
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
+        """Copy ``state`` (as :meth:`state` returns it) into the parameters."""
         for name, p, _ in self.parameters():
             p[...] = state[name]
-
-    def save(self, path: str | Path, meta: dict[str, Any]) -> None:
-        arch = {"sizes": self.sizes, "activation": self.activation, "dtype": self.dtype.name, "dropout": self.dropout}
-        meta = {**meta, **arch}
-        save_npz(path, meta, **self.state())
-
-    @classmethod
-    def load(cls, path: str | Path) -> tuple[Network, dict[str, Any]]:
-        """Load a saved model, checking every array against the metadata's shapes."""
-        arrays = load_npz(path, ["meta"])
-        meta = npz_meta(arrays, path)
-        try:
-            sizes, activation, dtype = list(meta["sizes"]), meta["activation"], meta["dtype"]
-        except (KeyError, TypeError) as exc:
-            raise DataError(f"{path}: model metadata lacks {exc}; retrain with `dvc repro train`") from exc
-        if len(sizes) < 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes):
-            raise DataError(f"{path}: metadata sizes {sizes} must be at least two positive integers")
-        if activation not in ACTIVATIONS:
-            raise DataError(f"{path}: unknown activation {activation!r}; valid: {', '.join(sorted(ACTIVATIONS))}")
-        if dtype not in ("float32", "float64"):
-            raise DataError(f"{path}: unsupported dtype {dtype!r}; valid: float32, float64")
-        net = cls(sizes, activation, "zeros", np.random.default_rng(0), dtype)
-        for name, p, _ in net.parameters():
-            if name not in arrays:
-                raise DataError(f"{path}: missing array {name} for layer sizes {sizes}")
-            if arrays[name].shape != p.shape:
-                raise DataError(f"{path}: {name} has shape {arrays[name].shape}, metadata sizes {sizes} need {p.shape}")
-        net.load_state(arrays)
-        return net, meta

@@ -26,14 +26,40 @@ using the spent gradient buffer as scratch (the gradient buffers hold garbage af
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
-from mnist_pipeline.config import OptimizerConfig
+from mnist_pipeline.mlp.errors import check, check_choice
 from mnist_pipeline.mlp.memory import zeros_like
 from mnist_pipeline.mlp.registry import Registry
 
 OPTIMIZERS = Registry("optimizer")
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """The optimizer's name (a key of :data:`OPTIMIZERS`) and hyper-parameters; each reads its own."""
+
+    name: str
+    momentum: float = 0.0  # momentum / nesterov: v = mu * v - lr * g
+    beta: float = 0.9  # ema_momentum: v = beta * v + (1 - beta) * g
+    rho: float = 0.9  # rmsprop: s = rho * s + (1 - rho) * g^2
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.0  # adamw: decoupled, w -= lr * weight_decay * w
+
+    def validate(self, key: str) -> None:
+        """Raise :class:`~mnist_pipeline.mlp.errors.MLPError` naming ``key.field`` for any invalid value."""
+        check_choice(f"{key}.name", self.name, OPTIMIZERS.names())
+        check(f"{key}.momentum", 0 <= self.momentum < 1, "in [0, 1)", self.momentum)
+        check(f"{key}.beta", 0 <= self.beta < 1, "in [0, 1)", self.beta)
+        check(f"{key}.rho", 0 <= self.rho < 1, "in [0, 1)", self.rho)
+        check(f"{key}.weight_decay", self.weight_decay >= 0, ">= 0", self.weight_decay)
+        check(f"{key}.beta1", 0 <= self.beta1 < 1, "in [0, 1)", self.beta1)
+        check(f"{key}.beta2", 0 <= self.beta2 < 1, "in [0, 1)", self.beta2)
+        check(f"{key}.eps", self.eps > 0, "> 0", self.eps)
 
 
 # Elements per block: in float32 a block's slices of a parameter, its gradient and 1-2 state arrays

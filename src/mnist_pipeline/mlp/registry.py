@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from mnist_pipeline.errors import ConfigError
+from mnist_pipeline.mlp.errors import MLPError
 
 
 class Registry(dict):
@@ -22,7 +22,11 @@ class Registry(dict):
 
         return add
 
+    def names(self) -> tuple[str, ...]:
+        """The registered names, sorted: the valid choices as every error lists them."""
+        return tuple(sorted(self))
+
     def get(self, name: str) -> Any:  # type: ignore[override]
         if name not in self:
-            raise ConfigError(f"unknown {self.kind} {name!r}; valid: {', '.join(sorted(self))}")
+            raise MLPError(f"unknown {self.kind} {name!r}; valid: {', '.join(self.names())}")
         return self[name]

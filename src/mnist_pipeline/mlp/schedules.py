@@ -15,11 +15,31 @@ warmup rises from ``lr / warmup_steps`` to ``lr`` over the first
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
-from mnist_pipeline.config import ScheduleConfig
+from mnist_pipeline.mlp.errors import check, check_choice
 from mnist_pipeline.mlp.registry import Registry
 
 SCHEDULES = Registry("schedule")
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """The schedule's name (a key of :data:`SCHEDULES`), warmup and decay settings."""
+
+    name: str
+    warmup_epochs: float = 0.0
+    min_lr: float = 0.0  # cosine and linear decay end here
+    step_epochs: float = 10.0  # step: multiply by gamma every step_epochs
+    gamma: float = 0.1  # step: factor per step; exponential: factor per epoch
+
+    def validate(self, key: str) -> None:
+        """Raise :class:`~mnist_pipeline.mlp.errors.MLPError` naming ``key.field`` for any invalid value."""
+        check_choice(f"{key}.name", self.name, SCHEDULES.names())
+        check(f"{key}.warmup_epochs", self.warmup_epochs >= 0, ">= 0", self.warmup_epochs)
+        check(f"{key}.min_lr", self.min_lr >= 0, ">= 0", self.min_lr)
+        check(f"{key}.step_epochs", self.step_epochs > 0, "> 0", self.step_epochs)
+        check(f"{key}.gamma", 0 < self.gamma <= 1, "in (0, 1]", self.gamma)
 
 
 @SCHEDULES.register("constant")

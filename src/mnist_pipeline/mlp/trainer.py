@@ -18,15 +18,62 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mnist_pipeline.config import OptimizerConfig, ScheduleConfig, TrainConfig
-from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.mlp.augment import elastic_distort, random_shift
-from mnist_pipeline.mlp.losses import make_loss
+from mnist_pipeline.mlp.errors import MLPError, check, check_choice
+from mnist_pipeline.mlp.losses import LOSSES, make_loss
 from mnist_pipeline.mlp.network import Network
-from mnist_pipeline.mlp.optimizers import make_optimizer
-from mnist_pipeline.mlp.schedules import Schedule
+from mnist_pipeline.mlp.optimizers import OptimizerConfig, make_optimizer
+from mnist_pipeline.mlp.schedules import Schedule, ScheduleConfig
 
 log = logging.getLogger(__name__)
+
+DTYPES = ("float32", "float64")
+EARLY_STOP = ("none", "val_loss", "val_acc")  # what early stopping monitors; "none" keeps the last epoch
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything :func:`fit` needs besides the network, the data, the optimizer and the schedule."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    l2: float
+    seed: int
+    dtype: str
+    loss: str = "cross_entropy"
+    label_smoothing: float = 0.0
+    max_norm: float = 0.0  # 0 = off; else cap each unit's incoming weight vector norm
+    augment_shift: int = 0  # random translation of training images by up to k pixels
+    augment_elastic_alpha: float = 0.0  # elastic distortion: factor on the smoothed field (max px); 0 = off
+    augment_elastic_sigma: float = 4.0  # elastic distortion: smoothness (Gaussian std) in pixels
+    early_stop: str = "none"  # none, val_loss or val_acc; restores the best epoch's weights
+    patience: int = 5
+
+    def validate(self, key: str) -> None:
+        """Raise :class:`~mnist_pipeline.mlp.errors.MLPError` naming ``key.field`` for any invalid value."""
+        check(f"{key}.epochs", self.epochs > 0, "a positive number of epochs", self.epochs)
+        check(f"{key}.batch_size", self.batch_size > 0, "a positive batch size", self.batch_size)
+        check(f"{key}.lr", self.lr > 0, "> 0", self.lr)
+        check(f"{key}.l2", self.l2 >= 0, ">= 0", self.l2)
+        check(f"{key}.seed", self.seed >= 0, ">= 0", self.seed)
+        check_choice(f"{key}.dtype", self.dtype, DTYPES)
+        check_choice(f"{key}.loss", self.loss, LOSSES.names())
+        check(f"{key}.label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)", self.label_smoothing)
+        smoothing_applies = self.loss == "cross_entropy" or not self.label_smoothing
+        check(
+            f"{key}.label_smoothing",
+            smoothing_applies,
+            f"0 with loss {self.loss} (cross_entropy only)",
+            self.label_smoothing,
+        )
+        check(f"{key}.max_norm", self.max_norm >= 0, ">= 0 (0 disables it)", self.max_norm)
+        check(f"{key}.augment_shift", 0 <= self.augment_shift <= 8, "between 0 and 8 pixels", self.augment_shift)
+        alpha, sigma = self.augment_elastic_alpha, self.augment_elastic_sigma
+        check(f"{key}.augment_elastic_alpha", 0 <= alpha <= 100, "between 0 (off) and 100 pixels", alpha)
+        check(f"{key}.augment_elastic_sigma", 0.5 <= sigma <= 10, "between 0.5 and 10 pixels", sigma)
+        check_choice(f"{key}.early_stop", self.early_stop, EARLY_STOP)
+        check(f"{key}.patience", self.patience > 0, "a positive number of epochs", self.patience)
 
 
 @dataclass(frozen=True)
@@ -85,12 +132,13 @@ def fit(
 
     Raises
     ------
-    PipelineError
-        At the first non-finite loss, naming the epoch and step.
+    MLPError
+        If ``batch_size`` exceeds the training examples, or at the first non-finite loss (naming the
+        epoch and step).
     """
     n = len(train.y)
     if cfg.batch_size > n:
-        raise PipelineError(f"train.batch_size={cfg.batch_size} exceeds the {n} training examples; lower it")
+        raise MLPError(f"train.batch_size={cfg.batch_size} exceeds the {n} training examples; lower it")
     for key in ("augment_shift", "augment_elastic_alpha"):
         if getattr(cfg, key) and image_shape is None:
             raise ValueError(f"{key} needs image_shape")
@@ -126,7 +174,7 @@ def fit(
             logits = net.forward(xb, train=True)
             loss = loss_fn.forward(logits, tb)
             if not math.isfinite(loss):
-                raise PipelineError(
+                raise MLPError(
                     f"training diverged: loss is {loss} at epoch {epoch} step {step}; "
                     f"lower train.lr (now {cfg.lr}) or check the inputs"
                 )
@@ -147,7 +195,7 @@ def fit(
         seconds.append(time.perf_counter() - start)
         val_loss, val_acc = evaluate(net, val)
         if not math.isfinite(val_loss):
-            raise PipelineError(f"training diverged: validation loss is {val_loss} after epoch {epoch}; lower train.lr")
+            raise MLPError(f"training diverged: validation loss is {val_loss} after epoch {epoch}; lower train.lr")
         row = {"epoch": epoch, "train_loss": loss_sum / n, "train_acc": correct / n}
         row.update({"val_loss": val_loss, "val_acc": val_acc, "lr": lr})
         rows.append(row)

@@ -38,10 +38,10 @@ from tqdm import tqdm
 from mnist_pipeline import config
 from mnist_pipeline.config import DownloadConfig, FileSpec
 from mnist_pipeline.errors import ConfigError, DataError
+from mnist_pipeline.paths import RAW_DIR
 
 log = logging.getLogger(__name__)
 
-RAW_DIR = Path("data/raw")
 MIRROR_ENV = "DATA_MIRROR"
 CHUNK = 1 << 16
 SIZE_MARGIN = 1 << 20  # bytes a source may send beyond the expected size before we stop reading

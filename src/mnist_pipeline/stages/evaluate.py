@@ -14,7 +14,6 @@ Run: ``python -m mnist_pipeline.stages.evaluate``.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 
@@ -22,31 +21,34 @@ from mnist_pipeline import compute, config
 from mnist_pipeline.errors import DataError
 from mnist_pipeline.io import write_csv, write_json, write_text
 from mnist_pipeline.metrics import classification_report, format_report
-from mnist_pipeline.mlp.network import Network
 from mnist_pipeline.mlp.trainer import evaluate
-from mnist_pipeline.stages.featurize import OUT_DIR as FEATURES_DIR
-from mnist_pipeline.stages.train import MODEL_FILE, load_split
+from mnist_pipeline.model_file import load_network
+from mnist_pipeline.paths import (
+    CLASSIFICATION_REPORT_FILE,
+    CLASSIFICATION_REPORT_TEXT,
+    COMPUTE_FILE,
+    FEATURES_DIR,
+    METRICS_FILE,
+    MODEL_FILE,
+    PREDICTIONS_FILE,
+)
+from mnist_pipeline.splits import load_feature_split
 
 log = logging.getLogger(__name__)
-
-REPORTS = Path("reports")
-METRICS_FILE = REPORTS / "metrics.json"
-PREDICTIONS_FILE = REPORTS / "predictions.csv"
-COMPUTE_FILE = REPORTS / "compute.json"
 
 
 def main() -> None:
     cfg = config.load()
     fingerprint = compute.apply(cfg.compute.kernels, cfg.compute.blas_threads)
-    net, meta = Network.load(MODEL_FILE)
+    net, meta = load_network(MODEL_FILE)
     d, c = cfg.dataset.num_features, cfg.dataset.num_classes
     if net.sizes[0] != d or net.sizes[-1] != c or meta.get("dataset") != cfg.dataset.name:
         raise DataError(
             f"{MODEL_FILE} was trained for {meta.get('dataset')} with sizes {net.sizes}, "
             f"but the config is {cfg.dataset.name} ({d} features, {c} classes); rerun `dvc repro train`"
         )
-    test = load_split(FEATURES_DIR / "test.npz", d, c)
-    val = load_split(FEATURES_DIR / "val.npz", d, c)
+    test = load_feature_split(FEATURES_DIR / "test.npz", d, c)
+    val = load_feature_split(FEATURES_DIR / "val.npz", d, c)
     test_loss, test_acc = evaluate(net, test, cfg.evaluate.batch_size)
     val_loss, val_acc = evaluate(net, val, cfg.evaluate.batch_size)
     y_pred = net.predict_proba(test.x, cfg.evaluate.batch_size).argmax(axis=1)
@@ -64,8 +66,8 @@ def main() -> None:
     }
     write_json(METRICS_FILE, metrics)
     write_json(COMPUTE_FILE, {"train": meta.get("compute"), "evaluate": fingerprint})
-    write_json(REPORTS / "classification_report.json", report)
-    write_text(REPORTS / "classification_report.txt", format_report(report, names))
+    write_json(CLASSIFICATION_REPORT_FILE, report)
+    write_text(CLASSIFICATION_REPORT_TEXT, format_report(report, names))
     write_csv(PREDICTIONS_FILE, ("actual", "predicted"), np.stack([test.y, y_pred], axis=1).tolist())
     log.info("test accuracy %.4f, loss %.4f, macro F1 %.4f", test_acc, test_loss, metrics["test"]["macro_f1"])
 

@@ -16,18 +16,15 @@ Run: ``python -m mnist_pipeline.stages.featurize``.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 
 from mnist_pipeline import config
 from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.io import load_npz, npz_meta, save_npz
-from mnist_pipeline.stages.prepare import OUT_DIR as PREPARED_DIR
+from mnist_pipeline.paths import FEATURES_DIR, PREPARED_DIR
 
 log = logging.getLogger(__name__)
-
-OUT_DIR = Path("data/features")
 
 
 def one_hot(y: np.ndarray, num_classes: int, dtype=np.float32) -> np.ndarray:
@@ -81,7 +78,7 @@ def main() -> None:
         "test": (test["x"], test["y"]),
     }
     for name, (x, y) in parts.items():
-        save_npz(OUT_DIR / f"{name}.npz", meta, x=x, y=y, onehot=one_hot(y, c))
+        save_npz(FEATURES_DIR / f"{name}.npz", meta, x=x, y=y, onehot=one_hot(y, c))
     log.info("train %d / val %d / test %d", len(train_idx), len(val_idx), len(test["y"]))
 
 

@@ -21,14 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from mnist_pipeline import config, idx
-from mnist_pipeline.config import NORMALIZATIONS, DatasetConfig
+from mnist_pipeline.config import DatasetConfig
 from mnist_pipeline.errors import ConfigError, DataError
 from mnist_pipeline.io import save_npz
-from mnist_pipeline.stages.download import RAW_DIR
+from mnist_pipeline.normalization import NORMALIZATIONS, normalize
+from mnist_pipeline.paths import PREPARED_DIR, RAW_DIR
 
 log = logging.getLogger(__name__)
-
-OUT_DIR = Path("data/prepared")
 
 
 def check_split(images: np.ndarray, labels: np.ndarray, dataset: DatasetConfig, name: str) -> None:
@@ -45,7 +44,7 @@ def check_split(images: np.ndarray, labels: np.ndarray, dataset: DatasetConfig, 
         raise DataError(f"{name}: label {bad} outside 0..{dataset.num_classes - 1}")
 
 
-def normalize(train: np.ndarray, test: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray, dict]:
+def normalize_splits(train: np.ndarray, test: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray, dict]:
     """Flatten uint8 images and normalize both splits with training statistics.
 
     Returns float32 ``(train, test, stats)``; ``stats`` has ``normalize``,
@@ -60,22 +59,18 @@ def normalize(train: np.ndarray, test: np.ndarray, method: str) -> tuple[np.ndar
     """
     if method not in NORMALIZATIONS:
         raise ConfigError(f"prepare.normalize={method!r} is not one of: {', '.join(NORMALIZATIONS)}")
-    x_train = train.reshape(len(train), -1).astype(np.float32) / np.float32(255)  # (N, D)
-    x_test = test.reshape(len(test), -1).astype(np.float32) / np.float32(255)
+    x_train = normalize(train)  # (N, D) pixels / 255
     mean, std = 0.0, 1.0
     if method == "standardize":
         mean = float(x_train.mean(dtype=np.float64))
         std = float(x_train.std(dtype=np.float64))
         if std == 0:
             raise DataError("training images are constant; cannot standardize (use prepare.normalize=scale)")
-        x_train -= np.float32(mean)
-        x_train /= np.float32(std)
-        x_test -= np.float32(mean)
-        x_test /= np.float32(std)
-    return x_train, x_test, {"normalize": method, "mean": mean, "std": std}
+        x_train = normalize(train, mean, std)
+    return x_train, normalize(test, mean, std), {"normalize": method, "mean": mean, "std": std}
 
 
-def load_split(dataset: DatasetConfig, raw_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+def read_raw_split(dataset: DatasetConfig, raw_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     images_file = raw_dir / dataset.files[f"{split}_images"].name
     labels_file = raw_dir / dataset.files[f"{split}_labels"].name
     images = idx.read_gz(images_file, idx.IMAGES_MAGIC)
@@ -86,12 +81,12 @@ def load_split(dataset: DatasetConfig, raw_dir: Path, split: str) -> tuple[np.nd
 
 def main() -> None:
     cfg = config.load()
-    train_images, train_labels = load_split(cfg.dataset, RAW_DIR, "train")
-    test_images, test_labels = load_split(cfg.dataset, RAW_DIR, "test")
-    x_train, x_test, stats = normalize(train_images, test_images, cfg.prepare.normalize)
+    train_images, train_labels = read_raw_split(cfg.dataset, RAW_DIR, "train")
+    test_images, test_labels = read_raw_split(cfg.dataset, RAW_DIR, "test")
+    x_train, x_test, stats = normalize_splits(train_images, test_images, cfg.prepare.normalize)
     meta = {"dataset": cfg.dataset.name, **stats}
-    save_npz(OUT_DIR / "train.npz", meta, x=x_train, y=train_labels)
-    save_npz(OUT_DIR / "test.npz", meta, x=x_test, y=test_labels)
+    save_npz(PREPARED_DIR / "train.npz", meta, x=x_train, y=train_labels)
+    save_npz(PREPARED_DIR / "test.npz", meta, x=x_test, y=test_labels)
     log.info("prepared %d train and %d test images (%s)", len(x_train), len(x_test), cfg.prepare.normalize)
 
 

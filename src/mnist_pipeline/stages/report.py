@@ -32,16 +32,22 @@ from mnist_pipeline.config import Config, as_dict
 from mnist_pipeline.errors import DataError
 from mnist_pipeline.io import atomic_write, load_npz, npz_meta, write_text
 from mnist_pipeline.metrics import AVERAGES, confusion_matrix
-from mnist_pipeline.mlp.network import Network
-from mnist_pipeline.stages.evaluate import COMPUTE_FILE, METRICS_FILE, PREDICTIONS_FILE, REPORTS
-from mnist_pipeline.stages.featurize import OUT_DIR as FEATURES_DIR
-from mnist_pipeline.stages.train import LOG_FILE, MODEL_FILE, TIMING_FILE
+from mnist_pipeline.model_file import load_network
+from mnist_pipeline.paths import (
+    CLASSIFICATION_REPORT_FILE,
+    COMPUTE_FILE,
+    FEATURES_DIR,
+    FIGURES_DIR,
+    METRICS_FILE,
+    MODEL_FILE,
+    PREDICTIONS_FILE,
+    REPORT_FILE,
+    TIMING_FILE,
+    TRAIN_LOG_FILE,
+)
 
 log = logging.getLogger(__name__)
 
-CLASSIFICATION_REPORT_FILE = REPORTS / "classification_report.json"
-REPORT_FILE = REPORTS / "report.md"
-FIGURES_DIR = REPORTS / "figures"
 FIGURE_TITLES = {
     "learning_curves": "Learning curves",
     "confusion_matrix": "Confusion matrix",
@@ -216,7 +222,7 @@ def _read_json(path: Path) -> Any:
 
 def load_run(cfg: Config) -> RunOutputs:
     """Load one run's outputs, checking that the model reproduces ``predictions.csv``."""
-    net, _ = Network.load(MODEL_FILE)
+    net, _ = load_network(MODEL_FILE)
     test = load_npz(FEATURES_DIR / "test.npz", ["x", "y", "meta"])
     norm = npz_meta(test, FEATURES_DIR / "test.npz")
     proba = net.predict_proba(test["x"], cfg.evaluate.batch_size)  # (N, C), as evaluate computes it
@@ -225,10 +231,10 @@ def load_run(cfg: Config) -> RunOutputs:
     if not (np.array_equal(actual, test["y"]) and np.array_equal(predicted, proba.argmax(axis=1))):
         raise DataError(f"{PREDICTIONS_FILE} does not match {MODEL_FILE} on the test set; rerun `dvc repro`")
     pixels = test["x"] * np.float32(norm["std"]) + np.float32(norm["mean"])  # undo prepare's normalization
-    columns = _read_csv(LOG_FILE)
+    columns = _read_csv(TRAIN_LOG_FILE)
     missing = [k for k in LOG_COLUMNS if k not in columns]
     if missing:
-        raise DataError(f"{LOG_FILE} lacks column {missing[0]!r}; rerun `dvc repro train`")
+        raise DataError(f"{TRAIN_LOG_FILE} lacks column {missing[0]!r}; rerun `dvc repro train`")
     train_log = {k: np.array(columns[k], dtype=np.int64 if k == "epoch" else np.float64) for k in LOG_COLUMNS}
     return RunOutputs(
         train_log=train_log,

@@ -15,35 +15,21 @@ Writes ``data/model/model.npz``, ``reports/train_log.csv`` and
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 
 from mnist_pipeline import compute, config
 from mnist_pipeline.config import Config
-from mnist_pipeline.errors import DataError
 from mnist_pipeline.io import load_npz, npz_meta, write_csv, write_json
 from mnist_pipeline.mlp.network import Network
-from mnist_pipeline.mlp.trainer import Split, best_epoch, fit
-from mnist_pipeline.stages.featurize import OUT_DIR as FEATURES_DIR
+from mnist_pipeline.mlp.trainer import best_epoch, fit
+from mnist_pipeline.model_file import save_network
+from mnist_pipeline.paths import FEATURES_DIR, MODEL_FILE, TIMING_FILE, TRAIN_LOG_FILE
+from mnist_pipeline.splits import load_feature_split
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = Path("data/model/model.npz")
-LOG_FILE = Path("reports/train_log.csv")
-TIMING_FILE = Path("reports/timing.json")
 LOG_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr")
-
-
-def load_split(path: Path, num_features: int, num_classes: int) -> Split:
-    arrays = load_npz(path, ["x", "y", "onehot"])
-    x, y, onehot = arrays["x"], arrays["y"], arrays["onehot"]
-    if x.ndim != 2 or x.shape[1] != num_features or onehot.shape != (len(x), num_classes) or len(y) != len(x):
-        raise DataError(
-            f"{path}: shapes x{x.shape} y{y.shape} onehot{onehot.shape} do not fit "
-            f"{num_features} features and {num_classes} classes; rerun `dvc repro featurize`"
-        )
-    return Split(x, y, onehot)
 
 
 def build(cfg: Config, rng: np.random.Generator) -> Network:
@@ -56,8 +42,8 @@ def main() -> None:
     cfg = config.load()
     fingerprint = compute.apply(cfg.compute.kernels, cfg.compute.blas_threads)
     d, c = cfg.dataset.num_features, cfg.dataset.num_classes
-    train = load_split(FEATURES_DIR / "train.npz", d, c)
-    val = load_split(FEATURES_DIR / "val.npz", d, c)
+    train = load_feature_split(FEATURES_DIR / "train.npz", d, c)
+    val = load_feature_split(FEATURES_DIR / "val.npz", d, c)
     # Normalization constants: every split carries the same meta; read the small one.
     norm = npz_meta(load_npz(FEATURES_DIR / "val.npz", ["meta"]), FEATURES_DIR / "val.npz")
     rng = np.random.default_rng(cfg.train.seed)
@@ -76,9 +62,9 @@ def main() -> None:
         "best_epoch": best_epoch(rows, cfg.train.early_stop),
         "compute": fingerprint,
     }
-    net.save(MODEL_FILE, meta)
+    save_network(MODEL_FILE, net, meta)
     table = [[f"{r[k]:.6g}" if isinstance(r[k], float) else r[k] for k in LOG_COLUMNS] for r in rows]
-    write_csv(LOG_FILE, LOG_COLUMNS, table)
+    write_csv(TRAIN_LOG_FILE, LOG_COLUMNS, table)
     total = sum(seconds)
     write_json(
         TIMING_FILE,

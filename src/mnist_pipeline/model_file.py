@@ -1,0 +1,55 @@
+"""The trained model's file: a :class:`~mnist_pipeline.mlp.network.Network` as one ``.npz``.
+
+The file is self-contained: weights ``W0, b0, W1, b1, ...`` plus JSON ``meta`` (the network's
+architecture: layer sizes, activation, dtype, dropout; and what the caller adds: normalization,
+class names, ...) so that ``predict`` needs nothing else. Written atomically and read without
+pickle (see :mod:`mnist_pipeline.io`); loading checks every array against the metadata.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnist_pipeline.errors import DataError
+from mnist_pipeline.io import load_npz, npz_meta, save_npz
+from mnist_pipeline.mlp.layers import ACTIVATIONS
+from mnist_pipeline.mlp.network import Network
+
+
+def save_network(path: str | Path, net: Network, meta: dict[str, Any]) -> None:
+    """Write ``net``'s weights and ``meta`` merged with its architecture (which wins) to ``path``."""
+    save_npz(path, {**meta, **net.architecture()}, **net.state())
+
+
+def load_network(path: str | Path) -> tuple[Network, dict[str, Any]]:
+    """Load a model saved by :func:`save_network`: the network (inference only: no dropout) and its metadata.
+
+    Raises
+    ------
+    DataError
+        If the file is missing, corrupt or pickled, its metadata lacks the architecture or holds
+        impossible values, or an array is missing or does not have the shape the sizes need.
+    """
+    arrays = load_npz(path, ["meta"])
+    meta = npz_meta(arrays, path)
+    try:
+        sizes, activation, dtype = list(meta["sizes"]), meta["activation"], meta["dtype"]
+    except (KeyError, TypeError) as exc:
+        raise DataError(f"{path}: model metadata lacks {exc}; retrain with `dvc repro train`") from exc
+    if len(sizes) < 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes):
+        raise DataError(f"{path}: metadata sizes {sizes} must be at least two positive integers")
+    if activation not in ACTIVATIONS:
+        raise DataError(f"{path}: unknown activation {activation!r}; valid: {', '.join(ACTIVATIONS.names())}")
+    if dtype not in ("float32", "float64"):
+        raise DataError(f"{path}: unsupported dtype {dtype!r}; valid: float32, float64")
+    net = Network(sizes, activation, "zeros", np.random.default_rng(0), dtype)
+    for name, p, _ in net.parameters():
+        if name not in arrays:
+            raise DataError(f"{path}: missing array {name} for layer sizes {sizes}")
+        if arrays[name].shape != p.shape:
+            raise DataError(f"{path}: {name} has shape {arrays[name].shape}, metadata sizes {sizes} need {p.shape}")
+    net.load_state(arrays)
+    return net, meta
