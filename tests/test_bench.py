@@ -17,8 +17,8 @@ from mnist_pipeline.bench import compare as compare_module
 from mnist_pipeline.bench import flops, system, worker
 from mnist_pipeline.bench.compare import compare, kernel_label, rotation, schedule, spread, summarize
 from mnist_pipeline.bench.configs import CONFIGS, BenchConfig, select
-from mnist_pipeline.bench.report import render_markdown, targets
 from mnist_pipeline.bench.system import clean_env, cpu_model, portable_plan
+from mnist_pipeline.bench.tables import render_markdown, targets
 from mnist_pipeline.bench.worker import IMPLS, portable_gap
 
 HEADLINE = (784, 256, 128, 10)

@@ -92,14 +92,14 @@ def test_most_confident_errors_order() -> None:
     assert figures.most_confident_errors(proba, y_true, 2).tolist() == [0, 3]
 
 
-def test_best_epoch_is_first_maximum_of_val_acc() -> None:
-    assert figures.best_epoch({"val_acc": np.array([0.5, 0.9, 0.7, 0.9])}) == 1
+def test_max_val_acc_index_is_the_first_maximum() -> None:
+    assert figures.max_val_acc_index({"val_acc": np.array([0.5, 0.9, 0.7, 0.9])}) == 1
 
 
 def test_rendering_never_imports_pyplot() -> None:
     code = (
         "import sys, numpy as np; from mnist_pipeline import figures; "
-        "figures.best_epoch({'val_acc': np.ones(1)}); "
+        "figures.max_val_acc_index({'val_acc': np.ones(1)}); "
         "figures.confusion_matrix(np.eye(2, dtype=int), ['a', 'b'], dpi=20); "
         "sys.exit('matplotlib.pyplot' in sys.modules)"
     )

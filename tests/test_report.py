@@ -57,6 +57,7 @@ def synthetic_run(timing: dict | None) -> report.RunOutputs:
         images=rng.random((200, 28, 28)),
         first_weights=rng.normal(size=(784, 16)).astype(np.float32),
         hidden_layers=1,
+        weights_epoch=3,
         timing=timing,
         compute={"train": FINGERPRINT, "evaluate": {**FINGERPRINT, "blas_threads": 1}},
     )
@@ -74,7 +75,8 @@ def test_markdown_shows_the_run_numbers(params_dict, timing, cells) -> None:
     assert float(head["test accuracy"][0]) == pytest.approx(run.metrics["test"]["accuracy"], abs=5e-5)
     assert head["test loss"] == ["1.2346"] and head["test macro F1"] == ["0.1358"]
     assert head["validation accuracy"] == ["0.6000"] and head["validation loss"] == ["0.9877"]
-    assert head["best epoch (max validation accuracy)"] == ["2 of 3"]
+    assert head["weights from epoch"] == ["3 of 3 (the last)"]
+    assert head["max validation accuracy"] == ["0.7000 at epoch 2"]
     assert (head["train seconds"][0], head["seconds per epoch"][0]) == cells
     per_class = md_table(text, "Per-class results (test set)")
     assert list(per_class) == [*NAMES, "macro avg", "weighted avg"]

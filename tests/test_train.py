@@ -17,7 +17,7 @@ from mnist_pipeline.mlp.errors import MLPError
 from mnist_pipeline.mlp.network import Network
 from mnist_pipeline.mlp.optimizers import OPTIMIZERS, OptimizerConfig
 from mnist_pipeline.mlp.schedules import ScheduleConfig
-from mnist_pipeline.mlp.trainer import Split, TrainConfig, evaluate, fit
+from mnist_pipeline.mlp.trainer import Split, TrainConfig, evaluate_split, fit
 from mnist_pipeline.model_file import load_network
 from mnist_pipeline.stages import featurize, prepare, train
 
@@ -58,9 +58,9 @@ def run(data, seed: int = 0, optimizer: str = "momentum", lr: float = 0.1, dropo
 @pytest.mark.parametrize(("optimizer", "lr"), [("momentum", 0.1), ("sgd", 0.3), ("adam", 0.01)])
 def test_short_training_run_beats_chance_by_far(data, optimizer: str, lr: float) -> None:
     untrained = Network([DIM, 16, CLASSES], "relu", "he_normal", np.random.default_rng(0), np.float32)
-    _, chance_acc = evaluate(untrained, data[1])
+    _, chance_acc = evaluate_split(untrained, data[1])
     net, rows = run(data, optimizer=optimizer, lr=lr)
-    val_loss, val_acc = evaluate(net, data[1])
+    val_loss, val_acc = evaluate_split(net, data[1])
     assert chance_acc < 0.6  # the problem is not solved by initialization
     assert val_acc > 0.9  # chance is 1/3
     assert rows[-1]["train_loss"] < 0.5 * rows[0]["train_loss"]
@@ -141,6 +141,7 @@ def test_train_main_writes_model_and_log_reproducibly(tiny_workspace) -> None:
     assert float(log_rows[-1]["val_acc"]) > 0.9  # the synthetic digits are learnable
 
     net, meta = load_network(model)
+    assert meta["weights_epoch"] == 3  # no early stopping: the last epoch's weights
     assert net.sizes == [784, 32, 10] and meta["activation"] == tiny_workspace.params["model"]["activation"]
     test = load_npz("data/features/test.npz", ["x", "y"])
     assert (net.predict_proba(test["x"]).argmax(axis=1) == test["y"]).mean() > 0.9

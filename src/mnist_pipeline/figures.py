@@ -62,29 +62,31 @@ def _png(name: str) -> Callable:
     return decorate
 
 
-def best_epoch(log: Mapping[str, np.ndarray]) -> int:
-    """Index of the epoch with the highest validation accuracy (the first, on ties)."""
+def max_val_acc_index(log: Mapping[str, np.ndarray]) -> int:
+    """0-based index of the epoch with the highest validation accuracy (the first, on ties)."""
     return int(np.argmax(log["val_acc"]))
 
 
 @_png("learning_curves")
 def learning_curves(fig: Figure, log: Mapping[str, np.ndarray]) -> None:
-    """Loss and accuracy per epoch, train vs validation, best epoch (max val accuracy) marked.
+    """Loss and accuracy per epoch, train vs validation, the epoch of max validation accuracy marked.
 
     ``log`` maps ``epoch, train_loss, val_loss, train_acc, val_acc`` to ``(E,)`` arrays.
     """
-    epoch, best = log["epoch"], best_epoch(log)
+    epoch, best = log["epoch"], max_val_acc_index(log)
     for ax, metric, label in zip(fig.subplots(1, 2), ("loss", "acc"), ("loss", "accuracy"), strict=True):
         train, val = log[f"train_{metric}"], log[f"val_{metric}"]
         ax.plot(epoch, train, marker="o", markersize=3, label="train")
         ax.plot(epoch, val, marker="o", markersize=3, label="validation")
-        ax.axvline(epoch[best], color="0.45", linestyle="--", linewidth=1, label=f"best epoch ({epoch[best]})")
+        ax.axvline(
+            epoch[best], color="0.45", linestyle="--", linewidth=1, label=f"max val accuracy (epoch {epoch[best]})"
+        )
         ax.plot(epoch[best], val[best], marker="*", markersize=15, color="C3", linestyle="none", zorder=3)
         if metric == "loss" and np.all(np.concatenate([train, val]) > 0):
             ax.set_yscale("log")  # the late epochs' small differences stay visible
             label += " (log scale)"
         ax.set(xlabel="epoch", ylabel=label, title=f"{label.split(' ')[0].capitalize()}: train vs validation")
-        ax.set_xlim(epoch[0] - 0.5, epoch[-1] + 0.5)  # room for the best-epoch star at either end
+        ax.set_xlim(epoch[0] - 0.5, epoch[-1] + 0.5)  # room for the max-val-accuracy star at either end
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3, which="both")
         ax.legend()

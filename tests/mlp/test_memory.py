@@ -14,16 +14,16 @@ import pytest
 
 from mnist_pipeline.mlp import memory
 from mnist_pipeline.mlp.initializers import INITIALIZERS
-from mnist_pipeline.mlp.memory import ALIGN, HUGE_PAGE, zeros_like
+from mnist_pipeline.mlp.memory import ALIGN, HUGE_PAGE, zeros_in_one_buffer
 from mnist_pipeline.mlp.network import Network
 from mnist_pipeline.mlp.optimizers import OptimizerConfig, make_optimizer
 
 THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
 
-def test_zeros_like_matches_shapes_and_dtypes_zeroed_aligned_and_disjoint():
+def test_zeros_in_one_buffer_matches_shapes_and_dtypes_zeroed_aligned_and_disjoint():
     like = [np.ones((784, 256), np.float32), np.ones(10, np.float32), np.ones((3, 5), np.float64), np.ones(7, np.int8)]
-    out = zeros_like(like)
+    out = zeros_in_one_buffer(like)
     assert [(a.shape, a.dtype) for a in out] == [(a.shape, a.dtype) for a in like]
     assert all(a.flags.c_contiguous and a.flags.writeable and not a.any() for a in out)
     assert out[0].ctypes.data % HUGE_PAGE == 0
@@ -36,7 +36,7 @@ def test_zeros_like_matches_shapes_and_dtypes_zeroed_aligned_and_disjoint():
 
 
 def test_views_keep_the_buffer_alive():
-    last = zeros_like([np.ones((64, 64), np.float32), np.ones(5, np.float32)])[1]
+    last = zeros_in_one_buffer([np.ones((64, 64), np.float32), np.ones(5, np.float32)])[1]
     gc.collect()
     last[...] = 3.0  # the list and the first view are gone; the mapping must still be there
     assert last.sum() == 15.0
@@ -81,7 +81,7 @@ def buffer_owner(a: np.ndarray) -> object:
 
 def test_a_refused_madvise_leaves_ordinary_memory(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(mmap, "mmap", RefusingMmap)
-    (w,) = zeros_like([np.ones((100, 7), np.float32)])
+    (w,) = zeros_in_one_buffer([np.ones((100, 7), np.float32)])
     assert isinstance(buffer_owner(w), RefusingMmap)  # the refusing mapping was really used
     assert w.shape == (100, 7) and not w.any() and w.ctypes.data % HUGE_PAGE == 0
     net = Network([12, 5, 3], "relu", "he_normal", np.random.default_rng(0))
@@ -90,7 +90,7 @@ def test_a_refused_madvise_leaves_ordinary_memory(monkeypatch: pytest.MonkeyPatc
 
 def test_without_mmap_the_arrays_come_from_numpy(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(memory, "mmap", types.SimpleNamespace())  # no MAP_PRIVATE, no madvise
-    a, b = zeros_like([np.ones((3, 4), np.float64), np.ones(5, np.int16)])
+    a, b = zeros_in_one_buffer([np.ones((3, 4), np.float64), np.ones(5, np.int16)])
     assert (a.shape, a.dtype, b.shape, b.dtype) == ((3, 4), np.float64, (5,), np.int16)
     assert not a.any() and not b.any() and a.ctypes.data % HUGE_PAGE == 0
     assert isinstance(buffer_owner(a), np.ndarray) and not np.shares_memory(a, b)
@@ -125,6 +125,6 @@ def thp_mode(name: str) -> str:
     reason="this kernel may not give huge pages at fault time (THP off, or no direct compaction for madvised memory)",
 )
 def test_the_buffer_is_backed_by_huge_pages_when_the_kernel_offers_them():
-    (w,) = zeros_like([np.ones((HUGE_PAGE // 4,), np.float32)])  # exactly one aligned huge page
+    (w,) = zeros_in_one_buffer([np.ones((HUGE_PAGE // 4,), np.float32)])  # exactly one aligned huge page
     w[...] = 1.0  # first touch faults the page in
     assert smaps_fields(w.ctypes.data)["AnonHugePages"] >= HUGE_PAGE // 1024

@@ -20,7 +20,7 @@ from mnist_pipeline.mlp.losses import LOSSES, make_loss
 from mnist_pipeline.mlp.network import Network
 from mnist_pipeline.mlp.optimizers import OPTIMIZERS, OptimizerConfig, make_optimizer
 from mnist_pipeline.mlp.schedules import ScheduleConfig
-from mnist_pipeline.mlp.trainer import Split, TrainConfig, apply_max_norm, best_epoch, fit
+from mnist_pipeline.mlp.trainer import Split, TrainConfig, apply_max_norm, best_by_monitor, fit, kept_epoch
 
 DIM, CLASSES = 10, 3
 CENTERS = np.random.default_rng(42).standard_normal((CLASSES, DIM))
@@ -151,7 +151,7 @@ def scripted_evaluate(monkeypatch: pytest.MonkeyPatch, values: list[tuple[float,
         calls.append(len(calls))
         return values[len(calls) - 1]
 
-    monkeypatch.setattr(trainer, "evaluate", fake)
+    monkeypatch.setattr(trainer, "evaluate_split", fake)
     return calls
 
 
@@ -160,14 +160,15 @@ def test_early_stop_on_a_real_overfitting_run_restores_the_best_epoch() -> None:
     data = (blobs(30, seed=1, label_noise=0.4), blobs(200, seed=2))
     net, rows = train_for(60, data, early_stop="val_loss", patience=4)
     losses = [r["val_loss"] for r in rows]
-    best = best_epoch(rows, "val_loss")
+    best = best_by_monitor(rows, "val_loss")
+    assert kept_epoch(rows, "val_loss") == best and kept_epoch(rows, "none") == rows[-1]["epoch"]
     assert 1 < best < len(rows)  # improved first, then got worse
     assert losses[best - 1] == min(losses)
     assert all(loss > losses[best - 1] for loss in losses[best:])
     assert len(rows) == best + 4 < 60  # stopped after exactly `patience` epochs without improvement
     reference, _ = train_for(best, data)  # same seed, no early stopping, exactly best epochs
     assert_same_weights(net, reference)
-    assert trainer.evaluate(net, data[1])[0] == pytest.approx(min(losses), rel=1e-6)
+    assert trainer.evaluate_split(net, data[1])[0] == pytest.approx(min(losses), rel=1e-6)
     last, _ = train_for(len(rows), data)
     assert not np.array_equal(net.state()["W0"], last.state()["W0"])  # restoring changed the weights
 
@@ -189,7 +190,7 @@ def test_early_stop_on_val_acc_counts_ties_as_no_improvement(monkeypatch: pytest
     scripted_evaluate(monkeypatch, script)
     net, rows = train_for(5, data, early_stop="val_acc", patience=2)
     assert len(rows) == 4  # best 0.7 at epoch 2 (first of the tie); epochs 3 and 4 no better
-    assert best_epoch(rows, "val_acc") == 2
+    assert best_by_monitor(rows, "val_acc") == 2
     monkeypatch.undo()
     reference, _ = train_for(2, data)
     assert_same_weights(net, reference)

@@ -12,6 +12,6 @@ Modules: :mod:`.flops` (exact GEMM FLOP count), :mod:`.configs` (the benchmarked
 :mod:`.runs` (one measured run of ours or of the floor, in a worker process), :mod:`.torch_run`
 (the PyTorch run; the only module that imports torch), :mod:`.worker` (the subprocess entry point),
 :mod:`.compare` (interleaved repetitions and their statistics), :mod:`.pipeline` (stage and
-``dvc repro`` wall times, peak RSS), :mod:`.system` (CPU, BLAS, threads), :mod:`.report` (targets,
+``dvc repro`` wall times, peak RSS), :mod:`.system` (CPU, BLAS, threads), :mod:`.tables` (targets,
 markdown table).
 """

@@ -19,7 +19,7 @@ from typing import Any
 
 from mnist_pipeline.bench import configs, pipeline, system
 from mnist_pipeline.bench.compare import compare
-from mnist_pipeline.bench.report import render_markdown, targets
+from mnist_pipeline.bench.tables import render_markdown, targets
 from mnist_pipeline.io import write_json, write_text
 
 log = logging.getLogger("mnist_pipeline.bench")

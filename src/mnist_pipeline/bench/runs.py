@@ -21,7 +21,7 @@ from mnist_pipeline.bench.configs import BenchConfig
 from mnist_pipeline.bench.flops import batch_sizes, layer_dims
 from mnist_pipeline.config import OptimizerConfig, ScheduleConfig, TrainConfig
 from mnist_pipeline.mlp.network import Network
-from mnist_pipeline.mlp.trainer import Split, evaluate, fit
+from mnist_pipeline.mlp.trainer import Split, evaluate_split, fit
 from mnist_pipeline.splits import load_feature_split
 
 
@@ -63,7 +63,7 @@ def run_ours(cfg: BenchConfig, splits: dict[str, Split]) -> dict[str, Any]:
     start = time.perf_counter()
     rows, seconds = fit(net, splits["train"], splits["val"], train_cfg, opt_cfg, ScheduleConfig("constant"), rng)
     wall = time.perf_counter() - start
-    _, test_acc = evaluate(net, splits["test"])
+    _, test_acc = evaluate_split(net, splits["test"])
     return {
         "epoch_seconds": seconds,
         "fit_wall_seconds": wall,  # includes the validation pass after each epoch

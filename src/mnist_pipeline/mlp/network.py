@@ -13,7 +13,7 @@ import numpy as np
 
 from mnist_pipeline.mlp.layers import ACTIVATIONS, Dense, Dropout, Layer
 from mnist_pipeline.mlp.losses import SoftmaxCrossEntropy, softmax
-from mnist_pipeline.mlp.memory import zeros_like
+from mnist_pipeline.mlp.memory import zeros_in_one_buffer
 
 
 class Network:
@@ -53,7 +53,7 @@ class Network:
         """Re-home every parameter and gradient in one huge-page buffer (see :mod:`~mnist_pipeline.mlp.memory`)."""
         stores = [d.params for d in self.dense] + [d.grads for d in self.dense]
         slots = [(store, k) for store in stores for k in store]
-        views = zeros_like([store[k] for store, k in slots])
+        views = zeros_in_one_buffer([store[k] for store, k in slots])
         for (store, k), view in zip(slots, views, strict=True):
             view[...] = store[k]
             store[k] = view

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mnist_pipeline.mlp.errors import check, check_choice
-from mnist_pipeline.mlp.memory import zeros_like
+from mnist_pipeline.mlp.memory import zeros_in_one_buffer
 from mnist_pipeline.mlp.registry import Registry
 
 OPTIMIZERS = Registry("optimizer")
@@ -97,7 +97,7 @@ class Optimizer:
 
     def zeros(self) -> list[np.ndarray]:
         """One zeroed state array per parameter, side by side on huge pages (see :mod:`~mnist_pipeline.mlp.memory`)."""
-        return zeros_like(self.params)
+        return zeros_in_one_buffer(self.params)
 
     def state(self, i: int) -> tuple[np.ndarray, ...]:
         return ()

@@ -85,7 +85,7 @@ class Split:
     onehot: np.ndarray
 
 
-def evaluate(net: Network, data: Split, batch_size: int = 4096) -> tuple[float, float]:
+def evaluate_split(net: Network, data: Split, batch_size: int = 4096) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``net`` on ``data`` (inference mode)."""
     total_loss, correct = 0.0, 0
     for i in range(0, len(data.y), batch_size):
@@ -106,10 +106,16 @@ def apply_max_norm(weights: list[np.ndarray], c: float) -> None:
         w *= limit / np.maximum(norms, limit)
 
 
-def best_epoch(rows: list[dict], monitor: str) -> int:
-    """The 1-based epoch with the best ``monitor`` (lowest loss / highest accuracy); first wins ties."""
-    if monitor == "none":
+def kept_epoch(rows: list[dict], early_stop: str) -> int:
+    """The 1-based epoch whose weights :func:`fit` returns: the last one, or with early stopping the
+    best by its monitor (lowest ``val_loss`` / highest ``val_acc``; the first wins ties)."""
+    if early_stop == "none":
         return rows[-1]["epoch"]
+    return best_by_monitor(rows, early_stop)
+
+
+def best_by_monitor(rows: list[dict], monitor: str) -> int:
+    """The 1-based epoch with the best ``monitor``, ``val_loss`` (lowest) or ``val_acc`` (highest)."""
     sign = 1 if monitor == "val_loss" else -1
     return min(rows, key=lambda r: (sign * r[monitor], r["epoch"]))["epoch"]
 
@@ -193,7 +199,7 @@ def fit(
                 apply_max_norm(weights, cfg.max_norm)
             step += 1
         seconds.append(time.perf_counter() - start)
-        val_loss, val_acc = evaluate(net, val)
+        val_loss, val_acc = evaluate_split(net, val)
         if not math.isfinite(val_loss):
             raise MLPError(f"training diverged: validation loss is {val_loss} after epoch {epoch}; lower train.lr")
         row = {"epoch": epoch, "train_loss": loss_sum / n, "train_acc": correct / n}
@@ -204,7 +210,7 @@ def fit(
             *(epoch, cfg.epochs, row["train_loss"], row["train_acc"], val_loss, val_acc, seconds[-1]),
         )
         if cfg.early_stop != "none":
-            if best_epoch(rows, cfg.early_stop) == epoch:
+            if best_by_monitor(rows, cfg.early_stop) == epoch:
                 best, best_state, waited = epoch, net.state(), 0
             else:
                 waited += 1

@@ -21,7 +21,7 @@ from mnist_pipeline import compute, config
 from mnist_pipeline.errors import DataError
 from mnist_pipeline.io import write_csv, write_json, write_text
 from mnist_pipeline.metrics import classification_report, format_report
-from mnist_pipeline.mlp.trainer import evaluate
+from mnist_pipeline.mlp.trainer import evaluate_split
 from mnist_pipeline.model_file import load_network
 from mnist_pipeline.paths import (
     CLASSIFICATION_REPORT_FILE,
@@ -49,8 +49,8 @@ def main() -> None:
         )
     test = load_feature_split(FEATURES_DIR / "test.npz", d, c)
     val = load_feature_split(FEATURES_DIR / "val.npz", d, c)
-    test_loss, test_acc = evaluate(net, test, cfg.evaluate.batch_size)
-    val_loss, val_acc = evaluate(net, val, cfg.evaluate.batch_size)
+    test_loss, test_acc = evaluate_split(net, test, cfg.evaluate.batch_size)
+    val_loss, val_acc = evaluate_split(net, val, cfg.evaluate.batch_size)
     y_pred = net.predict_proba(test.x, cfg.evaluate.batch_size).argmax(axis=1)
     names = list(cfg.dataset.class_names)
     report = classification_report(test.y, y_pred, names)

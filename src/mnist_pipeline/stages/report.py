@@ -71,6 +71,7 @@ class RunOutputs:
     images: np.ndarray  # (N, rows, cols) test pixels in [0, 1]
     first_weights: np.ndarray  # (D, K) first Dense layer's W
     hidden_layers: int
+    weights_epoch: int  # the epoch the model's weights are from (its metadata)
     timing: dict[str, Any] | None  # timing.json, if present
     compute: dict[str, Any]  # compute.json: {"train": fingerprint, "evaluate": fingerprint}
 
@@ -113,7 +114,9 @@ def _config_value(value: Any) -> str:
 def render_markdown(cfg: Config, run: RunOutputs) -> str:
     """The one-page ``report.md``: every number comes from ``run`` or ``cfg``."""
     ds, test, val = cfg.dataset, run.metrics["test"], run.metrics["val"]
-    best = figures.best_epoch(run.train_log)
+    best = figures.max_val_acc_index(run.train_log)
+    epochs = len(run.train_log["epoch"])
+    kept = "the last" if cfg.train.early_stop == "none" else f"early stopping on {cfg.train.early_stop}"
     timing = run.timing or {}
     seconds = [timing.get(k, "n/a") for k in ("train_seconds", "seconds_per_epoch")]
     lines = [
@@ -142,9 +145,10 @@ def render_markdown(cfg: Config, run: RunOutputs) -> str:
                 ["test macro F1", _num(test["macro_f1"])],
                 ["validation accuracy", _num(val["accuracy"])],
                 ["validation loss", _num(val["loss"])],
+                ["weights from epoch", f"{run.weights_epoch} of {epochs} ({kept})"],
                 [
-                    "best epoch (max validation accuracy)",
-                    f"{run.train_log['epoch'][best]} of {len(run.train_log['epoch'])}",
+                    "max validation accuracy",
+                    f"{_num(run.train_log['val_acc'][best])} at epoch {run.train_log['epoch'][best]}",
                 ],
                 ["train seconds", seconds[0]],
                 ["seconds per epoch", seconds[1]],
@@ -222,7 +226,7 @@ def _read_json(path: Path) -> Any:
 
 def load_run(cfg: Config) -> RunOutputs:
     """Load one run's outputs, checking that the model reproduces ``predictions.csv``."""
-    net, _ = load_network(MODEL_FILE)
+    net, meta = load_network(MODEL_FILE)
     test = load_npz(FEATURES_DIR / "test.npz", ["x", "y", "meta"])
     norm = npz_meta(test, FEATURES_DIR / "test.npz")
     proba = net.predict_proba(test["x"], cfg.evaluate.batch_size)  # (N, C), as evaluate computes it
@@ -245,6 +249,7 @@ def load_run(cfg: Config) -> RunOutputs:
         images=np.clip(pixels, 0.0, 1.0).reshape(-1, *cfg.dataset.image_shape),
         first_weights=net.dense[0].params["W"],
         hidden_layers=len(net.sizes) - 2,
+        weights_epoch=meta["weights_epoch"],
         timing=_read_json(TIMING_FILE) if TIMING_FILE.exists() else None,
         compute=_read_json(COMPUTE_FILE),
     )

@@ -22,7 +22,7 @@ from mnist_pipeline import compute, config
 from mnist_pipeline.config import Config
 from mnist_pipeline.io import load_npz, npz_meta, write_csv, write_json
 from mnist_pipeline.mlp.network import Network
-from mnist_pipeline.mlp.trainer import best_epoch, fit
+from mnist_pipeline.mlp.trainer import fit, kept_epoch
 from mnist_pipeline.model_file import save_network
 from mnist_pipeline.paths import FEATURES_DIR, MODEL_FILE, TIMING_FILE, TRAIN_LOG_FILE
 from mnist_pipeline.splits import load_feature_split
@@ -59,7 +59,7 @@ def main() -> None:
         "init": cfg.model.init,
         "loss": cfg.train.loss,
         "epochs_run": len(rows),
-        "best_epoch": best_epoch(rows, cfg.train.early_stop),
+        "weights_epoch": kept_epoch(rows, cfg.train.early_stop),  # the epoch these weights are from
         "compute": fingerprint,
     }
     save_network(MODEL_FILE, net, meta)
