@@ -39,7 +39,7 @@ format: install
 
 # Recompose params.yaml from conf/ (pass overrides: make params ARGS="model=mlp_64_sigmoid")
 params: install
-	$(BIN)/python -m mnist_pipeline.config $(ARGS)
+	$(BIN)/python -m mnist_pipeline.compose $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -144,3 +144,17 @@ def test_mlp_imports_only_numpy_the_standard_library_and_itself() -> None:
         for name in direct_imports(module_file(module)):
             ok = name.startswith(f"{PACKAGE}.mlp") or name.split(".")[0] in allowed_roots
             assert ok, f"{module} imports {name}"
+
+
+def test_params_sections_are_the_fields_of_config() -> None:
+    import dataclasses
+
+    from mnist_pipeline import config, params
+
+    assert sorted(f.name for f in dataclasses.fields(config.Config)) == sorted(params.SECTIONS)
+
+
+def test_data_stages_do_not_depend_on_the_model() -> None:
+    for stage in ("download", "prepare", "featurize"):
+        mlp = {f.name for f in import_closure(f"{PACKAGE}.stages.{stage}") if f.parent.name == "mlp"}
+        assert mlp <= {"errors.py"}, stage  # the shared validation helpers only

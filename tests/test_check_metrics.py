@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from mnist_pipeline import check_metrics as cm
-from mnist_pipeline import config
+from mnist_pipeline import compose, config
 from mnist_pipeline.errors import ConfigError, DataError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,7 +110,7 @@ def test_committed_gates_cover_default_and_every_preset() -> None:
 def test_gate_file_is_not_a_hydra_group() -> None:
     # conf/gates.yaml sits beside config.yaml, not in a group directory, and nothing composes it.
     assert (CONF / "gates.yaml").is_file() and not (CONF / "gates").exists()
-    composed = yaml.safe_load(config.compose(conf_dir=CONF))
+    composed = yaml.safe_load(compose.compose(conf_dir=CONF))
     assert "mnist" not in composed and "gates" not in composed
 
 
@@ -119,17 +119,17 @@ def test_gate_file_is_not_a_hydra_group() -> None:
 
 @pytest.mark.parametrize("preset", ["best", "relu_100", "softmax_regression"])
 def test_detect_preset_finds_the_composed_experiment(preset: str) -> None:
-    cfg = config.from_dict(yaml.safe_load(config.compose([f"experiment={preset}"], conf_dir=CONF)))
+    cfg = config.from_dict(yaml.safe_load(compose.compose([f"experiment={preset}"], conf_dir=CONF)))
     assert cm.detect_preset(cfg, CONF) == preset
 
 
 def test_detect_preset_default_ignores_dataset_and_report_settings() -> None:
-    text = config.compose(["dataset=fashion_mnist", "report.dpi=50", "download.retries=0"], conf_dir=CONF)
+    text = compose.compose(["dataset=fashion_mnist", "report.dpi=50", "download.retries=0"], conf_dir=CONF)
     assert cm.detect_preset(config.from_dict(yaml.safe_load(text)), CONF) == "default"
 
 
 def test_detect_preset_none_for_custom_parameters() -> None:
-    text = config.compose(["train.lr=0.0123"], conf_dir=CONF)
+    text = compose.compose(["train.lr=0.0123"], conf_dir=CONF)
     assert cm.detect_preset(config.from_dict(yaml.safe_load(text)), CONF) is None
 
 
@@ -367,3 +367,9 @@ def test_cli_reproduce_rejects_a_malformed_fingerprint_file(run_dir: Path) -> No
     result = _check(run_dir, "--baseline", "baseline.json", "--baseline-compute", "base_compute.json", "--reproduce")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.startswith("error: check-metrics: reports/compute.json is not valid JSON")
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+def test_a_non_finite_metric_is_refused(value: str) -> None:
+    with pytest.raises(DataError, match=r"^m\.json: test\.loss is .*, not a finite number; rerun `dvc repro evaluate`"):
+        cm.parse_metrics(f'{{"test": {{"accuracy": 0.98, "loss": {value}}}}}', "m.json")

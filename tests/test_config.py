@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnist_pipeline import config
+from mnist_pipeline import compose, config, data_config, params
 from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.mlp.initializers import INITIALIZERS
 from mnist_pipeline.mlp.layers import ACTIVATIONS
@@ -53,17 +53,17 @@ def _leaves(data, prefix=""):
 
 
 def test_compose_equals_params_yaml_text() -> None:
-    assert config.compose(conf_dir=CONF) == (REPO / "params.yaml").read_text(encoding="utf-8")
+    assert compose.compose(conf_dir=CONF) == (REPO / "params.yaml").read_text(encoding="utf-8")
 
 
 def test_compose_equals_params_yaml_parsed() -> None:
-    composed = yaml.safe_load(config.compose(conf_dir=CONF))
+    composed = yaml.safe_load(compose.compose(conf_dir=CONF))
     assert composed == yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
 
 
 def test_params_yaml_loads_and_keeps_every_value() -> None:
     cfg = config.load(REPO / "params.yaml")
-    typed = config.as_dict(cfg)
+    typed = params.as_dict(cfg)
     raw = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
     for dotted, value in _leaves(raw):
         node = typed
@@ -81,7 +81,7 @@ def test_config_is_frozen(params_dict: dict) -> None:
 
 @pytest.mark.parametrize(("group", "option"), _group_options())
 def test_every_group_option_composes_and_validates(group: str, option: str) -> None:
-    text = config.compose([f"{group}={option}"], conf_dir=CONF)
+    text = compose.compose([f"{group}={option}"], conf_dir=CONF)
     cfg = config.from_dict(yaml.safe_load(text))
     if group in {f.name for f in dataclasses.fields(config.Config)}:
         option_yaml = yaml.safe_load((CONF / group / f"{option}.yaml").read_text(encoding="utf-8")) or {}
@@ -95,7 +95,7 @@ def test_there_are_groups_to_check() -> None:
 
 
 def test_hydra_overrides_compose() -> None:
-    text = config.compose(["model.hidden=[128]", "optimizer=adam", "train.epochs=2"], conf_dir=CONF)
+    text = compose.compose(["model.hidden=[128]", "optimizer=adam", "train.epochs=2"], conf_dir=CONF)
     data = yaml.safe_load(text)
     cfg = config.from_dict(data)
     assert cfg.model.hidden == (128,)
@@ -183,8 +183,8 @@ def test_unknown_top_level_key(params_dict: dict) -> None:
         ("train", config.TrainConfig),
         ("model", config.ModelConfig),
         ("optimizer", config.OptimizerConfig),
-        ("featurize", config.FeaturizeConfig),
-        ("dataset.files.train_images", config.FileSpec),
+        ("featurize", data_config.FeaturizeConfig),
+        ("dataset.files.train_images", data_config.FileSpec),
     ],
 )
 def test_unknown_nested_key(params_dict: dict, section: str, cls) -> None:

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import TinyMnist
-from dvc_sandbox import Sandbox, make_sandbox
-from mnist_pipeline import config
+from helpers.dvc_sandbox import Sandbox, make_sandbox
+from helpers.tiny_mnist import TinyMnist
+from mnist_pipeline import compose, config, data_config, params
 from mnist_pipeline.io import load_npz
 from mnist_pipeline.model_file import load_network
 
@@ -57,7 +57,7 @@ MNIST_SHA256 = {
 
 
 def _compose(*overrides: str) -> config.Config:
-    return config.from_dict(yaml.safe_load(config.compose(list(overrides), conf_dir=CONF)))
+    return config.from_dict(yaml.safe_load(compose.compose(list(overrides), conf_dir=CONF)))
 
 
 # --- composition --------------------------------------------------------------------------------
@@ -72,7 +72,7 @@ def test_dataset_option_composes_validates_and_names_itself(dataset: str) -> Non
     cfg = _compose(f"dataset={dataset}")
     assert cfg.dataset.name == dataset  # data paths and the model's metadata carry this name
     assert cfg.dataset.image_shape == (28, 28) and cfg.dataset.num_classes == len(cfg.dataset.class_names)
-    assert sorted(cfg.dataset.files) == sorted(config.FILE_ROLES)
+    assert sorted(cfg.dataset.files) == sorted(data_config.FILE_ROLES)
     assert cfg.dataset.mirrors, "a dataset needs at least one mirror for users without DATA_MIRROR"
 
 
@@ -85,7 +85,7 @@ def test_every_preset_composes_with_every_dataset(dataset: str, preset: str) -> 
 
 
 def test_switching_dataset_changes_only_the_dataset_section() -> None:
-    mnist, fashion = (config.as_dict(_compose(f"dataset={d}")) for d in ("mnist", "fashion_mnist"))
+    mnist, fashion = (params.as_dict(_compose(f"dataset={d}")) for d in ("mnist", "fashion_mnist"))
     assert {k for k in mnist if mnist[k] != fashion[k]} == {"dataset"}
 
 
@@ -177,6 +177,6 @@ def test_dvc_exp_run_switches_to_fashion_mnist_over_http(
 
     # Back to MNIST: DVC sees the dataset change in download's and prepare's params, so no
     # output of one dataset is ever reused for the other.
-    box.python("-m", "mnist_pipeline.config")
+    box.python("-m", "mnist_pipeline.compose")
     status = box.dvc("status")
     assert "download:" in status and "prepare:" in status and "dataset.files" in status, status

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from dvc_sandbox import Sandbox, make_sandbox, real_mirror
+from helpers.dvc_sandbox import Sandbox, make_sandbox, real_mirror, stages_run
 
 pytestmark = pytest.mark.slow
 
@@ -128,7 +128,7 @@ def test_apply_and_branch(box: Sandbox, queued: dict[float, str]) -> None:
 def test_group_override_in_the_workspace(box: Sandbox) -> None:
     try:
         output = box.dvc("exp", "run", "-n", "adam", "-S", "optimizer=adam", "-S", "train.lr=0.001")
-        assert re.findall(r"Running stage '(\w+)'", output) == ["train", "evaluate", "report"], output
+        assert stages_run(output) == ["train", "evaluate", "report"], output
         optimizer = box.params()["optimizer"]
         assert optimizer["name"] == "adam" and "momentum" not in optimizer  # the group was swapped, not merged
         assert box.read_json("reports/metrics.json")["val"]["accuracy"] > 0.9
@@ -148,3 +148,15 @@ def test_sweep_command_ranks_by_validation_accuracy(box: Sandbox) -> None:
     assert [float(row[4]) for row in rows] == pytest.approx(accuracies, abs=5e-5)
     assert {exps[row[1]]["lr"] for row in rows} == {0.3, 0.02}
     assert re.search(rf"best by val.accuracy: {rows[0][1]} \(train.lr=", output), output
+
+
+@pytest.mark.parametrize(("override", "stage"), [("train.lr=-0.1", "train"), ("featurize.val_size=60000", "featurize")])
+def test_a_bad_value_stops_the_run_and_keeps_every_output(box: Sandbox, override: str, stage: str) -> None:
+    kept = ["data/features/train.npz", "data/model/model.npz", "reports/train_log.csv", "reports/metrics.json"]
+    before = {rel: (box.root / rel).read_bytes() for rel in kept}
+    output = box.dvc("exp", "run", "-S", override, check=False)
+    try:
+        assert f"error: {stage}: {override.split('=')[0]}" in output, output
+        assert {rel: (box.root / rel).read_bytes() for rel in kept} == before  # persist: nothing deleted
+    finally:
+        _reset(box)

@@ -52,3 +52,27 @@ def test_unknown_activation_in_metadata_lists_the_valid_ones(tmp_path: Path) -> 
     message = "unknown activation 'swish'; valid: gelu, identity, leaky_relu, relu, sigmoid, tanh"
     with pytest.raises(DataError, match=f"^{re.escape(f'{path}: {message}')}$"):
         load_network(path)
+
+
+def test_non_finite_weights_are_refused(tmp_path: Path) -> None:
+    net = network()
+    net.dense[0].params["b"][1] = np.inf
+    save_network(tmp_path / "m.npz", net, {})
+    with pytest.raises(DataError, match=r"m\.npz: b0 holds NaN, infinite or non-float values; retrain"):
+        load_network(tmp_path / "m.npz")
+
+
+def test_metadata_claiming_a_huge_network_is_refused_before_anything_is_allocated(tmp_path: Path) -> None:
+    import tracemalloc
+
+    net = network()
+    meta = {**net.architecture(), "sizes": [6, 500_000, 3]}  # would need 3.5M parameters per layer pair
+    save_npz(tmp_path / "m.npz", meta, **net.state())
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=r"W0 has shape \(6, 5\), metadata sizes \[6, 500000, 3\] need"):
+            load_network(tmp_path / "m.npz")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20  # bytes: the network's 12 MB of weights were never allocated

@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -20,6 +18,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from helpers.dvc_sandbox import copy_repo, stages_run
 
 pytestmark = pytest.mark.slow
 
@@ -85,10 +85,6 @@ class Pipeline:
         return yaml.safe_load((self.root / "params.yaml").read_text(encoding="utf-8"))[section][key]
 
 
-def stages_run(output: str) -> list[str]:
-    return re.findall(r"Running stage '([^']+)'", output)
-
-
 def _paths(entries) -> list[str]:
     """Paths of a dvc.yaml deps/outs/metrics/plots list (entries are strings or one-key dicts)."""
     return [next(iter(e)) if isinstance(e, dict) else e for e in entries or []]
@@ -116,17 +112,6 @@ def downstream_of(dvc_yaml: dict, start: str) -> set[str]:
     return found
 
 
-def _copy_repo(dest: Path) -> None:
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
-        shutil.copy2(REPO / name, dest / name)
-    (dest / ".dvc").mkdir()
-    for name in ("config", ".gitignore"):
-        if (REPO / ".dvc" / name).exists():
-            shutil.copy2(REPO / ".dvc" / name, dest / ".dvc" / name)
-    shutil.copytree(REPO / "conf", dest / "conf")
-    shutil.copytree(REPO / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-
-
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
     if not (MIRROR / "train-images-idx3-ubyte.gz").is_file():
@@ -134,7 +119,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
     if not DVC.is_file():
         pytest.skip(f"dvc not installed next to {sys.executable}")
     root = tmp_path_factory.mktemp("pipeline")
-    _copy_repo(root)
+    copy_repo(root)
     env = {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # `python` in dvc.yaml = this venv

@@ -199,7 +199,7 @@ def test_model_with_nan_weights_is_refused(tmp_path: Path) -> None:
     net = Network([784, 16, 10], "relu", "he_normal", np.random.default_rng(0))
     net.dense[1].params["W"][3, 4] = np.nan
     save_network(tmp_path / "m.npz", net, model_meta())
-    with pytest.raises(DataError, match="NaN or infinity"):
+    with pytest.raises(DataError, match=r"W1 holds NaN, infinite or non-float values; retrain"):
         predict.load_model(tmp_path / "m.npz")
 
 

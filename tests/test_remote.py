@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TinyMnist
-from dvc_sandbox import Sandbox, make_sandbox, sandbox_env, tiny_dataset_yaml
+from helpers.dvc_sandbox import Sandbox, make_sandbox, sandbox_env, tiny_dataset_yaml
+from helpers.tiny_mnist import TinyMnist
 
 pytestmark = pytest.mark.slow
 

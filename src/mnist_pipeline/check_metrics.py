@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from mnist_pipeline import compute, config
+from mnist_pipeline import compose, compute, config, params
 from mnist_pipeline.errors import ConfigError, DataError
 
 METRICS_FILE = "reports/metrics.json"
@@ -70,7 +70,11 @@ def parse_metrics(text: str, source: str) -> dict[str, float]:
         raise DataError(f"{source} is not valid JSON ({exc.msg} at line {exc.lineno})") from exc
     if not isinstance(data, dict):
         raise DataError(f"{source} must hold a JSON object")
-    return flatten(data)
+    metrics = flatten(data)
+    for metric, value in metrics.items():
+        if not math.isfinite(value):
+            raise DataError(f"{source}: {metric} is {value}, not a finite number; rerun `dvc repro evaluate`")
+    return metrics
 
 
 def read_metrics(path: str | Path) -> dict[str, float]:
@@ -148,7 +152,7 @@ def load_gates(path: str | Path) -> dict[str, dict[str, dict[str, float]]]:
 
 
 def _results(cfg: config.Config) -> dict[str, Any]:
-    return {section: config.as_dict(getattr(cfg, section)) for section in RESULT_SECTIONS}
+    return {section: params.as_dict(getattr(cfg, section)) for section in RESULT_SECTIONS}
 
 
 def detect_preset(cfg: config.Config, conf_dir: str | Path) -> str | None:
@@ -157,7 +161,7 @@ def detect_preset(cfg: config.Config, conf_dir: str | Path) -> str | None:
     presets = [DEFAULT_PRESET, *sorted(p.stem for p in (Path(conf_dir) / "experiment").glob("*.yaml"))]
     for preset in presets:
         overrides = [] if preset == DEFAULT_PRESET else [f"experiment={preset}"]
-        composed = config.from_dict(yaml.safe_load(config.compose(overrides, conf_dir=conf_dir)))
+        composed = config.from_dict(yaml.safe_load(compose.compose(overrides, conf_dir=conf_dir)))
         if _results(composed) == wanted:
             return preset
     return None
@@ -304,8 +308,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     source.add_argument("--baseline", type=Path, help="a metrics.json file to use as the baseline instead of git")
     parser.add_argument("--metrics", type=Path, default=Path(METRICS_FILE), help="metrics to check")
     parser.add_argument("--gates", type=Path, default=Path(GATES_FILE), help="gate file")
-    parser.add_argument("--params", type=Path, default=Path(config.PARAMS_FILE), help="params.yaml of the run")
-    parser.add_argument("--conf", type=Path, default=Path(config.CONF_DIR), help="Hydra config directory")
+    parser.add_argument("--params", type=Path, default=Path(params.PARAMS_FILE), help="params.yaml of the run")
+    parser.add_argument("--conf", type=Path, default=Path(compose.CONF_DIR), help="Hydra config directory")
     parser.add_argument("--preset", help="gate by this preset instead of detecting it from params.yaml")
     parser.add_argument("--reproduce", action="store_true", help="also require the baseline's metrics back")
     parser.add_argument("--rel-tol", type=float, default=1e-6, help="relative tolerance of --reproduce (non-accuracy)")

@@ -38,12 +38,12 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def run(main: Callable[[], None], name: str, computes: bool = False) -> None:
+def run(main: Callable[[], None], name: str, before: Callable[[], None] | None = None) -> None:
     """Run a stage's ``main`` and exit 0, or 1 with a one-line error on stderr.
 
-    ``--verbose`` is taken out of ``sys.argv`` so ``main`` never sees it. A stage that ``computes``
-    (its outputs depend on floating-point rounding) first restarts itself, if needed, in the
-    environment that ``compute.kernels`` asks for (see :mod:`mnist_pipeline.compute`).
+    ``--verbose`` is taken out of ``sys.argv`` so ``main`` never sees it. ``before`` runs first,
+    under the same error handling: a stage whose outputs depend on floating-point rounding passes
+    :func:`mnist_pipeline.config.enter_compute_environment`, which may restart the process.
     """
     verbose = VERBOSE_FLAG in sys.argv[1:]
     if verbose:
@@ -51,10 +51,8 @@ def run(main: Callable[[], None], name: str, computes: bool = False) -> None:
     verbose = verbose or os.environ.get("LOGLEVEL", "").upper() == "DEBUG"
     setup_logging(name, verbose)
     try:
-        if computes:
-            from mnist_pipeline import compute, config
-
-            compute.restart_if_needed(config.load().compute.kernels)
+        if before is not None:
+            before()
         main()
     except (PipelineError, MLPError, OSError) as exc:
         if verbose:

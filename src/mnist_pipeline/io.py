@@ -140,9 +140,9 @@ def npz_meta(arrays: dict[str, np.ndarray], path: str | Path) -> dict[str, Any]:
 
 
 def write_json(path: str | Path, data: Any) -> None:
-    """Write JSON with sorted keys and a trailing newline (stable bytes)."""
+    """Write JSON with sorted keys and a trailing newline (stable bytes); NaN or inf is a ValueError (not JSON)."""
     with atomic_write(path, "w") as f:
-        f.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        f.write(json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
 def write_text(path: str | Path, text: str) -> None:

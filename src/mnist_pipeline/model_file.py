@@ -31,7 +31,9 @@ def load_network(path: str | Path) -> tuple[Network, dict[str, Any]]:
     ------
     DataError
         If the file is missing, corrupt or pickled, its metadata lacks the architecture or holds
-        impossible values, or an array is missing or does not have the shape the sizes need.
+        impossible values, or an array is missing, does not have the shape the sizes need, or holds
+        NaN or infinite values. Shapes are checked before the network is allocated, so metadata
+        that claims a huge network costs nothing.
     """
     arrays = load_npz(path, ["meta"])
     meta = npz_meta(arrays, path)
@@ -45,11 +47,16 @@ def load_network(path: str | Path) -> tuple[Network, dict[str, Any]]:
         raise DataError(f"{path}: unknown activation {activation!r}; valid: {', '.join(ACTIVATIONS.names())}")
     if dtype not in ("float32", "float64"):
         raise DataError(f"{path}: unsupported dtype {dtype!r}; valid: float32, float64")
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=False)):
+        for name, shape in ((f"W{i}", (fan_in, fan_out)), (f"b{i}", (fan_out,))):
+            if name not in arrays:
+                raise DataError(f"{path}: missing array {name} for layer sizes {sizes}")
+            if arrays[name].shape != shape:
+                raise DataError(f"{path}: {name} has shape {arrays[name].shape}, metadata sizes {sizes} need {shape}")
+            if arrays[name].dtype.kind != "f" or not np.isfinite(arrays[name]).all():
+                raise DataError(
+                    f"{path}: {name} holds NaN, infinite or non-float values; retrain with `dvc repro train`"
+                )
     net = Network(sizes, activation, "zeros", np.random.default_rng(0), dtype)
-    for name, p, _ in net.parameters():
-        if name not in arrays:
-            raise DataError(f"{path}: missing array {name} for layer sizes {sizes}")
-        if arrays[name].shape != p.shape:
-            raise DataError(f"{path}: {name} has shape {arrays[name].shape}, metadata sizes {sizes} need {p.shape}")
     net.load_state(arrays)
     return net, meta

@@ -4,18 +4,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from mnist_pipeline.errors import DataError
 from mnist_pipeline.io import load_npz
 from mnist_pipeline.mlp.trainer import Split
 
 
 def load_feature_split(path: Path, num_features: int, num_classes: int) -> Split:
-    """``x`` (N, D), ``y`` (N,) and ``onehot`` (N, C) of one split; DataError unless the shapes fit."""
+    """``x`` (N, D), ``y`` (N,) and ``onehot`` (N, C) of one split.
+
+    DataError unless the shapes fit, the split has rows, ``x`` is finite floats and ``y`` holds
+    integer labels below ``num_classes`` (so no metric can come out NaN or silently wrong).
+    """
     arrays = load_npz(path, ["x", "y", "onehot"])
     x, y, onehot = arrays["x"], arrays["y"], arrays["onehot"]
-    if x.ndim != 2 or x.shape[1] != num_features or onehot.shape != (len(x), num_classes) or len(y) != len(x):
+    if x.ndim != 2 or x.shape[1] != num_features or onehot.shape != (len(x), num_classes) or y.shape != (len(x),):
         raise DataError(
             f"{path}: shapes x{x.shape} y{y.shape} onehot{onehot.shape} do not fit "
             f"{num_features} features and {num_classes} classes; rerun `dvc repro featurize`"
         )
+    fix = "rerun `dvc repro featurize`"
+    if not len(x):
+        raise DataError(f"{path} has no rows; {fix}")
+    if x.dtype.kind != "f" or not np.isfinite(x).all():
+        raise DataError(f"{path}: x holds NaN, infinite or non-float values; {fix}")
+    if y.dtype.kind not in "iu" or y.min() < 0 or y.max() >= num_classes:
+        raise DataError(f"{path}: y must hold integer labels 0..{num_classes - 1}; {fix}")
     return Split(x, y, onehot)

@@ -10,34 +10,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from helpers.gradcheck import numeric_grad, rel_error
 from mnist_pipeline.mlp.layers import ACTIVATIONS
 from mnist_pipeline.mlp.losses import LOSSES, SoftmaxCrossEntropy
 from mnist_pipeline.mlp.network import Network
 
 SIZES = [7, 5, 4, 3]
 BATCH = 6
-H = 1e-6
 TOL = 1e-6
-
-
-def rel_error(a: np.ndarray, b: np.ndarray) -> float:
-    """``||a - b|| / (||a|| + ||b||)``: 0 when equal, ~1 when unrelated."""
-    denom = np.linalg.norm(a) + np.linalg.norm(b)
-    return float(np.linalg.norm(a - b) / denom) if denom else 0.0
-
-
-def numeric_grad(f, array: np.ndarray) -> np.ndarray:
-    """Central differences of scalar ``f()`` w.r.t. every entry of ``array`` (perturbed in place)."""
-    grad = np.zeros_like(array, dtype=np.float64)
-    for i in np.ndindex(array.shape):
-        saved = array[i]
-        array[i] = saved + H
-        plus = f()
-        array[i] = saved - H
-        minus = f()
-        array[i] = saved
-        grad[i] = (plus - minus) / (2 * H)
-    return grad
 
 
 def make_problem(activation: str, dtype=np.float64, seed: int = 0):

@@ -14,30 +14,12 @@ import math
 import numpy as np
 import pytest
 
+from helpers.gradcheck import numeric_grad, rel_error
 from mnist_pipeline.mlp.layers import ACTIVATIONS, Dense, Dropout
 from mnist_pipeline.mlp.losses import make_loss
 from mnist_pipeline.mlp.network import Network
 
-H = 1e-6
 TOL = 1e-6
-
-
-def rel_error(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.linalg.norm(a - b) / (np.linalg.norm(a) + np.linalg.norm(b)))
-
-
-def numeric_grad(f, array: np.ndarray) -> np.ndarray:
-    """Central differences of scalar ``f()`` w.r.t. each entry of ``array`` (perturbed in place, restored)."""
-    grad = np.zeros_like(array, dtype=np.float64)
-    for i in np.ndindex(array.shape):
-        saved = array[i]
-        array[i] = saved + H
-        plus = f()
-        array[i] = saved - H
-        minus = f()
-        array[i] = saved
-        grad[i] = (plus - minus) / (2 * H)
-    return grad
 
 
 # --- Dropout -----------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pytest
 
+from helpers.gradcheck import numeric_grad, rel_error
 from mnist_pipeline.mlp.errors import MLPError
 from mnist_pipeline.mlp.losses import LOSSES, make_loss
 
@@ -51,23 +52,6 @@ HAND = {
         [[-0.5 * 0.25 / 2, 0.75 * 0.1875 / 2], [-0.25 * 0.1875 / 2, 0.5 * 0.25 / 2]],
     ),
 }
-
-
-def rel_error(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.linalg.norm(a - b) / (np.linalg.norm(a) + np.linalg.norm(b)))
-
-
-def numeric_grad(f, array: np.ndarray, h: float = 1e-6) -> np.ndarray:
-    grad = np.zeros_like(array)
-    for i in np.ndindex(array.shape):
-        saved = array[i]
-        array[i] = saved + h
-        plus = f()
-        array[i] = saved - h
-        minus = f()
-        array[i] = saved
-        grad[i] = (plus - minus) / (2 * h)
-    return grad
 
 
 @pytest.mark.parametrize(("name", "smoothing"), sorted(HAND))

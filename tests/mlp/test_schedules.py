@@ -163,7 +163,7 @@ def test_fit_changes_the_learning_rate_every_step(monkeypatch: pytest.MonkeyPatc
     net = Network([3, 4, 2], "tanh", "glorot_normal", rng)
     cfg = TrainConfig(epochs=2, batch_size=4, lr=0.6, l2=0.0, seed=0, dtype="float32")
     # rmsprop takes plain gradients and the lr through step(lr); the prescaled path (sgd, momentum,
-    # nesterov) is shown to apply the same per-step lr in test_trainer_options.py.
+    # nesterov) is shown to apply the same per-step lr in test_trainer.py.
     opt_cfg = OptimizerConfig("rmsprop")
     rows, _ = fit(net, data, data, cfg, opt_cfg, ScheduleConfig("cosine", warmup_epochs=1), rng)
     # warmup: 0.6 * 1/3, 0.6 * 2/3, 0.6; then cosine over 3 steps: progress 0, 1/3, 2/3

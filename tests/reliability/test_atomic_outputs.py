@@ -12,16 +12,17 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from helpers.files import listing
+from helpers.stall import reaped, stall_env, stalling_script, wait_for_stall
 from mnist_pipeline import io
 from mnist_pipeline.errors import DataError
-
-from .support import listing
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -80,34 +81,15 @@ def test_save_npz_failing_after_first_array_leaves_old_file_intact(tmp_path):
 
 # --- SIGKILL mid-write ------------------------------------------------------------------------
 
-# The child makes the file object stall halfway through any big write: it writes the first half,
-# flushes it to disk, reports "mid" on stdout, then sleeps until it is killed.
-STALL_HALFWAY = """
-import os, sys, time
-real_fdopen = os.fdopen
-
-class StallHalfway:
-    def __init__(self, f):
-        self._f = f
-    def write(self, data):
-        if len(data) > 1 << 20:
-            self._f.write(data[: len(data) // 2])
-            self._f.flush()
-            print("mid", flush=True)
-            time.sleep(60)
-        return self._f.write(data)
-    def __getattr__(self, name):
-        return getattr(self._f, name)
-    def __enter__(self):
-        return self
-    def __exit__(self, *exc):
-        return self._f.__exit__(*exc)
-
-os.fdopen = lambda *args, **kwargs: StallHalfway(real_fdopen(*args, **kwargs))
+# The child stalls halfway through its first big write (helpers/stall_shim.py): it writes the first
+# half, flushes it to disk, reports its pid in a marker file, then waits until it is killed.
+PRELUDE = """
+import sys
 import numpy as np
 from mnist_pipeline import io
 path = sys.argv[1]
 """
+MIN_STALL = (1 << 20) + 1  # bytes: only the arrays' data, never a zip header
 
 WRITERS = {
     "save_npz": f"io.save_npz(path, {{'version': 2}}, x=np.full({BIG}, 2, np.float32))",
@@ -117,22 +99,21 @@ WRITERS = {
 
 def kill_midway(path: Path, writer: str) -> None:
     """Run ``writer`` in a subprocess, SIGKILL it once half its data is on disk, check that it was."""
-    child = subprocess.Popen(
-        [sys.executable, "-c", STALL_HALFWAY + WRITERS[writer], str(path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        line = child.stdout.readline()
-        assert line == "mid\n", child.stderr.read()
-        temps = [p for p in path.parent.iterdir() if p.name.startswith(f".{path.name}.") and p.suffix == ".tmp"]
-        assert len(temps) == 1 and temps[0].stat().st_size >= 1 << 20  # really killed mid-write
-        child.send_signal(signal.SIGKILL)
-        assert child.wait(timeout=10) == -signal.SIGKILL
-    finally:
-        child.kill()
-        child.communicate()
+    with tempfile.TemporaryDirectory() as scratch:  # the marker stays out of path's directory
+        marker = Path(scratch) / "stalled"
+        child = subprocess.Popen(
+            [sys.executable, "-c", stalling_script(PRELUDE + WRITERS[writer]), str(path)],
+            env={**os.environ, **stall_env(None, marker, min_bytes=MIN_STALL)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        with reaped(child):
+            assert wait_for_stall(marker, child) == child.pid
+            temps = [p for p in path.parent.iterdir() if p.name.startswith(f".{path.name}.") and p.suffix == ".tmp"]
+            assert len(temps) == 1 and temps[0].stat().st_size >= 1 << 20  # really killed mid-write
+            child.send_signal(signal.SIGKILL)
+            assert child.wait(timeout=10) == -signal.SIGKILL
 
 
 @pytest.mark.parametrize("writer", sorted(WRITERS))

@@ -1,6 +1,6 @@
 """Two ``dvc repro`` at once: the second gets DVC's lock error, the first finishes intact.
 
-In a throw-away copy of the repo over the tiny synthetic MNIST (helpers from
+In a throw-away copy of the repo over the tiny synthetic MNIST (its workspace from
 ``test_kill_stages.py``), the first ``dvc repro`` is held inside its train stage, halfway
 through writing ``model.npz``, by the test-only stall shim, so the second one starts at a
 known point of the first rather than after a guessed delay. DVC releases its repo lock while a
@@ -15,19 +15,11 @@ import json
 import pytest
 import yaml
 
+from helpers.dvc_sandbox import DVC, stages_run
+from helpers.stall import reaped, stall_env, wait_for_stall, write_stall_shim
 from mnist_pipeline import io
 
-from .test_kill_stages import (
-    DVC,
-    NPZ_ARRAYS,
-    TRAIN,
-    new_workspace,
-    reaped,
-    stages_run,
-    stall_env,
-    wait_for_stall,
-    write_stall_shim,
-)
+from .test_kill_stages import NPZ_ARRAYS, TRAIN, new_workspace
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 

@@ -22,13 +22,12 @@ from pathlib import Path
 
 import pytest
 
+from helpers.files import corrupt, http_sources, listing
+from helpers.http_faults import drip, endless, ok, redirect, stall, status, truncated
 from mnist_pipeline import config
-from mnist_pipeline.config import DownloadConfig
+from mnist_pipeline.data_config import DownloadConfig
 from mnist_pipeline.errors import ConfigError, DataError
 from mnist_pipeline.stages import download as dl
-
-from .http_faults import drip, endless, ok, redirect, stall, status, truncated
-from .support import corrupt, http_sources, listing
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -345,7 +344,7 @@ def test_leftover_part_files_go_even_when_nothing_is_downloaded(fault_server, bl
 CHILD = """
 import json, sys
 from pathlib import Path
-from mnist_pipeline.config import DownloadConfig, FileSpec
+from mnist_pipeline.data_config import DownloadConfig, FileSpec
 from mnist_pipeline.stages import download as dl
 spec, url, dest = json.loads(sys.argv[1])
 cfg = DownloadConfig(connect_timeout=2.0, read_timeout=30.0, retries=0, backoff=0.0)

@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 import yaml
 
+from helpers.files import listing
+from helpers.http_faults import status
 from mnist_pipeline import cli
 from mnist_pipeline.errors import DataError
 from mnist_pipeline.mlp.network import Network
@@ -25,9 +27,6 @@ from mnist_pipeline.mlp.schedules import ScheduleConfig
 from mnist_pipeline.mlp.trainer import Split, TrainConfig, fit
 from mnist_pipeline.paths import RAW_DIR
 from mnist_pipeline.stages.download import MIRROR_ENV
-
-from .http_faults import status
-from .support import listing
 
 pytestmark = pytest.mark.timeout(60)
 

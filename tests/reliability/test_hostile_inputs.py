@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mnist_pipeline import config
+from mnist_pipeline import config, data_config
 from mnist_pipeline.errors import ConfigError, DataError
 from mnist_pipeline.io import save_npz
 from mnist_pipeline.model_file import load_network
@@ -30,12 +30,12 @@ def test_dataset_file_name_that_could_escape_data_raw_is_rejected(params_dict, n
 @pytest.mark.parametrize("name", BAD_NAMES)
 def test_plain_file_name_rejects_paths(name):
     with pytest.raises(ConfigError, match="^key="):
-        config.plain_file_name("key", name)
+        data_config.plain_file_name("key", name)
 
 
 def test_plain_file_names_are_accepted(params_dict):
-    config.plain_file_name("key", "train-images-idx3-ubyte.gz")
-    config.plain_file_name("key", "..gz")  # dots inside a name are fine; only "." and ".." are not
+    data_config.plain_file_name("key", "train-images-idx3-ubyte.gz")
+    data_config.plain_file_name("key", "..gz")  # dots inside a name are fine; only "." and ".." are not
     assert config.from_dict(params_dict).dataset.files["train_images"].name == "train-images-idx3-ubyte.gz"
 
 

@@ -7,7 +7,7 @@ copy's ``src/``, as in ``tests/test_pipeline_e2e.py``) over the tiny synthetic M
 runs once per module; its outputs are the reference that every recovery must reproduce byte for
 byte, and every test starts from a copy of that workspace.
 
-Where a kill lands is chosen, not left to luck: a test-only ``sitecustomize`` (:data:`STALL_SHIM`,
+Where a kill lands is chosen, not left to luck: a test-only ``sitecustomize`` (``tests/helpers/stall_shim.py``,
 on ``PYTHONPATH`` and inert unless ``STALL_MODULE`` names the module run with ``-m``) makes a stage
 stop halfway through one large write, with that half flushed to its temp file, and report its pid:
 the moment a non-atomic writer would leave a truncated file behind. Other kills land at seeded
@@ -25,24 +25,21 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
+from helpers.dvc_sandbox import BIN, DVC, copy_repo, stages_run
+from helpers.stall import reaped, stall_env, wait_for_stall, write_stall_shim
 from mnist_pipeline import io
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
-REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-DVC = BIN / "dvc"
 PREPARE = "mnist_pipeline.stages.prepare"
 TRAIN = "mnist_pipeline.stages.train"
 SITE_CACHE = ".dvc-site-cache"  # DVC's per-user state, kept inside the copy
-BIG_WRITE = 100_000  # bytes; the shim stalls only writes this large (whole arrays, not zip headers)
 
 # Every array each .npz output must hold.
 NPZ_ARRAYS = {
@@ -69,74 +66,6 @@ OUTPUTS = [
     "reports/predictions.csv",
     "dvc.lock",
 ]
-
-STALL_SHIM = '''"""Test-only: stall a stage halfway through a large write (see tests/reliability/test_kill_stages.py).
-
-Inert unless STALL_MODULE names the module this interpreter runs with -m. Then the (STALL_SKIP+1)-th
-write of at least STALL_BYTES bytes through an os.fdopen file (how io.atomic_write writes) writes
-half its data, flushes it, writes this process's pid to STALL_MARKER, and waits for the file
-STALL_RELEASE to exist (or, without one, to be killed; at most 60 s) before finishing the write.
-"""
-
-import os
-import sys
-import time
-
-if os.environ.get("STALL_MODULE") and sys.orig_argv[1:3] == ["-m", os.environ["STALL_MODULE"]]:
-    _fdopen = os.fdopen
-    _skip = [int(os.environ.get("STALL_SKIP", "0"))]  # big writes still to let through; -1: done
-
-    class _StallHalfway:
-        def __init__(self, f):
-            self._f = f
-
-        def write(self, data):
-            if len(data) < int(os.environ["STALL_BYTES"]) or _skip[0] < 0:
-                return self._f.write(data)
-            _skip[0] -= 1
-            if _skip[0] >= 0:
-                return self._f.write(data)
-            half = len(data) // 2
-            self._f.write(data[:half])
-            self._f.flush()
-            marker = os.environ["STALL_MARKER"]
-            with open(marker + ".tmp", "w") as f:
-                f.write(str(os.getpid()))
-            os.replace(marker + ".tmp", marker)
-            release = os.environ.get("STALL_RELEASE")
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and not (release and os.path.exists(release)):
-                time.sleep(0.01)
-            return half + self._f.write(data[half:])
-
-        def __getattr__(self, name):
-            return getattr(self._f, name)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return self._f.__exit__(*exc)
-
-    os.fdopen = lambda *args, **kwargs: _StallHalfway(_fdopen(*args, **kwargs))
-'''
-
-
-def write_stall_shim(directory: Path) -> Path:
-    """Write :data:`STALL_SHIM` as ``directory/sitecustomize.py``; return ``directory``."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "sitecustomize.py").write_text(STALL_SHIM, encoding="utf-8")
-    return directory
-
-
-def stall_env(module: str, marker: Path, skip: int = 0, release: Path | None = None) -> dict[str, str]:
-    """Environment that makes ``python -m module`` stall in its ``skip + 1``-th big write (see the shim)."""
-    env = {"STALL_MODULE": module, "STALL_MARKER": str(marker), "STALL_SKIP": str(skip), "STALL_BYTES": str(BIG_WRITE)}
-    return {**env, "STALL_RELEASE": str(release)} if release else env
-
-
-def stages_run(output: str) -> list[str]:
-    return re.findall(r"Running stage '([^']+)'", output)
 
 
 @dataclass
@@ -205,59 +134,14 @@ def new_workspace(root: Path, mirror: Path, files: dict, shim_dir: Path) -> Work
     """
     if not DVC.is_file():
         pytest.skip(f"dvc not installed next to {sys.executable}")
-    root.mkdir(parents=True, exist_ok=True)
-    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
-        shutil.copy2(REPO / name, root / name)
-    (root / ".dvc").mkdir()
-    for name in ("config", ".gitignore"):
-        if (REPO / ".dvc" / name).exists():
-            shutil.copy2(REPO / ".dvc" / name, root / ".dvc" / name)
-    shutil.copytree(REPO / "conf", root / "conf")
-    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    copy_repo(root)
     ws = Workspace(root, environment(root, mirror, shim_dir))
-    (root / "params.yaml").write_bytes((REPO / "params.yaml").read_bytes())
     ws.set_param("dataset", "files", files)
     ws.set_param("featurize", "val_size", 100)
     ws.set_param("train", "epochs", 2)
     for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "pipeline copy"]):
         subprocess.run(["git", *args], cwd=root, env=ws.env, check=True, capture_output=True, timeout=60)
     return ws
-
-
-def wait_for_stall(marker: Path, proc: subprocess.Popen, timeout: float = 60) -> int:
-    """Wait until the shim writes ``marker`` (the stalled stage's pid) and return that pid."""
-    deadline = time.monotonic() + timeout
-    while not marker.exists():
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            pytest.fail(f"{proc.args} exited with {proc.returncode} before stalling:\n{out}{err}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"{proc.args} did not stall within {timeout} s")
-        time.sleep(0.01)
-    return int(marker.read_text())
-
-
-def _runs_module(pid: int, module: str) -> bool:
-    try:
-        return module in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-    except OSError:
-        return False
-
-
-@contextlib.contextmanager
-def reaped(proc: subprocess.Popen, marker: Path | None = None, module: str = "") -> Iterator[subprocess.Popen]:
-    """Yield ``proc``; afterwards make sure it, and the ``module`` stage stalled by it (pid in ``marker``), are gone."""
-    try:
-        yield proc
-    finally:
-        if marker is not None and marker.exists():
-            pid = int(marker.read_text())
-            if _runs_module(pid, module):  # still our stalled stage, not a recycled pid
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
 
 
 def temp_files(directory: Path) -> list[Path]:

@@ -19,9 +19,10 @@ import numpy as np
 
 from mnist_pipeline.bench.configs import BenchConfig
 from mnist_pipeline.bench.flops import batch_sizes, layer_dims
-from mnist_pipeline.config import OptimizerConfig, ScheduleConfig, TrainConfig
 from mnist_pipeline.mlp.network import Network
-from mnist_pipeline.mlp.trainer import Split, evaluate_split, fit
+from mnist_pipeline.mlp.optimizers import OptimizerConfig
+from mnist_pipeline.mlp.schedules import ScheduleConfig
+from mnist_pipeline.mlp.trainer import Split, TrainConfig, evaluate_split, fit
 from mnist_pipeline.splits import load_feature_split
 
 

@@ -35,8 +35,8 @@ import requests
 import urllib3
 from tqdm import tqdm
 
-from mnist_pipeline import config
-from mnist_pipeline.config import DownloadConfig, FileSpec
+from mnist_pipeline import data_config
+from mnist_pipeline.data_config import DownloadConfig, FileSpec
 from mnist_pipeline.errors import ConfigError, DataError
 from mnist_pipeline.paths import RAW_DIR
 
@@ -299,7 +299,7 @@ def download(
 
 
 def main() -> None:
-    cfg = config.load()
+    cfg = data_config.load()
     srcs = sources(cfg.dataset.mirrors, os.environ.get(MIRROR_ENV))
     origins = download(cfg.dataset.files.values(), srcs, RAW_DIR, cfg.download)
     for name, origin in origins.items():

@@ -14,6 +14,7 @@ Run: ``python -m mnist_pipeline.stages.evaluate``.
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 
@@ -64,6 +65,10 @@ def main() -> None:
         },
         "val": {"accuracy": val_acc, "loss": round(val_loss, 8)},
     }
+    for split, values in metrics.items():
+        for name, value in values.items():
+            if not math.isfinite(value):
+                raise DataError(f"{split}.{name} is {value}: {MODEL_FILE} gives non-finite outputs; retrain it")
     write_json(METRICS_FILE, metrics)
     write_json(COMPUTE_FILE, {"train": meta.get("compute"), "evaluate": fingerprint})
     write_json(CLASSIFICATION_REPORT_FILE, report)
@@ -75,4 +80,4 @@ def main() -> None:
 if __name__ == "__main__":
     from mnist_pipeline.cli import run
 
-    run(main, "evaluate", computes=True)
+    run(main, "evaluate", before=config.enter_compute_environment)

@@ -19,7 +19,7 @@ import logging
 
 import numpy as np
 
-from mnist_pipeline import config
+from mnist_pipeline import data_config
 from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.io import load_npz, npz_meta, save_npz
 from mnist_pipeline.paths import FEATURES_DIR, PREPARED_DIR
@@ -65,7 +65,7 @@ def split(y: np.ndarray, val_size: int, stratify: bool, num_classes: int, rng: n
 
 
 def main() -> None:
-    cfg = config.load()
+    cfg = data_config.load()
     train = load_npz(PREPARED_DIR / "train.npz", ["x", "y", "meta"])
     test = load_npz(PREPARED_DIR / "test.npz", ["x", "y", "meta"])
     meta = npz_meta(train, PREPARED_DIR / "train.npz")

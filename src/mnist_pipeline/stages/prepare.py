@@ -20,11 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_pipeline import config, idx
-from mnist_pipeline.config import DatasetConfig
-from mnist_pipeline.errors import ConfigError, DataError
+from mnist_pipeline import data_config, idx
+from mnist_pipeline.data_config import DatasetConfig
+from mnist_pipeline.errors import DataError
 from mnist_pipeline.io import save_npz
+from mnist_pipeline.mlp.errors import check_choice
 from mnist_pipeline.normalization import NORMALIZATIONS, normalize
+from mnist_pipeline.params import as_config_error
 from mnist_pipeline.paths import PREPARED_DIR, RAW_DIR
 
 log = logging.getLogger(__name__)
@@ -57,8 +59,8 @@ def normalize_splits(train: np.ndarray, test: np.ndarray, method: str) -> tuple[
     DataError
         If ``standardize`` is asked of constant training images.
     """
-    if method not in NORMALIZATIONS:
-        raise ConfigError(f"prepare.normalize={method!r} is not one of: {', '.join(NORMALIZATIONS)}")
+    with as_config_error():
+        check_choice("prepare.normalize", method, NORMALIZATIONS)
     x_train = normalize(train)  # (N, D) pixels / 255
     mean, std = 0.0, 1.0
     if method == "standardize":
@@ -80,7 +82,7 @@ def read_raw_split(dataset: DatasetConfig, raw_dir: Path, split: str) -> tuple[n
 
 
 def main() -> None:
-    cfg = config.load()
+    cfg = data_config.load()
     train_images, train_labels = read_raw_split(cfg.dataset, RAW_DIR, "train")
     test_images, test_labels = read_raw_split(cfg.dataset, RAW_DIR, "test")
     x_train, x_test, stats = normalize_splits(train_images, test_images, cfg.prepare.normalize)

@@ -28,11 +28,12 @@ from typing import Any
 import numpy as np
 
 from mnist_pipeline import compute, config, figures
-from mnist_pipeline.config import Config, as_dict
+from mnist_pipeline.config import Config
 from mnist_pipeline.errors import DataError
 from mnist_pipeline.io import atomic_write, load_npz, npz_meta, write_text
 from mnist_pipeline.metrics import AVERAGES, confusion_matrix
 from mnist_pipeline.model_file import load_network
+from mnist_pipeline.params import as_dict
 from mnist_pipeline.paths import (
     CLASSIFICATION_REPORT_FILE,
     COMPUTE_FILE,
@@ -131,7 +132,7 @@ def render_markdown(cfg: Config, run: RunOutputs) -> str:
         "make repro   # creates .venv from requirements.lock, then runs `dvc repro`",
         "```",
         "",
-        "`params.yaml` is the composition of `conf/` (`python -m mnist_pipeline.config [overrides]` rewrites it); "
+        "`params.yaml` is the composition of `conf/` (`make params ARGS='overrides'` rewrites it); "
         "`dvc repro` then reruns exactly the stages whose code, data or parameters changed. Set "
         "`DATA_MIRROR=/path/to/files` to download from a local copy; files are verified against the checksums below.",
         "",
@@ -269,4 +270,4 @@ def main() -> None:
 if __name__ == "__main__":
     from mnist_pipeline.cli import run
 
-    run(main, "report", computes=True)
+    run(main, "report", before=config.enter_compute_environment)

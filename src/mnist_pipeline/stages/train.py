@@ -80,4 +80,4 @@ def main() -> None:
 if __name__ == "__main__":
     from mnist_pipeline.cli import run
 
-    run(main, "train", computes=True)
+    run(main, "train", before=config.enter_compute_environment)

@@ -7,14 +7,14 @@ import shutil
 import numpy as np
 import pytest
 
-from mnist_pipeline import config
+from mnist_pipeline import config, data_config
 from mnist_pipeline.errors import ConfigError, DataError
 from mnist_pipeline.io import load_npz, npz_meta
 from mnist_pipeline.stages import prepare
 
 
 @pytest.fixture
-def dataset(params_dict: dict) -> config.DatasetConfig:
+def dataset(params_dict: dict) -> data_config.DatasetConfig:
     return config.from_dict(params_dict).dataset
 
 

@@ -1,16 +1,18 @@
 """A throw-away copy of the repo as its own git + DVC repository, for tests that run ``dvc``.
 
-:func:`make_sandbox` copies what DVC needs (dvc.yaml, params.yaml, conf/, .dvc/config, src/)
-into a directory, optionally adds an experiment preset that conf/config.yaml selects by default
-(so plain ``dvc exp run`` keeps it), recomposes params.yaml, and commits. Every command runs with
-this venv's ``python``/``dvc`` first on PATH and the copy's ``src/`` on PYTHONPATH, isolated from
-the user's DVC and git configuration. Nothing here touches the real workspace.
+:func:`make_sandbox` copies what DVC needs (dvc.yaml, params.yaml, conf/, .dvc/config, src/; see
+:func:`copy_repo`, which the end-to-end and kill tests use too) into a directory, optionally adds
+an experiment preset that conf/config.yaml selects by default (so plain ``dvc exp run`` keeps it),
+recomposes params.yaml, and commits. Every command runs with this venv's ``python``/``dvc`` first
+on PATH and the copy's ``src/`` on PYTHONPATH, isolated from the user's DVC and git configuration.
+Nothing here touches the real workspace.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,7 +24,7 @@ from typing import Any
 import psutil
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 DVC = BIN / "dvc"
 PRESET = "sandbox"  # conf/experiment/sandbox.yaml, selected by the copy's conf/config.yaml
@@ -35,6 +37,11 @@ def real_mirror() -> Path | None:
         if candidate and (Path(candidate) / "train-images-idx3-ubyte.gz").is_file():
             return Path(candidate)
     return None
+
+
+def stages_run(output: str) -> list[str]:
+    """The stages whose command ``dvc repro`` / ``dvc exp run`` printed in ``output``, in order."""
+    return re.findall(r"Running stage '([^']+)'", output)
 
 
 @dataclass
@@ -119,8 +126,9 @@ def sandbox_env(root: Path, data_mirror: Path | str | None) -> dict[str, str]:
     return env
 
 
-def _copy_repo(dest: Path) -> None:
-    dest.mkdir(parents=True)
+def copy_repo(dest: Path) -> None:
+    """Copy what DVC needs to run the pipeline (dvc.yaml, params.yaml, conf/, .dvc/config, src/) into ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
     for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
         shutil.copy2(REPO / name, dest / name)
     (dest / ".dvc").mkdir()
@@ -154,7 +162,7 @@ def make_sandbox(
     conf/experiment/sandbox.yaml and conf/config.yaml's default experiment; ``datasets`` adds
     conf/dataset/<name>.yaml options; ``data_mirror`` sets DATA_MIRROR for every command.
     """
-    _copy_repo(root)
+    copy_repo(root)
     for name, body in (datasets or {}).items():
         (root / "conf" / "dataset" / f"{name}.yaml").write_text(yaml.safe_dump(body, sort_keys=False), "utf-8")
     if preset is not None:
@@ -165,7 +173,7 @@ def make_sandbox(
         assert original.count("  - experiment: null\n") == 1, "conf/config.yaml's defaults list changed"
         config_yaml.write_text(original.replace("  - experiment: null\n", f"  - experiment: {PRESET}\n"), "utf-8")
     box = Sandbox(root, sandbox_env(root, data_mirror))
-    box.python("-m", "mnist_pipeline.config")  # params.yaml = composition of the copy's conf/
+    box.python("-m", "mnist_pipeline.compose")  # params.yaml = composition of the copy's conf/
     box.git("init", "-q", "-b", "main")
     box.commit("sandbox copy")
     return box

@@ -1,9 +1,11 @@
-"""Training options of :func:`mnist_pipeline.mlp.trainer.fit`: max-norm, early stopping with
-restore of the best weights, divergence with the MSE losses and float64, dtype kept end to end.
+"""Training with :func:`mnist_pipeline.mlp.trainer.fit`: a short run learns, equal seeds give
+bit-identical weights, divergence fails clearly; max-norm, early stopping with restore of the best
+weights, divergence with the MSE losses and float64, dtype kept end to end.
 
-Everything runs on small synthetic problems (tens of examples in 10-D), a few milliseconds each.
-Weight checks spy on ``net.forward``: every training forward pass after the first sees the
-weights that the previous optimizer step (and its max-norm projection) left behind.
+Everything runs on small synthetic problems (Gaussian blobs in 10-D, three classes, chance
+accuracy 1/3), a few milliseconds each. Weight checks spy on ``net.forward``: every training
+forward pass after the first sees the weights that the previous optimizer step (and its max-norm
+projection) left behind. The train stage's ``main()`` is tested in ``tests/stages/test_train.py``.
 """
 
 from __future__ import annotations
@@ -20,18 +22,32 @@ from mnist_pipeline.mlp.losses import LOSSES, make_loss
 from mnist_pipeline.mlp.network import Network
 from mnist_pipeline.mlp.optimizers import OPTIMIZERS, OptimizerConfig, make_optimizer
 from mnist_pipeline.mlp.schedules import ScheduleConfig
-from mnist_pipeline.mlp.trainer import Split, TrainConfig, apply_max_norm, best_by_monitor, fit, kept_epoch
+from mnist_pipeline.mlp.trainer import (
+    Split,
+    TrainConfig,
+    apply_max_norm,
+    best_by_monitor,
+    evaluate_split,
+    fit,
+    kept_epoch,
+)
 
 DIM, CLASSES = 10, 3
 CENTERS = np.random.default_rng(42).standard_normal((CLASSES, DIM))
 
 
-def blobs(n: int, seed: int, label_noise: float = 0.0, dtype=np.float32) -> Split:
-    """Gaussian classes around fixed centers; ``label_noise`` relabels that fraction at random."""
+def blobs(
+    n: int, seed: int | np.random.Generator, label_noise: float = 0.0, dtype=np.float32, spread: float = 1.0
+) -> Split:
+    """Gaussian classes around ``spread * CENTERS``; ``label_noise`` relabels that fraction at random.
+
+    ``seed`` may be a generator, to draw several splits from one stream.
+    """
     rng = np.random.default_rng(seed)
     y = rng.integers(0, CLASSES, n)
-    x = (CENTERS[y] + rng.standard_normal((n, DIM))).astype(dtype)  # (N, D)
-    y = np.where(rng.random(n) < label_noise, rng.integers(0, CLASSES, n), y)
+    x = ((spread * CENTERS)[y] + rng.standard_normal((n, DIM))).astype(dtype)  # (N, D)
+    if label_noise:
+        y = np.where(rng.random(n) < label_noise, rng.integers(0, CLASSES, n), y)
     return Split(x, y, np.eye(CLASSES, dtype=dtype)[y])
 
 
@@ -43,6 +59,104 @@ def cfg(**overrides) -> TrainConfig:
 def weight_norms(net: Network) -> list[np.ndarray]:
     """Per weight matrix, the norm of each unit's incoming weights (a column of ``W``)."""
     return [np.linalg.norm(p.astype(np.float64), axis=0) for name, p, _ in net.parameters() if name.startswith("W")]
+
+
+def assert_same_weights(a: Network, b: Network) -> None:
+    sa, sb = a.state(), b.state()
+    assert sa.keys() == sb.keys()
+    for name in sa:
+        assert np.array_equal(sa[name], sb[name]), name
+
+
+# --- a short run learns, reproducibly ------------------------------------------------------------
+
+RUN_CFG = {"epochs": 15, "batch_size": 32, "l2": 1e-4}  # cfg() overrides of these runs
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[Split, Split]:
+    """Three overlapping-ish Gaussian classes: learnable, but not by an untrained net."""
+    rng = np.random.default_rng(0)
+    return blobs(300, rng, spread=1.5), blobs(200, rng, spread=1.5)
+
+
+def run(data, seed: int = 0, optimizer: str = "momentum", lr: float = 0.1, dropout: float = 0.0, **train_overrides):
+    """Build a [10, 16, 3] ReLU net from ``seed`` and fit it; return (net, rows)."""
+    rng = np.random.default_rng(seed)
+    net = Network([DIM, 16, CLASSES], "relu", "he_normal", rng, np.float32, dropout)
+    opt = OptimizerConfig(name=optimizer, momentum=0.9)
+    run_cfg = cfg(**{**RUN_CFG, "lr": lr, "seed": seed, **train_overrides})
+    rows, seconds = fit(net, *data, run_cfg, opt, ScheduleConfig("constant"), rng)
+    assert len(seconds) == len(rows)
+    return net, rows
+
+
+@pytest.mark.parametrize(("optimizer", "lr"), [("momentum", 0.1), ("sgd", 0.3), ("adam", 0.01)])
+def test_short_training_run_beats_chance_by_far(data, optimizer: str, lr: float) -> None:
+    untrained = Network([DIM, 16, CLASSES], "relu", "he_normal", np.random.default_rng(0), np.float32)
+    _, chance_acc = evaluate_split(untrained, data[1])
+    net, rows = run(data, optimizer=optimizer, lr=lr)
+    val_loss, val_acc = evaluate_split(net, data[1])
+    assert chance_acc < 0.6  # the problem is not solved by initialization
+    assert val_acc > 0.9  # chance is 1/3
+    assert rows[-1]["train_loss"] < 0.5 * rows[0]["train_loss"]
+    assert rows[-1]["val_acc"] == val_acc and rows[-1]["val_loss"] == pytest.approx(val_loss)
+
+
+def test_log_rows_are_complete(data) -> None:
+    _, rows = run(data, epochs=4)
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    for row in rows:
+        assert {"train_loss", "train_acc", "val_loss", "val_acc", "lr"} <= set(row)
+        assert 0 <= row["train_acc"] <= 1 and 0 <= row["val_acc"] <= 1
+        assert row["lr"] == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+def test_same_seed_gives_bit_identical_weights(data, optimizer: str) -> None:
+    net_a, rows_a = run(data, seed=3, optimizer=optimizer, lr=0.01, epochs=3)
+    net_b, rows_b = run(data, seed=3, optimizer=optimizer, lr=0.01, epochs=3)
+    assert_same_weights(net_a, net_b)
+    assert rows_a == rows_b
+
+
+def test_same_seed_with_dropout_is_bit_identical(data) -> None:
+    a, _ = run(data, seed=5, dropout=0.3, epochs=3)
+    b, _ = run(data, seed=5, dropout=0.3, epochs=3)
+    assert_same_weights(a, b)
+
+
+def test_different_seed_gives_different_weights(data) -> None:
+    a, _ = run(data, seed=1, epochs=3)
+    b, _ = run(data, seed=2, epochs=3)
+    assert not np.array_equal(a.state()["W0"], b.state()["W0"])
+
+
+def test_shuffle_differs_between_epochs_and_seeds(data) -> None:
+    # Same init, different shuffling rng -> different weights: fit really draws from its rng.
+    net_a = Network([DIM, 16, CLASSES], "relu", "he_normal", np.random.default_rng(0), np.float32)
+    net_b = Network([DIM, 16, CLASSES], "relu", "he_normal", np.random.default_rng(0), np.float32)
+    opt, sched = OptimizerConfig(name="sgd"), ScheduleConfig("constant")
+    run_cfg = cfg(**{**RUN_CFG, "epochs": 2})
+    fit(net_a, *data, run_cfg, opt, sched, np.random.default_rng(10))
+    fit(net_b, *data, run_cfg, opt, sched, np.random.default_rng(11))
+    assert not np.array_equal(net_a.state()["W0"], net_b.state()["W0"])
+
+
+def test_weights_stay_float32(data) -> None:
+    net, _ = run(data, epochs=2)
+    assert all(p.dtype == np.float32 for p in net.state().values())
+
+
+@pytest.mark.parametrize("lr", [1e3, 1e6])
+def test_divergence_raises_a_clear_error(data, lr: float) -> None:
+    with np.errstate(all="ignore"), pytest.raises(MLPError, match=r"diverged.*lower train\.lr"):
+        run(data, lr=lr)
+
+
+def test_batch_larger_than_training_set_is_an_error(data) -> None:
+    with pytest.raises(MLPError, match=r"train\.batch_size=1000 exceeds the 300 training examples"):
+        run(data, batch_size=1000)
 
 
 # --- config ------------------------------------------------------------------------------------
@@ -134,13 +248,6 @@ def train_for(epochs: int, data: tuple[Split, Split], **overrides) -> tuple[Netw
     run_cfg = cfg(epochs=epochs, batch_size=10, lr=0.01, **overrides)
     rows, _ = fit(net, *data, run_cfg, OptimizerConfig("momentum", momentum=0.9), ScheduleConfig("constant"), rng)
     return net, rows
-
-
-def assert_same_weights(a: Network, b: Network) -> None:
-    sa, sb = a.state(), b.state()
-    assert sa.keys() == sb.keys()
-    for name in sa:
-        assert np.array_equal(sa[name], sb[name]), name
 
 
 def scripted_evaluate(monkeypatch: pytest.MonkeyPatch, values: list[tuple[float, float]]) -> list[int]:

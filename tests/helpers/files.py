@@ -1,4 +1,7 @@
-"""Helpers shared by the download tests (``tests/test_download.py`` and this suite)."""
+"""Synthetic files for the download tests: blobs with their ``FileSpec``, corruption, sources, listings.
+
+Used by ``tests/stages/test_download.py`` and the reliability suite.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from mnist_pipeline.config import FileSpec
+from mnist_pipeline.data_config import FileSpec
 from mnist_pipeline.stages.download import Source
 
 from .http_faults import FaultyServer

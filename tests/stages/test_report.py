@@ -155,7 +155,7 @@ def test_dvc_yaml_declares_the_report_stage(repo_root: Path) -> None:
     pngs = [f"{paths.FIGURES_DIR.as_posix()}/{n}.png" for n in report.FIGURE_TITLES]
     outs = {next(iter(o)): o[next(iter(o))] for o in stage["outs"]}
     assert set(outs) == {paths.REPORT_FILE.as_posix(), *pngs}
-    assert all(o == {"cache": False} for o in outs.values())  # git-tracked, so `dvc plots diff <rev>` works
+    assert all(o == {"cache": False, "persist": True} for o in outs.values())  # git-tracked, kept on failure
     assert set(pngs) <= {p for p in dvc["plots"] if isinstance(p, str)}  # image plots
     read = [paths.MODEL_FILE, paths.FEATURES_DIR / "test.npz", paths.TRAIN_LOG_FILE, paths.METRICS_FILE]
     read += [paths.CLASSIFICATION_REPORT_FILE, paths.PREDICTIONS_FILE]

@@ -1,0 +1,45 @@
+"""Compose ``conf/`` into ``params.yaml`` with Hydra, as DVC does on ``dvc exp run``.
+
+Run ``python -m mnist_pipeline.compose [overrides...]`` (``make params``) to rewrite params.yaml;
+the result is validated before it is written.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import yaml
+
+from mnist_pipeline import config
+from mnist_pipeline.params import PARAMS_FILE
+
+CONF_DIR = "conf"
+
+
+def compose(overrides: list[str] | None = None, conf_dir: str | Path = CONF_DIR) -> str:
+    """Compose ``conf/`` with Hydra overrides into params.yaml text (as DVC does)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(str(Path(conf_dir).resolve()), version_base=None):
+        cfg = hydra_compose(config_name="config", overrides=list(overrides or []))
+    OmegaConf.resolve(cfg)
+    return OmegaConf.to_yaml(cfg)
+
+
+def main() -> None:
+    """Write params.yaml from conf/ with optional Hydra overrides; validate it."""
+    text = compose(sys.argv[1:])
+    config.from_dict(yaml.safe_load(text))
+    from mnist_pipeline.io import write_text
+
+    write_text(PARAMS_FILE, text)
+    print(f"wrote {PARAMS_FILE}")
+
+
+if __name__ == "__main__":
+    from mnist_pipeline.cli import run
+
+    run(main, "compose")

@@ -1,0 +1,157 @@
+"""Reading ``params.yaml`` into frozen, validated dataclasses: the machinery, not the schema.
+
+:func:`read` parses the file (YAML 1.2 numbers, as DVC and OmegaConf read them); :func:`build_sections`
+turns its top-level sections into the fields of a dataclass, each converted by type and checked by
+its ``validate(key)``. Any unknown key, wrong type or impossible value raises
+:class:`~mnist_pipeline.errors.ConfigError` naming the key. The schemas live in
+:mod:`mnist_pipeline.data_config` (what the data stages read) and :mod:`mnist_pipeline.config`
+(the whole file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import re
+import typing
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mnist_pipeline.errors import ConfigError
+from mnist_pipeline.mlp.errors import MLPError
+
+PARAMS_FILE = "params.yaml"
+# Every top-level section params.yaml has (mnist_pipeline.config.Config has one field each; tested).
+SECTIONS = (
+    "compute",
+    "dataset",
+    "download",
+    "evaluate",
+    "featurize",
+    "model",
+    "optimizer",
+    "prepare",
+    "report",
+    "schedule",
+    "train",
+)
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-3`` as a float (YAML 1.2, as DVC and OmegaConf do)."""
+
+
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+@contextlib.contextmanager
+def as_config_error() -> Iterator[None]:
+    """Turn the MLPError of a failed :func:`check` (shared with mlp's config types) into a ConfigError."""
+    try:
+        yield
+    except MLPError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def read(path: str | Path = PARAMS_FILE) -> Any:
+    """The parsed YAML of ``path``; ConfigError if it cannot be read or parsed."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}; run `make params`") from exc
+    try:
+        return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+
+
+def build_sections(cls: type, data: Any) -> Any:
+    """``cls`` (a dataclass whose fields are top-level sections) built from the params mapping ``data``.
+
+    Sections of params.yaml that ``cls`` does not hold are not built, but must be known ones.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{PARAMS_FILE} must be a mapping at top level")
+    unknown = sorted(set(data) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"unknown top-level key {unknown[0]!r}; valid keys: {', '.join(SECTIONS)}")
+    wanted = [f.name for f in dataclasses.fields(cls)]
+    missing = [k for k in sorted(wanted) if k not in data]
+    if missing:
+        raise ConfigError(f"missing top-level key {missing[0]!r} in {PARAMS_FILE}; run `make params`")
+    hints = typing.get_type_hints(cls)
+    return cls(**{k: _convert(hints[k], data[k], k) for k in sorted(wanted)})
+
+
+def _convert(tp: Any, value: Any, key: str) -> Any:
+    """Convert a YAML value to the annotated type ``tp``, naming ``key`` on mismatch."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}={value!r} is invalid: must be a list")
+        (item_tp, _) = typing.get_args(tp)
+        return tuple(_convert(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}={value!r} is invalid: must be a mapping")
+        (_, item_tp) = typing.get_args(tp)
+        return {k: _convert(item_tp, v, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r} is invalid: must be true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}={value!r} is invalid: must be an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ConfigError(f"{key}={value!r} is invalid: must be a finite number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}={value!r} is invalid: must be a string")
+        return value
+    raise TypeError(f"unsupported config type {tp!r} for {key}")  # a bug, not user error
+
+
+def _build(cls: type, data: Any, key: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{key} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown key {key}.{unknown[0]}; valid keys under {key}: {', '.join(sorted(fields))}")
+    kwargs = {}
+    for name, f in fields.items():
+        if name in data:
+            kwargs[name] = _convert(hints[name], data[name], f"{key}.{name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"missing key {key}.{name}")
+    obj = cls(**kwargs)
+    if hasattr(obj, "validate"):
+        with as_config_error():
+            obj.validate(key)
+    return obj
+
+
+def as_dict(obj: Any) -> Any:
+    """A dataclass config as plain JSON-able data (tuples become lists)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: as_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {k: as_dict(v) for k, v in obj.items()}
+    if isinstance(obj, tuple | list):
+        return [as_dict(v) for v in obj]
+    return obj
