@@ -62,15 +62,20 @@ def flatten(data: Any, prefix: str = "") -> dict[str, float]:
     return {}
 
 
-def parse_metrics(text: str, source: str) -> dict[str, float]:
-    """Flattened metrics from JSON ``text``; DataError naming ``source`` if it is not a JSON object."""
+def json_object(text: str, source: str) -> dict[str, Any]:
+    """The JSON object in ``text``; DataError naming ``source`` if it is not valid JSON or not an object."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"{source} is not valid JSON ({exc.msg} at line {exc.lineno})") from exc
     if not isinstance(data, dict):
         raise DataError(f"{source} must hold a JSON object")
-    metrics = flatten(data)
+    return data
+
+
+def parse_metrics(text: str, source: str) -> dict[str, float]:
+    """Flattened metrics from JSON ``text``; DataError naming ``source`` if it is not a JSON object."""
+    metrics = flatten(json_object(text, source))
     for metric, value in metrics.items():
         if not math.isfinite(value):
             raise DataError(f"{source}: {metric} is {value}, not a finite number; rerun `dvc repro evaluate`")
@@ -107,15 +112,7 @@ def git_show(rev: str, path: str) -> tuple[str | None, str]:
 
 def parse_fingerprints(text: str | None, source: str) -> dict[str, Any] | None:
     """The fingerprints of a ``compute.json`` text (None if there is no text); DataError if malformed."""
-    if text is None:
-        return None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{source} is not valid JSON ({exc.msg} at line {exc.lineno}); rerun `dvc repro`") from exc
-    if not isinstance(data, dict):
-        raise DataError(f"{source} must hold a JSON object of fingerprints; rerun `dvc repro`")
-    return data
+    return None if text is None else json_object(text, source)
 
 
 def read_text_if_present(path: Path) -> str | None:
