@@ -16,13 +16,18 @@ def random_shift(x: np.ndarray, shape: tuple[int, int], k: int, rng: np.random.G
         return x
     n, (h, w) = len(x), shape
     background = x.min() if x.size else 0
-    padded = np.full((n, h + 2 * k, w + 2 * k), background, dtype=x.dtype)  # (N, H+2k, W+2k)
-    padded[:, k : k + h, k : k + w] = x.reshape(n, h, w)
     dy = rng.integers(-k, k + 1, size=n)  # (N,)
     dx = rng.integers(-k, k + 1, size=n)
-    rows = (k - dy)[:, None] + np.arange(h)  # (N, H): source row for each output row
-    cols = (k - dx)[:, None] + np.arange(w)  # (N, W)
-    out = padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]  # (N, H, W)
+    images = x.reshape(n, h, w)
+    out = np.full((n, h, w), background, dtype=x.dtype)  # (N, H, W)
+    # Only (2k+1)^2 distinct offsets: copy each group of images as one block slice,
+    # out[r, c] = images[r - oy, c - ox], instead of gathering pixel by pixel.
+    for oy in range(-k, k + 1):
+        for ox in range(-k, k + 1):
+            group = np.flatnonzero((dy == oy) & (dx == ox))
+            if group.size:
+                target = out[:, max(0, oy) : h + min(0, oy), max(0, ox) : w + min(0, ox)]
+                target[group] = images[group, max(0, -oy) : h + min(0, -oy), max(0, -ox) : w + min(0, -ox)]
     return out.reshape(n, h * w)
 
 
