@@ -31,11 +31,11 @@ from typing import Any
 
 import yaml
 
-from mnist_pipeline import compose, compute, config, params
+from mnist_pipeline import compose, compute, config, params, paths
 from mnist_pipeline.errors import ConfigError, DataError
 
-METRICS_FILE = "reports/metrics.json"
-COMPUTE_FILE = "reports/compute.json"
+METRICS_FILE = paths.METRICS_FILE.as_posix()  # as DVC and git name it
+COMPUTE_FILE = paths.COMPUTE_FILE.as_posix()
 # How far each accuracy may move from the baseline when the compute fingerprints differ. Another
 # kernel's rounding sends training down another path, as another seed does: the bound is 4 * sqrt(2)
 # standard deviations of the default run's accuracy over five training seeds (README,

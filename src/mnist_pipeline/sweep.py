@@ -22,13 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mnist_pipeline import paths
 from mnist_pipeline.check_metrics import align
 from mnist_pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_GRID = ("train.lr=0.05,0.1,0.2",)
-METRICS_FILE = "reports/metrics.json"
+METRICS_FILE = paths.METRICS_FILE.as_posix()  # the key of `dvc exp show --json`
 RANK_BY = "val.accuracy"
 _QUEUED = re.compile(r"Queued experiment '([^']+)'")
 _OVERRIDES = re.compile(r"Queueing with overrides '(\{.*\})'\.?$")
