@@ -373,3 +373,14 @@ def test_cli_reproduce_rejects_a_malformed_fingerprint_file(run_dir: Path) -> No
 def test_a_non_finite_metric_is_refused(value: str) -> None:
     with pytest.raises(DataError, match=r"^m\.json: test\.loss is .*, not a finite number; rerun `dvc repro evaluate`"):
         cm.parse_metrics(f'{{"test": {{"accuracy": 0.98, "loss": {value}}}}}', "m.json")
+
+
+def test_a_fifo_as_metrics_file_is_refused_not_waited_on(run_dir: Path) -> None:
+    (run_dir / "reports" / "metrics.json").unlink()
+    os.mkfifo(run_dir / "reports" / "metrics.json")
+    result = _check(run_dir, "--baseline", "baseline.json")  # _check's timeout bounds a hang
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert (
+        result.stderr.strip()
+        == "error: check-metrics: reports/metrics.json is a FIFO, not a regular file; refusing to read it"
+    )

@@ -92,7 +92,7 @@ def test_load_npz_corrupt_member_header_is_called_corrupt_not_pickled(tmp_path):
 
 
 def test_load_npz_on_a_directory_is_a_data_error(tmp_path):
-    with pytest.raises(DataError, match="not a readable .npz"):
+    with pytest.raises(DataError, match="is a directory, not a regular file"):
         io.load_npz(tmp_path)
 
 

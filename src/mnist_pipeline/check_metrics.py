@@ -82,9 +82,15 @@ def parse_metrics(text: str, source: str) -> dict[str, float]:
     return metrics
 
 
+def read_text(path: str | Path) -> str:
+    """The text of ``path``, a regular file (a FIFO or device is refused, never waited on)."""
+    with paths.open_regular(path, "r", encoding="utf-8") as f:
+        return f.read()
+
+
 def read_metrics(path: str | Path) -> dict[str, float]:
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_text(path)
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror}; run `dvc repro` first") from exc
     return parse_metrics(text, str(path))
@@ -117,7 +123,7 @@ def parse_fingerprints(text: str | None, source: str) -> dict[str, Any] | None:
 
 def read_text_if_present(path: Path) -> str | None:
     try:
-        return path.read_text(encoding="utf-8")
+        return read_text(path)
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -127,7 +133,7 @@ def read_text_if_present(path: Path) -> str | None:
 def load_gates(path: str | Path) -> dict[str, dict[str, dict[str, float]]]:
     """``{dataset: {preset: {metric: minimum}}}`` from the gate file, validated."""
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        data = yaml.safe_load(read_text(path))
     except OSError as exc:
         raise ConfigError(f"cannot read gate file {path}: {exc.strerror}") from exc
     except yaml.YAMLError as exc:

@@ -12,21 +12,45 @@ from pathlib import Path
 import yaml
 
 from mnist_pipeline import config
+from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.params import PARAMS_FILE
 
 CONF_DIR = "conf"
 
 
 def compose(overrides: list[str] | None = None, conf_dir: str | Path = CONF_DIR) -> str:
-    """Compose ``conf/`` with Hydra overrides into params.yaml text (as DVC does)."""
+    """Compose ``conf/`` with Hydra overrides into params.yaml text (as DVC does).
+
+    Raises
+    ------
+    ConfigError
+        If Hydra or OmegaConf cannot compose it (an unknown group option, a bad override, a YAML
+        error or tag in a config file, a missing interpolation, nesting too deep), with their
+        message folded into one line.
+    """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+    from hydra.errors import HydraException
     from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
-    with initialize_config_dir(str(Path(conf_dir).resolve()), version_base=None):
-        cfg = hydra_compose(config_name="config", overrides=list(overrides or []))
-    OmegaConf.resolve(cfg)
-    return OmegaConf.to_yaml(cfg)
+    overrides = list(overrides or [])
+    try:
+        with initialize_config_dir(str(Path(conf_dir).resolve()), version_base=None):
+            cfg = hydra_compose(config_name="config", overrides=overrides)
+        OmegaConf.resolve(cfg)
+        return OmegaConf.to_yaml(cfg)
+    except (HydraException, OmegaConfBaseException, yaml.YAMLError, RecursionError) as exc:
+        given = f" with overrides {' '.join(overrides)}" if overrides else ""
+        raise ConfigError(f"cannot compose {conf_dir}/{given}: {_reason(exc)}") from exc
+
+
+def _reason(exc: BaseException) -> str:
+    """The useful part of a Hydra, OmegaConf or YAML error, in one line (no config search path)."""
+    if isinstance(exc, RecursionError):
+        return "a config file is nested too deeply"
+    text = str(exc).split("Config search path:", 1)[0]
+    return " ".join(text.split()) or type(exc).__name__
 
 
 def main() -> None:

@@ -18,12 +18,18 @@ from typing import Any
 from mnist_pipeline import compute, params
 from mnist_pipeline.compute import KERNELS
 from mnist_pipeline.data_config import DatasetConfig, DownloadConfig, FeaturizeConfig, PrepareConfig
-from mnist_pipeline.mlp.errors import check, check_choice
+from mnist_pipeline.mlp.errors import MLPError, check, check_choice
 from mnist_pipeline.mlp.initializers import INITIALIZERS
 from mnist_pipeline.mlp.layers import ACTIVATIONS
 from mnist_pipeline.mlp.optimizers import OptimizerConfig
 from mnist_pipeline.mlp.schedules import ScheduleConfig
-from mnist_pipeline.mlp.trainer import TrainConfig
+from mnist_pipeline.mlp.trainer import MAX_BATCH_SIZE, TrainConfig
+
+# Upper bounds on the network, checked with the dataset's input and output sizes (Config.validate).
+MAX_HIDDEN_LAYERS = 16
+MAX_UNITS = 65536  # per hidden layer
+MAX_WEIGHTS = 1 << 26  # 67M: 268 MB as float32, and training holds several copies (gradients, optimizer state)
+MAX_ACTIVATIONS = 1 << 26  # batch size x units, the values one batch's forward pass holds (backward: ~3x)
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,11 @@ class ModelConfig:
     dropout: float = 0.0  # probability of dropping a hidden unit (inverted dropout)
 
     def validate(self, key: str) -> None:
+        if len(self.hidden) > MAX_HIDDEN_LAYERS:
+            raise MLPError(
+                f"{key}.hidden has {len(self.hidden)} layers, more than the {MAX_HIDDEN_LAYERS} allowed "
+                "(each is a matrix product forward and two backward, per batch)"
+            )
         for i, width in enumerate(self.hidden):
             check(f"{key}.hidden[{i}]", width > 0, "a positive layer width", width)
         check_choice(f"{key}.activation", self.activation, ACTIVATIONS.names())
@@ -57,6 +68,13 @@ class EvaluateConfig:
 
     def validate(self, key: str) -> None:
         check(f"{key}.batch_size", self.batch_size > 0, "a positive batch size", self.batch_size)
+        check(
+            f"{key}.batch_size",
+            self.batch_size <= MAX_BATCH_SIZE,
+            f"at most {MAX_BATCH_SIZE} examples (more than a whole test set; a batch and its activations are "
+            "held in memory at once)",
+            self.batch_size,
+        )
 
 
 @dataclass(frozen=True)
@@ -86,6 +104,37 @@ class Config:
     train: TrainConfig
     evaluate: EvaluateConfig
     report: ReportConfig
+
+    def validate(self) -> None:
+        """Checks across sections: the network's size and a batch's activations, in memory they would take."""
+        dtype = self.train.dtype
+        itemsize = 8 if dtype == "float64" else 4
+        sizes = [self.dataset.num_features, *self.model.hidden, self.dataset.num_classes]
+        for i, (fan_in, width) in enumerate(zip(sizes[:-2], self.model.hidden, strict=True)):
+            need = f"a {fan_in}x{width} {dtype} layer needs {_gigabytes(fan_in * width * itemsize)}"
+            check(f"model.hidden[{i}]", width <= MAX_UNITS, f"at most {MAX_UNITS} units ({need})", width)
+        weights = sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+        net = "-".join(map(str, sizes))
+        need = f"{net} has {weights}: {_gigabytes(weights * itemsize)} as {dtype}, several times that to train"
+        check(
+            "model.hidden", weights <= MAX_WEIGHTS, f"at most {MAX_WEIGHTS} weights ({need})", list(self.model.hidden)
+        )
+        units = sum(sizes[1:])
+        for key, batch in (
+            ("train.batch_size", self.train.batch_size),
+            ("evaluate.batch_size", self.evaluate.batch_size),
+        ):
+            need = f"{batch} x {units} units of {net} are {_gigabytes(batch * units * itemsize)} of {dtype} activations"
+            check(
+                key,
+                batch * units <= MAX_ACTIVATIONS,
+                f"at most {MAX_ACTIVATIONS // units} for this network ({need})",
+                batch,
+            )
+
+
+def _gigabytes(nbytes: int) -> str:
+    return f"{nbytes / 1e9:.1f} GB"
 
 
 def from_dict(data: dict[str, Any]) -> Config:

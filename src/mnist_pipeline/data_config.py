@@ -17,7 +17,19 @@ from mnist_pipeline.mlp.errors import check, check_choice
 from mnist_pipeline.normalization import NORMALIZATIONS
 
 FILE_ROLES = ("train_images", "train_labels", "test_images", "test_labels")
+MAX_VAL_SIZE = 1_000_000  # examples; more than any training set the readers accept (IDX files up to 1 GiB)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)([^/?#\s]*)@")  # scheme:// then user[:password]@
+
+
+def mask_credentials(text: str) -> str:
+    """``text`` with the credentials of every URL in it masked: ``user:***@`` (a password) or ``***@`` (a token)."""
+
+    def masked(match: re.Match[str]) -> str:
+        user, colon, _ = match[2].partition(":")
+        return f"{match[1]}{user + ':' if colon else ''}***@"
+
+    return _USERINFO.sub(masked, text)
 
 
 def plain_file_name(key: str, name: str) -> None:
@@ -51,7 +63,7 @@ class DatasetConfig:
         plain_file_name(f"{key}.name", self.name)
         for i, url in enumerate(self.mirrors):
             ok = url.startswith(("http://", "https://")) and url.endswith("/")
-            check(f"{key}.mirrors[{i}]", ok, "an http(s) URL ending in '/'", url)
+            check(f"{key}.mirrors[{i}]", ok, "an http(s) URL ending in '/'", mask_credentials(url))
         if sorted(self.files) != sorted(FILE_ROLES):
             raise ConfigError(
                 f"{key}.files must have exactly the keys {', '.join(FILE_ROLES)}; got {', '.join(self.files)}"
@@ -104,6 +116,14 @@ class FeaturizeConfig:
 
     def validate(self, key: str) -> None:
         check(f"{key}.val_size", self.val_size > 0, "a positive number of examples", self.val_size)
+        check(
+            f"{key}.val_size",
+            self.val_size <= MAX_VAL_SIZE,
+            f"at most {MAX_VAL_SIZE} examples (more than any training set the pipeline reads; the split is held "
+            f"in memory and evaluated after every epoch: {self.val_size} 28x28 float32 examples take "
+            f"{self.val_size * 784 * 4 / 1e9:.1f} GB)",
+            self.val_size,
+        )
         check(f"{key}.seed", self.seed >= 0, ">= 0", self.seed)
 
 

@@ -8,14 +8,17 @@ Layout: two zero bytes, a dtype code, the number of dimensions ``ndim``, then
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import struct
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from mnist_pipeline.errors import DataError
+from mnist_pipeline.paths import open_regular
 
 # IDX dtype code -> numpy big-endian dtype
 DTYPES = {
@@ -28,39 +31,56 @@ DTYPES = {
 }
 IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049
+# The largest (decompressed) IDX file read: 1 GiB, about 20 times MNIST's 60000x28x28 training
+# images (47 MB). Sizes are checked against it before anything is allocated or decompressed.
+MAX_IDX_BYTES = 1 << 30
+CHUNK = 1 << 20  # bytes read (and decompressed) at a time
+TRAILING_SHOWN = 1 << 16  # trailing bytes counted in the error message; beyond that, "at least"
 
 
-def parse(data: bytes, name: str = "<bytes>", magic: int | None = None) -> np.ndarray:
-    """Parse IDX bytes into a native-endian array, checking every header field.
+def parse(data: bytes, name: str = "<bytes>", magic: int | None = None, limit: int = MAX_IDX_BYTES) -> np.ndarray:
+    """Parse IDX bytes into a native-endian array (:func:`read_stream` over ``data``)."""
+    return read_stream(io.BytesIO(data), name, magic, limit)
+
+
+def read_stream(f: BinaryIO, name: str, magic: int | None = None, limit: int = MAX_IDX_BYTES) -> np.ndarray:
+    """Read one IDX file from the binary stream ``f`` into a native-endian array, checking every header field.
+
+    The header is read and checked first: its dims x itemsize must fit in ``limit`` bytes before
+    anything else is read. The payload is then read in chunks and the buffer grows only as bytes
+    really arrive, so a header that claims more than the stream holds costs no more than the stream;
+    and at most ``limit + 1`` bytes are read in all, so a gzip bomb is never inflated.
 
     Parameters
     ----------
-    data : bytes
-        The uncompressed IDX file contents.
+    f : binary file object
+        The uncompressed IDX contents (a gzip stream is wrapped in :class:`gzip.GzipFile` by the caller).
     name : str
         What to call the data in error messages (usually its path).
     magic : int, optional
         Required magic number (``IMAGES_MAGIC`` or ``LABELS_MAGIC``); checked after
         the header itself is known to be well-formed.
+    limit : int
+        The largest file (header and payload) accepted, in bytes.
 
     Raises
     ------
     DataError
         On an empty file, a bad magic, an unknown dtype code, zero dimensions, an
-        unexpected magic, or a payload whose length does not match the header
-        dimensions (truncated or trailing bytes). Each message names ``name``.
+        unexpected magic, dims that need more than ``limit`` bytes, or a payload whose
+        length does not match the header dimensions (truncated or trailing bytes). Each
+        message names ``name``.
     """
-    if not data:
+    head = _read_up_to(f, 4)
+    if not head:
         raise DataError(f"{name}: empty IDX file (0 bytes); delete it and download again")
-    if len(data) < 4:
+    if len(head) < 4:
         raise DataError(
-            f"{name}: truncated IDX header ({len(data)} bytes, need at least 4); delete it and download again"
+            f"{name}: truncated IDX header ({len(head)} bytes, need at least 4); delete it and download again"
         )
-    zero, code, ndim = struct.unpack(">HBB", data[:4])
+    zero, code, ndim = struct.unpack(">HBB", head)
     if zero != 0:
-        raise DataError(
-            f"{name}: bad IDX magic 0x{data[:4].hex()} (expected 0x0000 then dtype and ndim); not an IDX file"
-        )
+        raise DataError(f"{name}: bad IDX magic 0x{head.hex()} (expected 0x0000 then dtype and ndim); not an IDX file")
     if code not in DTYPES:
         raise DataError(
             f"{name}: unknown IDX dtype code 0x{code:02x}; valid: {', '.join(f'0x{c:02x}' for c in DTYPES)}"
@@ -75,17 +95,41 @@ def parse(data: bytes, name: str = "<bytes>", magic: int | None = None) -> np.nd
             f"({what.get(magic, 'unknown kind')}); wrong file in its place?"
         )
     header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DataError(f"{name}: IDX header truncated: {ndim} dims need {header} bytes, file has {len(data)}")
-    dims = struct.unpack(f">{ndim}I", data[4:header])
+    raw_dims = _read_up_to(f, header - 4)
+    if len(raw_dims) < header - 4:
+        raise DataError(f"{name}: IDX header truncated: {ndim} dims need {header} bytes, file has {4 + len(raw_dims)}")
+    dims = struct.unpack(f">{ndim}I", raw_dims)
     dtype = DTYPES[code]
-    expected = header + math.prod(dims) * dtype.itemsize  # exact: corrupt dims must not wrap around
-    if len(data) < expected:
-        raise DataError(f"{name}: truncated: header dims {dims} need {expected} bytes, file has {len(data)}")
-    if len(data) > expected:
-        raise DataError(f"{name}: {len(data) - expected} trailing bytes after the {dims} payload; file is corrupt")
-    array = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
-    return array.astype(dtype.newbyteorder("="))
+    size = math.prod(dims) * dtype.itemsize  # exact: corrupt dims must not wrap around
+    expected = header + size
+    if expected > limit:
+        raise DataError(
+            f"{name}: header dims {dims} need {expected} bytes, more than the {limit} bytes "
+            f"({limit / 2**20:.0f} MiB) accepted for an IDX file; refusing to read it"
+        )
+    payload = bytearray()  # grows with the bytes that really arrive, never to more than the header's size
+    while len(payload) < size:
+        chunk = f.read(min(CHUNK, size - len(payload)))
+        if not chunk:
+            raise DataError(
+                f"{name}: truncated: header dims {dims} need {expected} bytes, file has {header + len(payload)}"
+            )
+        payload += chunk
+    probe = max(1, min(TRAILING_SHOWN, limit + 1 - expected))  # in all, at most limit + 1 bytes are read
+    trailing = len(f.read(probe))
+    if trailing:
+        count = f"at least {trailing}" if trailing == probe else str(trailing)
+        raise DataError(f"{name}: {count} trailing bytes after the {dims} payload; file is corrupt")
+    array = np.frombuffer(payload, dtype=dtype).reshape(dims)
+    return array.astype(dtype.newbyteorder("="), copy=False)  # single bytes: no copy
+
+
+def _read_up_to(f: BinaryIO, n: int) -> bytes:
+    """``n`` bytes from ``f``, or fewer at the end of the stream."""
+    data = b""
+    while len(data) < n and (chunk := f.read(n - len(data))):
+        data += chunk
+    return data
 
 
 def serialize(array: np.ndarray) -> bytes:
@@ -110,20 +154,21 @@ def serialize(array: np.ndarray) -> bytes:
 def read_gz(path: str | Path, magic: int | None = None) -> np.ndarray:
     """Read a gzip-compressed IDX file, optionally requiring a magic (2051/2049).
 
+    The file is decompressed as it is read, never beyond :data:`MAX_IDX_BYTES` (see :func:`read_stream`).
+
     Raises
     ------
     DataError
-        If the file is missing, not gzip, or fails any check of :func:`parse`.
+        If the file is missing, not a regular file, not gzip, or fails any check of :func:`read_stream`.
     """
     path = Path(path)
     try:
-        with gzip.open(path, "rb") as f:
-            data = f.read()
+        with open_regular(path) as raw, gzip.GzipFile(fileobj=raw, mode="rb") as f:
+            return read_stream(f, str(path), magic)
     except FileNotFoundError as exc:
         raise DataError(f"{path} is missing; run the download stage (`dvc repro download`)") from exc
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{path}: not a valid gzip file ({exc}); delete it and download again") from exc
-    return parse(data, str(path), magic)
 
 
 def write_gz(path: str | Path, array: np.ndarray) -> None:

@@ -12,6 +12,7 @@ import csv
 import glob
 import io
 import json
+import math
 import os
 import secrets
 import zipfile
@@ -22,8 +23,13 @@ from typing import Any
 import numpy as np
 
 from mnist_pipeline.errors import DataError
+from mnist_pipeline.paths import open_regular
 
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first local header, or an empty zip
+# The most an .npz may hold, uncompressed, all arrays together: 1 GiB, about 5 times the largest
+# file the pipeline writes (data/prepared/train.npz: 60000x784 float32 pixels, 188 MB).
+MAX_NPZ_BYTES = 1 << 30
+NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
 @contextlib.contextmanager
@@ -100,26 +106,37 @@ def save_npz(path: str | Path, meta: dict[str, Any] | None = None, **arrays: np.
 
 
 def load_npz(path: str | Path, required: Sequence[str] = ()) -> dict[str, np.ndarray]:
-    """Load every array of an ``.npz`` into memory, refusing pickled objects.
+    """Load every array of an ``.npz`` into memory, refusing pickled objects and sizes beyond limits.
 
-    Raises DataError (naming ``path``) if the file is missing, not a zip
-    archive (a bare ``.npy``, a pickle, anything else), corrupt, holds pickled
-    object arrays, or lacks one of the ``required`` arrays.
+    Before a member is decompressed or allocated, its zip entry's uncompressed size (all entries
+    together at most :data:`MAX_NPZ_BYTES`) and its ``.npy`` header (shape x dtype, at most the
+    entry's size) are checked, so neither a compressed bomb nor a header claiming 10^10 elements
+    costs memory.
+
+    Raises DataError (naming ``path``) if the file is missing, not a regular file, not a zip
+    archive (a bare ``.npy``, a pickle, anything else), too large, corrupt, holds pickled
+    object arrays or anything but ``.npy`` members, or lacks one of the ``required`` arrays.
     """
     path = Path(path)
     rerun = "delete it and rerun `dvc repro`"
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             magic = f.read(4)
-        if magic not in ZIP_MAGIC:  # np.load would treat it as .npy or (refused) pickle: say what it is
-            raise DataError(f"{path} is not an .npz archive (starts with {magic!r}), refusing to load it; {rerun}")
-        with np.load(path, allow_pickle=False) as data:  # never unpickle: a pickle can run code on load
-            arrays = {k: data[k] for k in data.files}
+            if magic not in ZIP_MAGIC:  # np.load would treat it as .npy or (refused) pickle: say what it is
+                raise DataError(f"{path} is not an .npz archive (starts with {magic!r}), refusing to load it; {rerun}")
+            f.seek(0)
+            with zipfile.ZipFile(f) as zf:
+                members = zf.infolist()
+                total = sum(m.file_size for m in members)
+                if total > MAX_NPZ_BYTES:
+                    raise DataError(
+                        f"{path}: its arrays take {total} bytes uncompressed, more than the {MAX_NPZ_BYTES} bytes "
+                        f"({MAX_NPZ_BYTES >> 20} MiB) accepted; refusing to load it; {rerun}"
+                    )
+                arrays = {m.filename.removesuffix(".npy"): _load_member(zf, m, path, rerun) for m in members}
     except FileNotFoundError as exc:
         raise DataError(f"{path} is missing; run `dvc repro` to build it") from exc
-    except ValueError as exc:  # numpy refuses object arrays, and reports bad .npy headers, with ValueError
-        if "allow_pickle" in str(exc):
-            raise DataError(f"{path} holds pickled objects, refusing to load it; {rerun}") from exc
+    except ValueError as exc:  # numpy reports bad .npy headers and truncated data with ValueError
         raise DataError(f"{path} is corrupt ({exc}); {rerun}") from exc
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
         raise DataError(f"{path} is not a readable .npz ({exc}); {rerun}") from exc
@@ -127,6 +144,29 @@ def load_npz(path: str | Path, required: Sequence[str] = ()) -> dict[str, np.nda
     if missing:
         raise DataError(f"{path} lacks array {missing[0]!r}; rebuild it with `dvc repro`")
     return arrays
+
+
+def _load_member(zf: zipfile.ZipFile, member: zipfile.ZipInfo, path: Path, rerun: str) -> np.ndarray:
+    """One ``.npy`` member of an ``.npz``, its header checked against its zip entry's size before loading."""
+    name = member.filename
+    with zf.open(member) as f:
+        if not name.endswith(".npy") or f.read(len(np.lib.format.MAGIC_PREFIX)) != np.lib.format.MAGIC_PREFIX:
+            raise DataError(f"{path}: member {name!r} is not an .npy array, refusing to load it; {rerun}")
+        f.seek(0)
+        version = np.lib.format.read_magic(f)
+        if version not in NPY_HEADER_READERS:
+            raise DataError(f"{path}: {name} has unsupported .npy format version {version}; {rerun}")
+        shape, _, dtype = NPY_HEADER_READERS[version](f)
+    if dtype.hasobject:  # never unpickle: a pickle can run code on load
+        raise DataError(f"{path} holds pickled objects, refusing to load it; {rerun}")
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes > member.file_size:
+        raise DataError(
+            f"{path}: {name} claims shape {shape} of {dtype} ({nbytes} bytes) but its zip entry holds "
+            f"{member.file_size} bytes; {rerun}"
+        )
+    with zf.open(member) as f:
+        return np.lib.format.read_array(f, allow_pickle=False)
 
 
 def npz_meta(arrays: dict[str, np.ndarray], path: str | Path) -> dict[str, Any]:
@@ -137,6 +177,8 @@ def npz_meta(arrays: dict[str, np.ndarray], path: str | Path) -> dict[str, Any]:
         return json.loads(str(arrays["meta"]))
     except json.JSONDecodeError as exc:
         raise DataError(f"{path} has corrupt metadata ({exc}); rebuild it with `dvc repro`") from exc
+    except RecursionError as exc:  # json recurses once per level of nesting
+        raise DataError(f"{path} has metadata nested too deeply to read; rebuild it with `dvc repro`") from exc
 
 
 def write_json(path: str | Path, data: Any) -> None:

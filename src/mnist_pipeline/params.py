@@ -23,6 +23,7 @@ import yaml
 
 from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.mlp.errors import MLPError
+from mnist_pipeline.paths import open_regular
 
 PARAMS_FILE = "params.yaml"
 # Every top-level section params.yaml has (mnist_pipeline.config.Config has one field each; tested).
@@ -62,21 +63,25 @@ def as_config_error() -> Iterator[None]:
 
 
 def read(path: str | Path = PARAMS_FILE) -> Any:
-    """The parsed YAML of ``path``; ConfigError if it cannot be read or parsed."""
+    """The parsed YAML of ``path``; ConfigError if it cannot be read or parsed (DataError if it is no regular file)."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open_regular(path, "r", encoding="utf-8") as f:
+            text = f.read()
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}; run `make params`") from exc
     try:
         return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    except RecursionError as exc:  # the YAML parser recurses once per level of nesting
+        raise ConfigError(f"{path} is nested too deeply to read; run `make params` to rewrite it") from exc
 
 
 def build_sections(cls: type, data: Any) -> Any:
     """``cls`` (a dataclass whose fields are top-level sections) built from the params mapping ``data``.
 
-    Sections of params.yaml that ``cls`` does not hold are not built, but must be known ones.
+    Sections of params.yaml that ``cls`` does not hold are not built, but must be known ones. Each
+    section is validated as it is built; then ``cls.validate()``, if it has one, checks across them.
     """
     if not isinstance(data, dict):
         raise ConfigError(f"{PARAMS_FILE} must be a mapping at top level")
@@ -88,7 +93,11 @@ def build_sections(cls: type, data: Any) -> Any:
     if missing:
         raise ConfigError(f"missing top-level key {missing[0]!r} in {PARAMS_FILE}; run `make params`")
     hints = typing.get_type_hints(cls)
-    return cls(**{k: _convert(hints[k], data[k], k) for k in sorted(wanted)})
+    built = cls(**{k: _convert(hints[k], data[k], k) for k in sorted(wanted)})
+    if hasattr(built, "validate"):  # checks across sections
+        with as_config_error():
+            built.validate()
+    return built
 
 
 def _convert(tp: Any, value: Any, key: str) -> Any:

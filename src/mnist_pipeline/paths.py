@@ -1,12 +1,18 @@
 """Every file the stages hand each other, in one place; ``dvc.yaml`` names the same paths.
 
 Relative to the repository root, where DVC runs each stage. A stage reads what an earlier one
-wrote by these names, never by importing that stage.
+wrote by these names, never by importing that stage. Every file the pipeline reads is opened
+with :func:`open_regular`, which refuses FIFOs, devices and other special files up front.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
+from typing import IO, Any
+
+from mnist_pipeline.errors import DataError
 
 RAW_DIR = Path("data/raw")  # download: the four verified .gz files
 PREPARED_DIR = Path("data/prepared")  # prepare: {train,test}.npz, normalized pixels and labels
@@ -23,3 +29,43 @@ PREDICTIONS_FILE = REPORTS_DIR / "predictions.csv"  # evaluate: actual,predicted
 COMPUTE_FILE = REPORTS_DIR / "compute.json"  # evaluate: the compute fingerprints of train and evaluate
 REPORT_FILE = REPORTS_DIR / "report.md"  # report
 FIGURES_DIR = REPORTS_DIR / "figures"  # report
+
+
+_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFDIR: "a directory",
+}
+
+
+def open_regular(path: str | Path, mode: str = "rb", **kwargs: Any) -> IO[Any]:
+    """Open ``path`` (a regular file, or a link to one) for reading, as ``open(path, mode, **kwargs)`` would.
+
+    A FIFO would block until someone writes to it and a device such as ``/dev/zero`` never ends, so
+    anything but a regular file is refused before a byte is read: checked before opening, and again
+    on the opened descriptor (opened non-blocking, so a FIFO cannot hang the open itself).
+
+    Raises
+    ------
+    DataError
+        If ``path`` is not a regular file; the message names it and what it is.
+    OSError
+        As :func:`open` does (``FileNotFoundError``, ``PermissionError``, ...).
+    """
+    _check_regular(path, os.stat(path).st_mode)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        _check_regular(path, os.fstat(fd).st_mode)  # it may have been swapped since the stat
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, mode, **kwargs)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _check_regular(path: str | Path, mode: int) -> None:
+    if not stat.S_ISREG(mode):
+        kind = _KINDS.get(stat.S_IFMT(mode), "a special file")
+        raise DataError(f"{path} is {kind}, not a regular file; refusing to read it")

@@ -30,6 +30,10 @@ Output: one line per input, ``file: prediction  (class p, class p, class p)`` wi
 probabilities; with ``--json`` a JSON list of ``{"file", "prediction", "top3": [{"class",
 "probability"}, ...], "probabilities": {class: p}}`` in input order.
 
+Limits, checked before anything is decoded or allocated: an input file holds at most 64 MiB (an IDX
+file once decompressed, read incrementally), an image at most 25 megapixels (Pillow's own
+decompression-bomb check is an error too); FIFOs, devices and other special files are refused.
+
 Errors: a missing or unreadable input prints ``error: predict: <file>: <reason>`` on stderr, the
 other inputs are still predicted, and the exit status is 1. A missing or corrupt model is one
 line on stderr and exit status 1; a usage error exits with 2.
@@ -41,12 +45,14 @@ import argparse
 import gzip
 import io
 import json
+import os
 import sys
+import warnings
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -56,7 +62,7 @@ from mnist_pipeline.errors import DataError, PipelineError
 from mnist_pipeline.mlp.network import Network
 from mnist_pipeline.model_file import load_network
 from mnist_pipeline.normalization import NORMALIZATIONS, normalize
-from mnist_pipeline.paths import MODEL_FILE
+from mnist_pipeline.paths import MODEL_FILE, open_regular
 
 INVERT_CHOICES = ("auto", "yes", "no")
 TOP_K = 3
@@ -64,6 +70,12 @@ BORDER_FRACTION = 0.05  # the outer band whose median is taken as the background
 MNIST_INNER = 20 / 28  # MNIST digits were fitted into 20x20 inside the 28x28 image
 INK_THRESHOLD = 0.2 * 255  # after contrast stretching, what counts as ink when cropping
 GZIP_MAGIC = b"\x1f\x8b"
+# Per input file: an image file's bytes, or an IDX file's once decompressed (MNIST's 60000 training
+# images are 47 MB). Checked before reading, or while decompressing, so a bomb is never inflated.
+MAX_INPUT_BYTES = 64 << 20
+# Per image, from its header before decoding: 25 megapixels (5000x5000) are 100 MB as float32, and
+# a few copies of that are made on the way to 28x28.
+MAX_IMAGE_PIXELS = 25_000_000
 META_KEYS = ("class_names", "image_shape", "normalize", "mean", "std")
 
 
@@ -122,27 +134,51 @@ def to_gray(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("L"), dtype=np.float32)
 
 
+def check_pixels(rows: int, cols: int, name: str) -> None:
+    """DataError unless a ``rows`` x ``cols`` image is within :data:`MAX_IMAGE_PIXELS` (checked before decoding)."""
+    if rows * cols > MAX_IMAGE_PIXELS:
+        raise DataError(
+            f"{name}: {cols}x{rows} image has {rows * cols} pixels, more than the {MAX_IMAGE_PIXELS} accepted "
+            f"({rows * cols * 4 / 1e6:.0f} MB as float32); downscale it"
+        )
+
+
 def decode_image(data: bytes, name: str) -> np.ndarray:
-    """Decode image bytes to grayscale (:func:`to_gray`), applying any EXIF orientation."""
+    """Decode image bytes to grayscale (:func:`to_gray`), applying any EXIF orientation.
+
+    The pixel count is checked against :data:`MAX_IMAGE_PIXELS` from the header, before decoding;
+    Pillow's own decompression-bomb check (``Image.MAX_IMAGE_PIXELS``) is an error, not a warning.
+    """
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            return to_gray(ImageOps.exif_transpose(img))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                check_pixels(img.height, img.width, name)
+                return to_gray(ImageOps.exif_transpose(img))
     except UnidentifiedImageError as exc:
         raise DataError(f"{name}: neither an image Pillow can read nor an IDX file") from exc
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"{name}: refused by Pillow's decompression-bomb check ({' '.join(str(exc).split())})") from exc
+    except (OSError, ValueError) as exc:
         raise DataError(f"{name}: corrupt image ({' '.join(str(exc).split())})") from exc
 
 
-def decode_idx(data: bytes, name: str) -> np.ndarray:
-    """Decode (optionally gzip-compressed) IDX image bytes to uint8 ``(N, rows, cols)``."""
-    if data.startswith(GZIP_MAGIC):
+def decode_idx(f: BinaryIO, name: str, compressed: bool) -> np.ndarray:
+    """Decode an IDX image stream (gzip-compressed if ``compressed``) to uint8 ``(N, rows, cols)``.
+
+    Read incrementally, never more than :data:`MAX_INPUT_BYTES` decompressed (see :func:`idx.read_stream`).
+    """
+    if compressed:
         try:
-            data = gzip.decompress(data)
+            with gzip.GzipFile(fileobj=f, mode="rb") as gz:
+                images = idx.read_stream(gz, name, idx.IMAGES_MAGIC, MAX_INPUT_BYTES)
         except (OSError, EOFError, zlib.error) as exc:
             raise DataError(f"{name}: corrupt gzip data ({exc})") from exc
-    images = idx.parse(data, name, idx.IMAGES_MAGIC)
+    else:
+        images = idx.read_stream(f, name, idx.IMAGES_MAGIC, MAX_INPUT_BYTES)
     if images.size == 0:
         raise DataError(f"{name}: IDX file holds no images (shape {images.shape})")
+    check_pixels(images.shape[1], images.shape[2], name)
     return images
 
 
@@ -152,18 +188,24 @@ def read_input(path: Path) -> tuple[list[str], Sequence[np.ndarray]]:
     Raises
     ------
     DataError
-        If the file is missing, unreadable, or neither a valid image nor a valid IDX image file;
-        the message starts with the path.
+        If the file is missing, unreadable, not a regular file (a FIFO, a device), larger than
+        :data:`MAX_INPUT_BYTES`, or neither a valid image nor a valid IDX image file; the message
+        starts with the path.
     """
     try:
-        data = path.read_bytes()
+        with open_regular(path) as f:
+            head = f.peek(4)[:4]
+            if head.startswith(GZIP_MAGIC) or (len(head) >= 4 and head[:2] == b"\0\0" and head[2] in idx.DTYPES):
+                images = decode_idx(f, str(path), compressed=head.startswith(GZIP_MAGIC))
+                return [f"{path}[{i}]" for i in range(len(images))], images
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_INPUT_BYTES:
+                raise DataError(f"{path}: {size} bytes, more than the {MAX_INPUT_BYTES >> 20} MiB accepted per input")
+            data = f.read()
     except FileNotFoundError as exc:
         raise DataError(f"{path}: no such file") from exc
     except OSError as exc:
         raise DataError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
-    if data.startswith(GZIP_MAGIC) or (len(data) >= 4 and data[:2] == b"\0\0" and data[2] in idx.DTYPES):
-        images = decode_idx(data, str(path))
-        return [f"{path}[{i}]" for i in range(len(images))], images
     return [str(path)], [decode_image(data, str(path))]
 
 

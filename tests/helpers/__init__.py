@@ -4,6 +4,10 @@ Imported by absolute name (``from helpers.gradcheck import numeric_grad``): pyte
 on ``sys.path`` for the rootdir ``conftest.py``, as it does for the ``mlp``, ``stages`` and
 ``reliability`` test packages.
 
+``bombs``
+    Small hostile files: gzip and ``.npz`` bombs, lying ``.npy`` headers, PNG headers of huge images.
+``capped``
+    Run a command under a memory cap (``RLIMIT_AS``) and a time bound; its peak RSS from ``wait4``.
 ``dvc_sandbox``
     A throw-away copy of the repo as its own git + DVC repository (``copy_repo``, ``make_sandbox``).
 ``files``

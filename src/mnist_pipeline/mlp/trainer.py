@@ -28,6 +28,10 @@ from mnist_pipeline.mlp.schedules import Schedule, ScheduleConfig
 log = logging.getLogger(__name__)
 
 DTYPES = ("float32", "float64")
+# Upper bounds, so that a typo cannot ask for days of training or more memory than the machine has.
+MAX_EPOCHS = 1000  # the presets train for at most 60
+SECONDS_PER_EPOCH = 1.1  # the default 784-256-128-10 network on MNIST (README); 784-1024-1024-10 takes 6.5
+MAX_BATCH_SIZE = 65536
 EARLY_STOP = ("none", "val_loss", "val_acc")  # what early stopping monitors; "none" keeps the last epoch
 
 
@@ -53,7 +57,22 @@ class TrainConfig:
     def validate(self, key: str) -> None:
         """Raise :class:`~mnist_pipeline.mlp.errors.MLPError` naming ``key.field`` for any invalid value."""
         check(f"{key}.epochs", self.epochs > 0, "a positive number of epochs", self.epochs)
+        days = self.epochs * SECONDS_PER_EPOCH / 86400
+        check(
+            f"{key}.epochs",
+            self.epochs <= MAX_EPOCHS,
+            f"at most {MAX_EPOCHS} (each epoch is a full pass over the training set: at "
+            f"{SECONDS_PER_EPOCH} s each, as for the default network on MNIST, {self.epochs} take {days:.1f} days)",
+            self.epochs,
+        )
         check(f"{key}.batch_size", self.batch_size > 0, "a positive batch size", self.batch_size)
+        check(
+            f"{key}.batch_size",
+            self.batch_size <= MAX_BATCH_SIZE,
+            f"at most {MAX_BATCH_SIZE} examples (more than a whole MNIST training set; a batch and its "
+            "activations are held in memory at once)",
+            self.batch_size,
+        )
         check(f"{key}.lr", self.lr > 0, "> 0", self.lr)
         check(f"{key}.l2", self.l2 >= 0, ">= 0", self.l2)
         check(f"{key}.seed", self.seed >= 0, ">= 0", self.seed)

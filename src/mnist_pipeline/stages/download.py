@@ -13,7 +13,9 @@ source (retries included; a mirror dripping a byte just inside the read
 timeout would otherwise never end), transient failures (5xx, 408/425/429,
 timeouts, broken connections) are retried with capped exponential backoff,
 and anything else moves on to the next source. When every source fails, one
-line lists each source and why.
+line lists each source and why. A local source must hold regular files (a FIFO
+or a device is refused before it is read), and credentials in a URL
+(``http://user:secret@host/``) are masked in every message and log line.
 
 Run: ``python -m mnist_pipeline.stages.download`` (normally via ``dvc repro``).
 """
@@ -36,9 +38,9 @@ import urllib3
 from tqdm import tqdm
 
 from mnist_pipeline import data_config
-from mnist_pipeline.data_config import DownloadConfig, FileSpec
+from mnist_pipeline.data_config import DownloadConfig, FileSpec, mask_credentials
 from mnist_pipeline.errors import ConfigError, DataError
-from mnist_pipeline.paths import RAW_DIR
+from mnist_pipeline.paths import RAW_DIR, open_regular
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,7 @@ class FetchError(Exception):
     """One source failed for one file; ``transient`` errors are worth retrying."""
 
     def __init__(self, reason: str, transient: bool = False) -> None:
-        super().__init__(" ".join(reason.split()))  # one line, whatever the server sent
+        super().__init__(" ".join(mask_credentials(reason).split()))  # one line, whatever the server sent
         self.transient = transient
 
 
@@ -73,13 +75,13 @@ class Source:
 
 def mirror_from_env(value: str) -> Source:
     """Validate ``$DATA_MIRROR`` before any network call; raise ConfigError if unusable."""
-    label = f"{MIRROR_ENV}={value}"
+    label = mask_credentials(f"{MIRROR_ENV}={value}")
     hint = "use e.g. http://127.0.0.1:8765/mnist/ or a directory such as ../shared/datasets/mnist"
     try:
         parsed = urlparse(value)
         port = parsed.port  # raises ValueError for a non-numeric or out-of-range port
     except ValueError as exc:
-        raise ConfigError(f"{label} is not a valid URL ({exc}); {hint}") from exc
+        raise ConfigError(mask_credentials(f"{label} is not a valid URL ({exc}); {hint}")) from exc
     if parsed.scheme in HTTP_SCHEMES:
         host = parsed.hostname or ""
         if not _HOST.match(host) or port == 0 or parsed.query or parsed.fragment:
@@ -97,12 +99,12 @@ def mirror_from_env(value: str) -> Source:
 def sources(mirrors: Iterable[str], env: str | None) -> list[Source]:
     """``$DATA_MIRROR`` (if set) first, then the configured mirrors."""
     found = [mirror_from_env(env)] if env else []
-    return found + [Source(url, url, local=False) for url in mirrors]
+    return found + [Source(mask_credentials(url), url, local=False) for url in mirrors]
 
 
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
@@ -122,9 +124,9 @@ def _get(url: str, cfg: DownloadConfig, session: requests.Session) -> requests.R
         except ValueError as exc:
             raise FetchError(f"refused malformed redirect ({exc})") from exc
         if scheme not in HTTP_SCHEMES:
-            raise FetchError(f"refused redirect to {target[:100]!r}: only http(s) is allowed")
+            raise FetchError(f"refused redirect to {mask_credentials(target)[:100]!r}: only http(s) is allowed")
         if target in seen:
-            raise FetchError(f"refused redirect loop back to {target[:100]}")
+            raise FetchError(f"refused redirect loop back to {mask_credentials(target)[:100]}")
         seen.add(target)
         url = target
     raise FetchError(f"too many redirects (> {MAX_REDIRECTS})")
@@ -166,21 +168,24 @@ def _stream_http(
     except urllib3.exceptions.ProtocolError as exc:  # IncompleteRead (urllib3 2.x enforces Content-Length), reset
         if length is not None and received < length:
             raise FetchError(f"truncated body: connection closed after {received} of {length} bytes", True) from exc
-        raise FetchError(f"connection broken after {received} bytes ({str(exc)[:100]})", transient=True) from exc
+        reason = mask_credentials(str(exc))[:100]  # masked before it is cut, so no half URL escapes
+        raise FetchError(f"connection broken after {received} bytes ({reason})", transient=True) from exc
     except requests.exceptions.ConnectionError as exc:  # refused, unresolvable host, reset before the body
-        reason = str(getattr(exc.args[0], "reason", exc) if exc.args else exc)
+        reason = mask_credentials(str(getattr(exc.args[0], "reason", exc) if exc.args else exc))
         raise FetchError(f"cannot connect: {reason.split('): ', 1)[-1][:200]}", transient=True) from exc
     except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-        raise FetchError(f"{type(exc).__name__}: {str(exc)[:200]}", transient=True) from exc
+        raise FetchError(f"{type(exc).__name__}: {mask_credentials(str(exc))[:200]}", transient=True) from exc
 
 
 def _stream_local(path: str, cap: int) -> Iterator[bytes]:
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             size = os.fstat(f.fileno()).st_size
             if size > cap:
                 raise FetchError(f"is {size} bytes, more than the {cap} allowed; not copied")
             yield from iter(lambda: f.read(CHUNK), b"")
+    except DataError as exc:  # a FIFO, a device: refused before a byte is read
+        raise FetchError(str(exc)) from exc
     except FileNotFoundError as exc:
         raise FetchError("no such file") from exc
     except OSError as exc:
@@ -271,8 +276,10 @@ def fetch(
                 sleep(min(MAX_BACKOFF, cfg.backoff * 2**attempt))
     tried = "; ".join(failures) or "no sources configured"
     raise DataError(
-        f"could not fetch {spec.name} from any source ({tried}); "
-        f"set {MIRROR_ENV} to a directory or http(s) URL that holds it, e.g. {MIRROR_ENV}=../shared/datasets/mnist"
+        mask_credentials(
+            f"could not fetch {spec.name} from any source ({tried}); "
+            f"set {MIRROR_ENV} to a directory or http(s) URL that holds it, e.g. {MIRROR_ENV}=../shared/datasets/mnist"
+        )
     )
 
 

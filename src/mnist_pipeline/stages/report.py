@@ -45,6 +45,7 @@ from mnist_pipeline.paths import (
     REPORT_FILE,
     TIMING_FILE,
     TRAIN_LOG_FILE,
+    open_regular,
 )
 
 log = logging.getLogger(__name__)
@@ -209,7 +210,7 @@ def _fingerprint_table(fingerprints: dict[str, Any]) -> list[str]:
 
 def _read_csv(path: Path) -> dict[str, list[str]]:
     try:
-        with path.open(encoding="utf-8", newline="") as f:
+        with open_regular(path, "r", encoding="utf-8", newline="") as f:
             rows = list(csv.DictReader(f))
     except FileNotFoundError as exc:
         raise DataError(f"{path} is missing; run `dvc repro`") from exc
@@ -220,7 +221,8 @@ def _read_csv(path: Path) -> dict[str, list[str]]:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        with open_regular(path, "r", encoding="utf-8") as f:
+            return json.load(f)
     except FileNotFoundError as exc:
         raise DataError(f"{path} is missing; run `dvc repro`") from exc
 
