@@ -37,7 +37,7 @@ class ModelConfig:
     hidden: tuple[int, ...]
     activation: str
     init: str
-    dropout: float = 0.0  # probability of dropping a hidden unit (inverted dropout)
+    dropout: float  # probability of dropping a hidden unit (inverted dropout)
 
     def validate(self, key: str) -> None:
         if len(self.hidden) > MAX_HIDDEN_LAYERS:

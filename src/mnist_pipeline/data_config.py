@@ -90,7 +90,7 @@ class DownloadConfig:
     read_timeout: float
     retries: int
     backoff: float
-    max_seconds: float = 600.0  # total time one file may take from one source (stops slow-drip mirrors)
+    max_seconds: float  # total time one file may take from one source (stops slow-drip mirrors)
 
     def validate(self, key: str) -> None:
         check(f"{key}.connect_timeout", self.connect_timeout > 0, "> 0 seconds", self.connect_timeout)

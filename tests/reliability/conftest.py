@@ -21,4 +21,4 @@ def blob() -> Blob:
 
 @pytest.fixture
 def fast_cfg() -> DownloadConfig:
-    return DownloadConfig(connect_timeout=2.0, read_timeout=2.0, retries=2, backoff=0.0)
+    return DownloadConfig(connect_timeout=2.0, read_timeout=2.0, retries=2, backoff=0.0, max_seconds=600.0)

@@ -81,7 +81,7 @@ def test_connection_refused_is_retried_then_next_mirror(fault_server, blob, fast
 
 
 def test_transient_503_then_200_succeeds_with_backoff_honoured(fault_server, blob, tmp_path):
-    cfg = DownloadConfig(connect_timeout=2.0, read_timeout=2.0, retries=3, backoff=0.05)
+    cfg = DownloadConfig(connect_timeout=2.0, read_timeout=2.0, retries=3, backoff=0.05, max_seconds=600.0)
     fault_server.route(blob.route("m1"), status(503), status(503), ok(blob.data))
     sleeps: list[float] = []
 
@@ -103,7 +103,7 @@ def test_transient_503_then_200_succeeds_with_backoff_honoured(fault_server, blo
 
 
 def test_persistent_503_exhausts_retries_with_capped_backoff(fault_server, blob, tmp_path):
-    cfg = DownloadConfig(connect_timeout=2.0, read_timeout=2.0, retries=4, backoff=50.0)
+    cfg = DownloadConfig(connect_timeout=2.0, read_timeout=2.0, retries=4, backoff=50.0, max_seconds=600.0)
     fault_server.route(blob.route("m1"), status(503))
     sleeps: list[float] = []
 
@@ -180,7 +180,7 @@ def test_wrong_bytes_then_good_mirror_only_verified_bytes_are_renamed_in(
 @pytest.mark.parametrize("keep", [0, 1000], ids=["no-body", "part-body"])
 def test_stalled_server_hits_read_timeout_within_configured_seconds(fault_server, blob, tmp_path, keep):
     # The server sends headers (and maybe some bytes), then nothing for STALL_LIMIT = 20 s.
-    cfg = DownloadConfig(connect_timeout=2.0, read_timeout=0.5, retries=1, backoff=0.0)
+    cfg = DownloadConfig(connect_timeout=2.0, read_timeout=0.5, retries=1, backoff=0.0, max_seconds=600.0)
     fault_server.route(blob.route("m1"), stall(blob.data, keep))
 
     start = time.monotonic()
@@ -347,7 +347,7 @@ from pathlib import Path
 from mnist_pipeline.data_config import DownloadConfig, FileSpec
 from mnist_pipeline.stages import download as dl
 spec, url, dest = json.loads(sys.argv[1])
-cfg = DownloadConfig(connect_timeout=2.0, read_timeout=30.0, retries=0, backoff=0.0)
+cfg = DownloadConfig(connect_timeout=2.0, read_timeout=30.0, retries=0, backoff=0.0, max_seconds=600.0)
 dl.download([FileSpec(**spec)], [dl.Source("m1", url, local=False)], Path(dest), cfg)
 """
 

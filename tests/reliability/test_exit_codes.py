@@ -101,7 +101,7 @@ def test_all_sources_failing_exits_1_with_one_line_naming_each(workdir, fault_se
 
 def test_transient_failure_is_retried_then_reported(workdir, fault_server):
     params = yaml.safe_load((workdir / "params.yaml").read_text(encoding="utf-8"))
-    params["download"] = {"connect_timeout": 2, "read_timeout": 2, "retries": 1, "backoff": 0.01}
+    params["download"].update(connect_timeout=2, read_timeout=2, retries=1, backoff=0.01)
     (workdir / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
     for spec in params["dataset"]["files"].values():
         fault_server.route(f"/m1/{spec['name']}", status(503))

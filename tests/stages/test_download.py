@@ -24,7 +24,7 @@ from mnist_pipeline.stages import download as dl
 
 pytestmark = pytest.mark.timeout(30)
 
-CFG = DownloadConfig(connect_timeout=2.0, read_timeout=2.0, retries=1, backoff=0.0)
+CFG = DownloadConfig(connect_timeout=2.0, read_timeout=2.0, retries=1, backoff=0.0, max_seconds=600.0)
 
 
 @pytest.fixture
