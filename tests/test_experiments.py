@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from helpers.dvc_sandbox import Sandbox, make_sandbox, real_mirror, stages_run
 
@@ -150,13 +151,30 @@ def test_sweep_command_ranks_by_validation_accuracy(box: Sandbox) -> None:
     assert re.search(rf"best by val.accuracy: {rows[0][1]} \(train.lr=", output), output
 
 
-@pytest.mark.parametrize(("override", "stage"), [("train.lr=-0.1", "train"), ("featurize.val_size=60000", "featurize")])
-def test_a_bad_value_stops_the_run_and_keeps_every_output(box: Sandbox, override: str, stage: str) -> None:
+def _snapshot(box: Sandbox) -> dict[str, bytes]:
+    """Every output a failed run must leave alone, and every file of the DVC cache (run-cache included)."""
     kept = ["data/features/train.npz", "data/model/model.npz", "reports/train_log.csv", "reports/metrics.json"]
-    before = {rel: (box.root / rel).read_bytes() for rel in kept}
-    output = box.dvc("exp", "run", "-S", override, check=False)
+    cache = sorted(p for p in (box.root / ".dvc" / "cache").rglob("*") if p.is_file())
+    return {rel: (box.root / rel).read_bytes() for rel in kept} | {str(p): p.read_bytes() for p in cache}
+
+
+@pytest.mark.parametrize("command", ["exp run", "repro"])
+@pytest.mark.parametrize(("override", "stage"), [("train.lr=-0.1", "train"), ("featurize.val_size=60000", "featurize")])
+def test_a_bad_value_stops_the_run_and_keeps_every_output(
+    box: Sandbox, command: str, override: str, stage: str
+) -> None:
+    before = _snapshot(box)
+    key, value = override.split("=")
+    if command == "exp run":
+        output = box.dvc("exp", "run", "-S", override, check=False)
+    else:  # the value written into params.yaml by hand (compose would refuse it), then a plain `dvc repro`
+        params = box.params()
+        section, name = key.split(".")
+        params[section][name] = yaml.safe_load(value)
+        (box.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+        output = box.dvc("repro", check=False)
     try:
-        assert f"error: {stage}: {override.split('=')[0]}" in output, output
-        assert {rel: (box.root / rel).read_bytes() for rel in kept} == before  # persist: nothing deleted
+        assert f"error: {stage}: {key}" in output, output
+        assert _snapshot(box) == before  # persist: no output deleted, the cache untouched
     finally:
         _reset(box)
