@@ -80,7 +80,18 @@ bench: $(BENCH_STAMP)
 # Experiments (PATH, exported above, makes `dvc` and the stages' `python` this venv's):
 #   make sweep ARGS="-S 'train.lr=0.05,0.1,0.2' -S train.epochs=5 -j 2"   (default grid: train.lr=0.05,0.1,0.2)
 #   make check-metrics ARGS="--rev origin/main"                             (gate reports/metrics.json)
-.PHONY: sweep check-metrics
+#   make tune ARGS="--trials 30"                                           (Optuna study, see docs/tuning.md)
+.PHONY: sweep check-metrics tune install-tune
+TUNE_STAMP := $(VENV)/.installed-tune
+
+$(TUNE_STAMP): $(STAMP)
+	$(call lock_install,.[tune])
+	touch $(TUNE_STAMP)
+
+install-tune: $(TUNE_STAMP)
+
+tune: install-tune
+	$(BIN)/python -m mnist_pipeline.tune $(ARGS)
 
 sweep: install
 	$(BIN)/python -m mnist_pipeline.sweep $(ARGS)
