@@ -17,6 +17,8 @@ import pytest
 import yaml
 
 from helpers.dvc_sandbox import Sandbox, make_sandbox, real_mirror, stages_run
+from mnist_pipeline.epoch_log import files
+from mnist_pipeline.paths import LIVE_DIR
 
 pytestmark = pytest.mark.slow
 
@@ -153,7 +155,8 @@ def test_sweep_command_ranks_by_validation_accuracy(box: Sandbox) -> None:
 
 def _snapshot(box: Sandbox) -> dict[str, bytes]:
     """Every output a failed run must leave alone, and every file of the DVC cache (run-cache included)."""
-    kept = ["data/features/train.npz", "data/model/model.npz", "reports/train_log.csv", "reports/metrics.json"]
+    kept = ["data/features/train.npz", "data/model/model.npz", "reports/metrics.json"]
+    kept += [p.as_posix() for p in files(LIVE_DIR)]
     cache = sorted(p for p in (box.root / ".dvc" / "cache").rglob("*") if p.is_file())
     return {rel: (box.root / rel).read_bytes() for rel in kept} | {str(p): p.read_bytes() for p in cache}
 

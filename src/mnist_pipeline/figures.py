@@ -90,7 +90,7 @@ def learning_curves(fig: Figure, log: Mapping[str, np.ndarray]) -> None:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3, which="both")
         ax.legend()
-    fig.suptitle(f"Learning curves: best epoch {epoch[best]} (validation accuracy {log['val_acc'][best]:.4f})")
+    fig.suptitle(f"Learning curves: max validation accuracy {log['val_acc'][best]:.4f} at epoch {epoch[best]}")
 
 
 @_png("confusion_matrix")

@@ -19,8 +19,9 @@ PREPARED_DIR = Path("data/prepared")  # prepare: {train,test}.npz, normalized pi
 FEATURES_DIR = Path("data/features")  # featurize: {train,val,test}.npz, with one-hot labels
 MODEL_FILE = Path("data/model/model.npz")  # train: weights and metadata
 
+LIVE_DIR = Path("dvclive")  # train: DVCLive's per-epoch metrics, rewritten after every epoch (epoch_log.py)
+
 REPORTS_DIR = Path("reports")
-TRAIN_LOG_FILE = REPORTS_DIR / "train_log.csv"  # train: one row per epoch
 TIMING_FILE = REPORTS_DIR / "timing.json"  # train: wall clock, deliberately no stage's output
 METRICS_FILE = REPORTS_DIR / "metrics.json"  # evaluate
 CLASSIFICATION_REPORT_FILE = REPORTS_DIR / "classification_report.json"  # evaluate

@@ -157,7 +157,7 @@ def test_dvc_yaml_declares_the_report_stage(repo_root: Path) -> None:
     assert set(outs) == {paths.REPORT_FILE.as_posix(), *pngs}
     assert all(o == {"cache": False, "persist": True} for o in outs.values())  # git-tracked, kept on failure
     assert set(pngs) <= {p for p in dvc["plots"] if isinstance(p, str)}  # image plots
-    read = [paths.MODEL_FILE, paths.FEATURES_DIR / "test.npz", paths.TRAIN_LOG_FILE, paths.METRICS_FILE]
+    read = [paths.MODEL_FILE, paths.FEATURES_DIR / "test.npz", paths.LIVE_DIR, paths.METRICS_FILE]
     read += [paths.CLASSIFICATION_REPORT_FILE, paths.PREDICTIONS_FILE]
     assert {p.as_posix() for p in read} <= set(stage["deps"])
     assert "report" in stage["params"] and "evaluate.batch_size" in stage["params"]

@@ -5,12 +5,20 @@ The training itself (:func:`mnist_pipeline.mlp.trainer.fit`) is tested in ``test
 
 from __future__ import annotations
 
-import csv
+import json
+
+import pytest
 
 from mnist_pipeline import paths
+from mnist_pipeline.epoch_log import METRICS, files, metric_file, read_history
 from mnist_pipeline.io import load_npz
+from mnist_pipeline.mlp.errors import MLPError
 from mnist_pipeline.model_file import load_network
 from mnist_pipeline.stages import featurize, prepare, train
+
+
+def _outputs(root) -> dict[str, bytes]:
+    return {p.as_posix(): (root / p).read_bytes() for p in [paths.MODEL_FILE, *files(paths.LIVE_DIR)]}
 
 
 def test_train_main_writes_model_and_log_reproducibly(tiny_workspace) -> None:
@@ -20,10 +28,15 @@ def test_train_main_writes_model_and_log_reproducibly(tiny_workspace) -> None:
     train.main()
     model = tiny_workspace.root / paths.MODEL_FILE
     first = model.read_bytes()
-    with open(tiny_workspace.root / paths.TRAIN_LOG_FILE, newline="") as f:
-        log_rows = list(csv.DictReader(f))
-    assert [int(r["epoch"]) for r in log_rows] == [1, 2, 3]
-    assert float(log_rows[-1]["val_acc"]) > 0.9  # the synthetic digits are learnable
+    history = read_history(tiny_workspace.root / paths.LIVE_DIR)
+    assert history["epoch"].tolist() == [1, 2, 3]
+    assert history["val_acc"][-1] > 0.9  # the synthetic digits are learnable
+    live = json.loads((tiny_workspace.root / paths.LIVE_DIR / "metrics.json").read_text(encoding="utf-8"))
+    assert live["step"] == 3 and live["val"]["accuracy"] == history["val_acc"][-1]
+    assert {"train", "val", "lr", "step"} == set(live) and set(live["val"]) == {"loss", "accuracy"}
+    for key, name in METRICS.items():  # step and value only: no timestamp column
+        header = (tiny_workspace.root / metric_file(paths.LIVE_DIR, key)).read_text(encoding="utf-8").splitlines()[0]
+        assert header == f"step\t{name.split('/')[-1]}"
 
     net, meta = load_network(model)
     assert meta["weights_epoch"] == 3  # no early stopping: the last epoch's weights
@@ -31,5 +44,21 @@ def test_train_main_writes_model_and_log_reproducibly(tiny_workspace) -> None:
     test = load_npz("data/features/test.npz", ["x", "y"])
     assert (net.predict_proba(test["x"]).argmax(axis=1) == test["y"]).mean() > 0.9
 
+    outputs = _outputs(tiny_workspace.root)
     train.main()
     assert model.read_bytes() == first  # same params -> bit-identical model.npz
+    assert _outputs(tiny_workspace.root) == outputs  # and live log
+
+
+def test_a_diverged_run_leaves_model_and_live_log_as_they_were(tiny_workspace) -> None:
+    tiny_workspace.write_params(**{"model.hidden": [32], "train.epochs": 2})
+    prepare.main()
+    featurize.main()
+    train.main()
+    before = _outputs(tiny_workspace.root)
+    tiny_workspace.write_params(
+        **{"model.hidden": [32], "train.epochs": 3, "train.lr": 1e6, "schedule.name": "constant"}
+    )
+    with pytest.raises(MLPError, match="diverged"):
+        train.main()
+    assert _outputs(tiny_workspace.root) == before

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -148,12 +149,14 @@ def fit(
     sched_cfg: ScheduleConfig,
     rng: np.random.Generator,
     image_shape: tuple[int, int] | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> tuple[list[dict], list[float]]:
     """Train ``net`` in place; return per-epoch log rows and per-epoch seconds.
 
     ``train_loss``/``train_acc`` in a row are running means of the training
     objective over that epoch's batches (weights change during the epoch);
-    ``val_loss`` is plain cross-entropy after it.
+    ``val_loss`` is plain cross-entropy after it. ``on_epoch(row)``, if given,
+    gets each row as soon as its epoch ends (live logging).
 
     Raises
     ------
@@ -224,6 +227,8 @@ def fit(
         row = {"epoch": epoch, "train_loss": loss_sum / n, "train_acc": correct / n}
         row.update({"val_loss": val_loss, "val_acc": val_acc, "lr": lr})
         rows.append(row)
+        if on_epoch is not None:
+            on_epoch(row)
         log.info(
             "epoch %d/%d train_loss %.4f train_acc %.4f val_loss %.4f val_acc %.4f (%.2fs)",
             *(epoch, cfg.epochs, row["train_loss"], row["train_acc"], val_loss, val_acc, seconds[-1]),

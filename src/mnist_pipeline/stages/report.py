@@ -1,7 +1,7 @@
 """Stage ``report``: figures and a one-page markdown report from the run's own outputs.
 
 A stage of its own after ``evaluate``, so that changing a figure option
-(``report.*``) reruns only this stage. It reads ``reports/train_log.csv``,
+(``report.*``) reruns only this stage. It reads the per-epoch log in ``dvclive/``,
 ``reports/metrics.json``, ``reports/classification_report.json``,
 ``reports/predictions.csv`` and recomputes the test probabilities from
 ``data/model/model.npz`` and ``data/features/test.npz`` (checked against
@@ -29,6 +29,7 @@ import numpy as np
 
 from mnist_pipeline import compute, config, figures
 from mnist_pipeline.config import Config
+from mnist_pipeline.epoch_log import read_history
 from mnist_pipeline.errors import DataError
 from mnist_pipeline.io import atomic_write, load_npz, npz_meta, write_text
 from mnist_pipeline.metrics import AVERAGES, confusion_matrix
@@ -39,12 +40,12 @@ from mnist_pipeline.paths import (
     COMPUTE_FILE,
     FEATURES_DIR,
     FIGURES_DIR,
+    LIVE_DIR,
     METRICS_FILE,
     MODEL_FILE,
     PREDICTIONS_FILE,
     REPORT_FILE,
     TIMING_FILE,
-    TRAIN_LOG_FILE,
     open_regular,
 )
 
@@ -58,14 +59,13 @@ FIGURE_TITLES = {
     "weights": "First-layer weights",
 }
 CONFIG_GROUPS = ("model", "optimizer", "schedule", "train", "prepare", "featurize", "compute")
-LOG_COLUMNS = ("epoch", "train_loss", "val_loss", "train_acc", "val_acc")  # what the learning curves use
 
 
 @dataclass(frozen=True)
 class RunOutputs:
     """Everything the report shows, loaded from one run's files."""
 
-    train_log: dict[str, np.ndarray]  # train_log.csv column -> (E,)
+    train_log: dict[str, np.ndarray]  # epoch_log.read_history: "epoch", "train_loss", ... -> (E,)
     metrics: dict[str, Any]  # metrics.json
     class_report: dict[str, Any]  # classification_report.json
     y_true: np.ndarray  # (N,) test labels
@@ -238,13 +238,8 @@ def load_run(cfg: Config) -> RunOutputs:
     if not (np.array_equal(actual, test["y"]) and np.array_equal(predicted, proba.argmax(axis=1))):
         raise DataError(f"{PREDICTIONS_FILE} does not match {MODEL_FILE} on the test set; rerun `dvc repro`")
     pixels = test["x"] * np.float32(norm["std"]) + np.float32(norm["mean"])  # undo prepare's normalization
-    columns = _read_csv(TRAIN_LOG_FILE)
-    missing = [k for k in LOG_COLUMNS if k not in columns]
-    if missing:
-        raise DataError(f"{TRAIN_LOG_FILE} lacks column {missing[0]!r}; rerun `dvc repro train`")
-    train_log = {k: np.array(columns[k], dtype=np.int64 if k == "epoch" else np.float64) for k in LOG_COLUMNS}
     return RunOutputs(
-        train_log=train_log,
+        train_log=read_history(LIVE_DIR),
         metrics=_read_json(METRICS_FILE),
         class_report=_read_json(CLASSIFICATION_REPORT_FILE),
         y_true=test["y"].astype(np.int64),

@@ -8,8 +8,9 @@ so every other output compares byte for byte across reruns.
 The BLAS kernel, thread count and numpy SIMD level decide the rounding; they are fixed by
 ``compute.*`` (see :mod:`mnist_pipeline.compute`) and recorded in the model's metadata.
 
-Writes ``data/model/model.npz``, ``reports/train_log.csv`` and
-``reports/timing.json``. Run: ``python -m mnist_pipeline.stages.train``.
+Writes ``data/model/model.npz``, the per-epoch log in ``dvclive/`` (live, after every epoch; see
+:mod:`mnist_pipeline.epoch_log`) and ``reports/timing.json``.
+Run: ``python -m mnist_pipeline.stages.train``.
 """
 
 from __future__ import annotations
@@ -20,16 +21,15 @@ import numpy as np
 
 from mnist_pipeline import compute, config
 from mnist_pipeline.config import Config
-from mnist_pipeline.io import load_npz, npz_meta, write_csv, write_json
+from mnist_pipeline.epoch_log import live_epochs
+from mnist_pipeline.io import load_npz, npz_meta, write_json
 from mnist_pipeline.mlp.network import Network
 from mnist_pipeline.mlp.trainer import fit, kept_epoch
 from mnist_pipeline.model_file import save_network
-from mnist_pipeline.paths import FEATURES_DIR, MODEL_FILE, TIMING_FILE, TRAIN_LOG_FILE
+from mnist_pipeline.paths import FEATURES_DIR, LIVE_DIR, MODEL_FILE, TIMING_FILE
 from mnist_pipeline.splits import load_feature_split
 
 log = logging.getLogger(__name__)
-
-LOG_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr")
 
 
 def build(cfg: Config, rng: np.random.Generator) -> Network:
@@ -48,7 +48,10 @@ def main() -> None:
     norm = npz_meta(load_npz(FEATURES_DIR / "val.npz", ["meta"]), FEATURES_DIR / "val.npz")
     rng = np.random.default_rng(cfg.train.seed)
     net = build(cfg, rng)
-    rows, seconds = fit(net, train, val, cfg.train, cfg.optimizer, cfg.schedule, rng, cfg.dataset.image_shape)
+    with live_epochs(LIVE_DIR) as log_epoch:
+        rows, seconds = fit(
+            net, train, val, cfg.train, cfg.optimizer, cfg.schedule, rng, cfg.dataset.image_shape, log_epoch
+        )
     meta = {
         "dataset": cfg.dataset.name,
         "class_names": list(cfg.dataset.class_names),
@@ -63,8 +66,6 @@ def main() -> None:
         "compute": fingerprint,
     }
     save_network(MODEL_FILE, net, meta)
-    table = [[f"{r[k]:.6g}" if isinstance(r[k], float) else r[k] for k in LOG_COLUMNS] for r in rows]
-    write_csv(TRAIN_LOG_FILE, LOG_COLUMNS, table)
     total = sum(seconds)
     write_json(
         TIMING_FILE,

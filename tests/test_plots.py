@@ -1,0 +1,142 @@
+"""The plots of dvc.yaml: what they show, that DVC renders them, and that a browser draws every one.
+
+``dvc plots show`` (and VS Code, Studio) render the definitions under ``plots:`` over the committed
+outputs: DVCLive's per-epoch TSVs in ``dvclive/`` and evaluate's ``reports/predictions.csv``. The
+last test opens DVC's HTML in headless Chromium (Debian's ``chromium``, which ``.ci/run`` installs),
+with the Vega scripts the page names fetched from the npm registry instead of their CDN.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from helpers.dvc_sandbox import DVC, REPO, sandbox_env
+from mnist_pipeline.epoch_log import files, metric_file
+from mnist_pipeline.paths import FIGURES_DIR, LIVE_DIR, PREDICTIONS_FILE
+
+DVC_YAML = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))
+PLOTS = {next(iter(p)): next(iter(p.values())) for p in DVC_YAML["plots"] if isinstance(p, dict)}  # title -> def
+IMAGES = [p for p in DVC_YAML["plots"] if isinstance(p, str)]
+EPOCH_PLOTS = {"Loss per epoch": ("train_loss", "val_loss"), "Accuracy per epoch": ("train_acc", "val_acc")}
+
+
+def _y_files(plot: dict) -> set[str]:
+    return set(plot["y"])
+
+
+def test_epoch_plots_draw_dvclive_metrics_against_the_epoch() -> None:
+    for title, keys in EPOCH_PLOTS.items():
+        plot = PLOTS[title]
+        assert _y_files(plot) == {metric_file(LIVE_DIR, k).as_posix() for k in keys}
+        assert plot["x"] == "step" and plot["x_label"] == "epoch"  # DVCLive's step is the epoch number
+    assert PLOTS["Learning rate"]["y"] == {metric_file(LIVE_DIR, "lr").as_posix(): "lr"}
+    assert "learning rate" in PLOTS["Learning rate"]["y_label"]
+
+
+def test_the_loss_label_says_train_is_the_objective_and_val_is_cross_entropy() -> None:
+    label = PLOTS["Loss per epoch"]["y_label"]
+    assert re.search(r"train - the training objective", label) and re.search(r"val - cross-entropy", label)
+
+
+def test_confusion_matrix_in_counts_and_normalized() -> None:
+    confusion = {p["template"]: p for p in PLOTS.values() if p.get("template", "").startswith("confusion")}
+    assert set(confusion) == {"confusion", "confusion_normalized"}
+    for plot in confusion.values():
+        assert plot["x"] == "predicted" and plot["y"] == {PREDICTIONS_FILE.as_posix(): "actual"}
+
+
+def test_every_plot_reads_an_output_of_a_stage() -> None:
+    outs = {next(iter(o)) if isinstance(o, dict) else o for s in DVC_YAML["stages"].values() for o in s.get("outs", [])}
+    outs |= {next(iter(o)) for s in DVC_YAML["stages"].values() for o in s.get("metrics", [])}
+    read = {f for plot in PLOTS.values() for f in _y_files(plot)} | set(IMAGES)
+    for path in read:
+        assert any(path == out or path.startswith(out + "/") for out in outs), path
+    assert set(IMAGES) == {f"{FIGURES_DIR.as_posix()}/{p.stem}.png" for p in (REPO / FIGURES_DIR).glob("*.png")}
+
+
+def test_titles_are_safe_as_html_ids() -> None:
+    """DVC's HTML uses each title as an element id inside a quoted selector: a quote or colon breaks it."""
+    for title in PLOTS:
+        assert not set(title) & set("'\"\\:#"), title
+
+
+@pytest.fixture(scope="module")
+def plots_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A git + DVC repo holding dvc.yaml and the committed files the plots read, nothing else."""
+    root = tmp_path_factory.mktemp("plots") / "repo"
+    (root / ".dvc").mkdir(parents=True)
+    shutil.copy2(REPO / ".dvc" / "config", root / ".dvc" / "config")
+    shutil.copy2(REPO / "dvc.yaml", root / "dvc.yaml")
+    for rel in [*files(LIVE_DIR), PREDICTIONS_FILE, *map(Path, IMAGES)]:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, root / rel)
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True, timeout=60)
+    return root
+
+
+def _dvc(root: Path, *args: str) -> str:
+    result = subprocess.run(
+        [str(DVC), *args], cwd=root, env=sandbox_env(root, None), capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_dvc_plots_show_json_renders_every_plot(plots_repo: Path) -> None:
+    shown = json.loads(_dvc(plots_repo, "plots", "show", "--json"))
+    assert "errors" not in shown, shown["errors"]
+    assert set(shown["data"]) == set(PLOTS) | set(IMAGES)
+    epochs = len((REPO / metric_file(LIVE_DIR, "lr")).read_text(encoding="utf-8").splitlines()) - 1
+    for title in [*EPOCH_PLOTS, "Learning rate"]:
+        (plot,) = shown["data"][title]
+        assert plot["type"] == "vega" and len(plot["content"]["data"]["values"]) == epochs * len(PLOTS[title]["y"])
+        assert plot["content"]["encoding"]["x"]["title"] == "epoch"
+
+
+def _vendor_vega(page: Path, work: Path) -> None:
+    """Point ``page``'s CDN scripts (``https://cdn.jsdelivr.net/npm/<pkg>@<version>``) at local copies from npm."""
+    html = page.read_text(encoding="utf-8")
+    scripts = re.findall(r'src="(https://cdn\.jsdelivr\.net/npm/([\w-]+)@([\d.]+))"', html)
+    assert {pkg for _, pkg, _ in scripts} == {"vega", "vega-lite", "vega-embed"}, scripts
+    for url, pkg, version in scripts:
+        subprocess.run(["npm", "pack", "--silent", f"{pkg}@{version}"], cwd=work, check=True, timeout=120)
+        with tarfile.open(work / f"{pkg}-{version}.tgz") as tgz:
+            script = tgz.extractfile(f"package/build/{pkg}.min.js")
+            (page.parent / f"{pkg}.min.js").write_bytes(script.read())
+        html = html.replace(url, f"{pkg}.min.js")
+    page.write_text(html, encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_every_plot_is_drawn_in_headless_chromium(plots_repo: Path, tmp_path: Path) -> None:
+    chromium = shutil.which("chromium")
+    if chromium is None or shutil.which("npm") is None:
+        pytest.skip("needs Debian's chromium (.ci/run installs it) and npm for the Vega scripts")
+    _dvc(plots_repo, "plots", "show", "-o", str(tmp_path / "html"))
+    page = tmp_path / "html" / "index.html"
+    _vendor_vega(page, tmp_path)
+    browser = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+    browser += ["--virtual-time-budget=20000", "--window-size=1400,2400"]
+    dom = subprocess.run(
+        [*browser, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    # vega-embed draws each Vega plot on a canvas; a plot it cannot parse or embed leaves none.
+    assert dom.count("<canvas") == len(PLOTS), dom[:2000]
+    assert dom.count("<img") == len(IMAGES)
+    for title in PLOTS:
+        assert f'id="{re.sub(r"[^A-Za-z0-9_-]", "_", title)}"' in dom, title
+    shot = tmp_path / "plots.png"
+    subprocess.run([*browser, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120, check=True)
+    with Image.open(shot) as image:
+        assert image.size == (1400, 2400)
+        colors = image.convert("RGB").getcolors(maxcolors=1 << 20)
+        assert colors is not None and len(colors) > 1000  # lines, heatmaps and figures, not a blank page
