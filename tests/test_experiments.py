@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from helpers.dvc_sandbox import Sandbox, make_sandbox, real_mirror, stages_run
-from mnist_pipeline.epoch_log import files
+from helpers.dvc_sandbox import BIN, DVC, Sandbox, make_sandbox, real_mirror, stages_run
+from mnist_pipeline.epoch_log import files, read_history
 from mnist_pipeline.paths import LIVE_DIR
 
 pytestmark = pytest.mark.slow
@@ -138,6 +140,103 @@ def test_group_override_in_the_workspace(box: Sandbox) -> None:
         assert _exps(box)["adam"]["optimizer"] == "adam"
     finally:
         _reset(box)
+
+
+def _lock_without(box: Sandbox, paths: set[str]) -> dict:
+    """dvc.lock with the entries of ``paths`` left out of every stage's outs."""
+    lock = yaml.safe_load((box.root / "dvc.lock").read_text(encoding="utf-8"))
+    for stage in lock["stages"].values():
+        stage["outs"] = [o for o in stage.get("outs", []) if o["path"] not in paths]
+    return lock
+
+
+def _live_metrics(box: Sandbox) -> dict | None:
+    """dvclive/metrics.json as it is now, or None while DVCLive is between writes."""
+    try:
+        return json.loads((box.root / LIVE_DIR / "metrics.json").read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def test_dvclive_shows_each_epoch_while_training_and_in_exp_show(box: Sandbox) -> None:
+    before = _live_metrics(box)  # the baseline: 1 epoch
+    proc = subprocess.Popen(
+        [str(DVC), "exp", "run", "-n", "live-2", "-S", "train.epochs=2"],
+        cwd=box.root,
+        env=box.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    seen = []  # metrics.json contents seen while the run was still going
+    try:
+        deadline = time.monotonic() + 600
+        while proc.poll() is None and time.monotonic() < deadline:
+            if (now := _live_metrics(box)) is not None and proc.poll() is None and now not in seen:
+                seen.append(now)
+            time.sleep(0.02)
+        output = proc.communicate(timeout=60)[0]
+        assert proc.returncode == 0, output
+        final = _live_metrics(box)
+        # Epoch 1 of this run (another lr than the baseline's, the cosine schedule spans 2 epochs)
+        # was in the workspace before the run ended.
+        assert any(m["step"] == 1 and m != before for m in seen), seen
+        assert final["step"] == 2 and set(final) == {"train", "val", "lr", "step"}
+        assert set(final["train"]) == set(final["val"]) == {"loss", "accuracy"}
+        history = read_history(box.root / LIVE_DIR)
+        assert history["epoch"].tolist() == [1, 2] and history["val_acc"][-1] == final["val"]["accuracy"]
+
+        shown = next(
+            g["revs"][0]["data"]
+            for b in json.loads(box.dvc("exp", "show", "--json"))
+            for g in b.get("experiments") or []
+            if g["name"] == "live-2"
+        )
+        assert shown["metrics"]["dvclive/metrics.json"]["data"] == final
+
+        # A forced rerun of train and what follows gives every tracked output back byte for byte, but
+        # the two that hold wall-clock times by design (timing.json, and report.md, which shows them).
+        clock = {"reports/timing.json", "reports/report.md"}
+        tracked = [p for p in box.git("ls-files", "dvclive", "reports").split() if p not in clock]
+        tracked += ["data/model/model.npz"]
+        first = {rel: (box.root / rel).read_bytes() for rel in tracked}
+        first_lock = _lock_without(box, clock)
+        assert stages_run(box.dvc("repro", "--force", "--downstream", "train")) == ["train", "evaluate", "report"]
+        assert {rel: (box.root / rel).read_bytes() for rel in tracked} == first
+        assert _lock_without(box, clock) == first_lock
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        _reset(box)
+
+
+def test_model_fetched_by_name_from_a_clone_and_used_by_predict(box: Sandbox, tmp_path: Path) -> None:
+    """The registry round trip: register the model with GTO, push it, fetch it elsewhere by name."""
+    store, clone, user = tmp_path / "store", tmp_path / "clone", tmp_path / "user"
+    head = box.git("rev-parse", "HEAD").strip()
+    try:
+        box.dvc("remote", "add", "-d", "store", str(store))
+        box.commit("a DVC remote")
+        box.run(BIN / "gto", "register", "mnist-mlp", "--version", "v1.0.0")
+        box.dvc("push", "data/model/model.npz")
+        box.git("clone", "-q", str(box.root), str(clone))  # git only (tags too): the model is in the remote
+        user.mkdir()
+        box.dvc("artifacts", "get", str(clone), "mnist-mlp", "-o", "model.npz", cwd=user)
+        fetched = (user / "model.npz").read_bytes()
+        assert fetched == (box.root / "data/model/model.npz").read_bytes()
+        images = box.root / "data/raw/t10k-images-idx3-ubyte.gz"
+        predict = [sys.executable, "-m", "mnist_pipeline.predict", "--model", str(user / "model.npz"), "--json"]
+        result = subprocess.run(
+            [*predict, str(images)], cwd=user, env=box.env, capture_output=True, text=True, timeout=120, check=True
+        )
+        predicted = [int(p["prediction"]) for p in json.loads(result.stdout)]
+        with open(box.root / "reports/predictions.csv", encoding="utf-8") as f:
+            expected = [int(line.split(",")[1]) for line in f.read().splitlines()[1:]]
+        assert predicted == expected  # the fetched model predicts the test set exactly as evaluate did
+    finally:
+        box.git("tag", "-d", "mnist-mlp@v1.0.0", check=False)
+        box.git("reset", "-q", "--hard", head)
 
 
 def test_sweep_command_ranks_by_validation_accuracy(box: Sandbox) -> None:
