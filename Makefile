@@ -79,9 +79,10 @@ bench: $(BENCH_STAMP)
 
 # Experiments (PATH, exported above, makes `dvc` and the stages' `python` this venv's):
 #   make sweep ARGS="-S 'train.lr=0.05,0.1,0.2' -S train.epochs=5 -j 2"   (default grid: train.lr=0.05,0.1,0.2)
+#   make exps                                                               (dvc exp show, readable columns)
 #   make check-metrics ARGS="--rev origin/main"                             (gate reports/metrics.json)
 #   make tune ARGS="--trials 30"                                           (Optuna study, see docs/tuning.md)
-.PHONY: sweep check-metrics tune install-tune
+.PHONY: sweep exps check-metrics tune install-tune
 TUNE_STAMP := $(VENV)/.installed-tune
 
 $(TUNE_STAMP): $(STAMP)
@@ -95,6 +96,9 @@ tune: install-tune
 
 sweep: install
 	$(BIN)/python -m mnist_pipeline.sweep $(ARGS)
+
+exps: install
+	$(BIN)/python -m mnist_pipeline.sweep --show
 
 check-metrics: install
 	$(BIN)/python -m mnist_pipeline.check_metrics $(ARGS)

@@ -25,11 +25,20 @@ Queued experiment 'inner-vase' for future execution.
 """
 
 
-def _exp(name: str, rev: str, val_acc: float | None, val_loss: float = 0.1, test_acc: float = 0.9, state="success"):
+def _exp(
+    name: str,
+    rev: str,
+    val_acc: float | None,
+    val_loss: float = 0.1,
+    test_acc: float = 0.9,
+    state="success",
+    preset=None,
+):
     metrics = (
         {} if val_acc is None else {"test": {"accuracy": test_acc}, "val": {"accuracy": val_acc, "loss": val_loss}}
     )
-    data = {"rev": rev, "params": {}, "metrics": {"reports/metrics.json": {"data": metrics}} if metrics else {}}
+    params = {} if preset is None else {"params.yaml": {"data": {"preset": {"name": preset}, "train": {"lr": 0.1}}}}
+    data = {"rev": rev, "params": params, "metrics": {"reports/metrics.json": {"data": metrics}} if metrics else {}}
     return {"executor": {"state": state, "name": "dvc-task"}, "name": name, "revs": [{"rev": rev, "data": data}]}
 
 
@@ -83,20 +92,23 @@ def test_rank_uses_validation_accuracy_not_test() -> None:
 
 def test_rank_breaks_ties_by_validation_loss_and_puts_failures_last() -> None:
     results = [
-        sweep.Result("failed", "", "failed", "", None, None),
-        sweep.Result("tie-worse", "1", "success", "", 0.96, 0.20),
-        sweep.Result("tie-better", "2", "success", "", 0.96, 0.10),
+        sweep.Result("failed", "", "failed", "-", "", None, None),
+        sweep.Result("tie-worse", "1", "success", "-", "", 0.96, 0.20),
+        sweep.Result("tie-better", "2", "success", "-", "", 0.96, 0.10),
     ]
     assert [r.name for r in sweep.rank(results)] == ["tie-better", "tie-worse", "failed"]
 
 
 def test_ranking_table_has_no_test_metrics() -> None:
-    show = _show(_exp("scary-rail", "3" * 40, 0.95, 0.123456, test_acc=0.9912), _exp("inner-vase", "2" * 40, 0.97))
+    show = _show(
+        _exp("scary-rail", "3" * 40, 0.95, 0.123456, test_acc=0.9912, preset="best"), _exp("inner-vase", "2" * 40, 0.97)
+    )
     table = sweep.format_ranking(sweep.collect(show, sweep.parse_queued(QUEUE_OUTPUT)))
     lines = table.splitlines()
-    assert lines[0].split() == ["Rank", "Experiment", "Rev", "Overrides", "val.accuracy", "val.loss", "State"]
-    assert lines[1].split()[:2] == ["1", "inner-vase"]
-    assert lines[2].split() == ["2", "scary-rail", "3333333", "train.lr=0.7", "model=mlp_64_sigmoid"] + [
+    header = ["Rank", "Experiment", "Rev", "Preset", "Overrides", "val.accuracy", "val.loss", "State"]
+    assert lines[0].split() == header
+    assert lines[1].split()[:4] == ["1", "inner-vase", "2222222", "-"]
+    assert lines[2].split() == ["2", "scary-rail", "3333333", "best", "train.lr=0.7", "model=mlp_64_sigmoid"] + [
         "0.9500",
         "0.12346",
         "success",
@@ -149,9 +161,15 @@ def test_main_queues_runs_and_ranks(fake_dvc: Path, capsys: pytest.CaptureFixtur
     ]
     out = capsys.readouterr().out.splitlines()
     assert out[1].split()[:2] == ["1", "inner-vase"] and out[2].split()[:2] == ["2", "scary-rail"]
-    assert out[-1] == (
-        "best by val.accuracy: inner-vase (train.lr=0.7 model=softmax_regression); `dvc exp apply inner-vase`"
-    )
+    assert out[-2:] == [
+        "best by val.accuracy: inner-vase (train.lr=0.7 model=softmax_regression); `dvc exp apply inner-vase`",
+        "every experiment, readable: `make exps`",
+    ]
+
+
+def test_show_prints_the_readable_view_only(fake_dvc: Path) -> None:
+    sweep.main(["--dvc", str(fake_dvc), "--show"])
+    assert _calls(fake_dvc) == [["exp", "show", "--no-pager", *sweep.VIEW]]
 
 
 def test_main_defaults_to_the_lr_grid(fake_dvc: Path) -> None:

@@ -53,6 +53,14 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class PresetConfig:
+    name: str  # the conf/experiment preset composed in ("none": the defaults); each preset file sets its own
+
+    def validate(self, key: str) -> None:
+        check(f"{key}.name", bool(self.name.strip()), "a preset name, or none", self.name)
+
+
+@dataclass(frozen=True)
 class ComputeConfig:
     kernels: str  # portable: the same bits on every x86-64 CPU with AVX2 + FMA; native: this CPU's kernels
     blas_threads: int  # BLAS threads of the stages that compute; results depend on it
@@ -104,6 +112,7 @@ class Config:
     train: TrainConfig
     evaluate: EvaluateConfig
     report: ReportConfig
+    preset: PresetConfig
 
     def validate(self) -> None:
         """Checks across sections: the network's size and a batch's activations, in memory they would take."""

@@ -28,19 +28,15 @@ import numpy as np
 from mnist_pipeline.errors import DataError
 from mnist_pipeline.paths import open_regular
 
-# Trainer row key -> DVCLive metric name (``train/loss`` is plots/metrics/train/loss.tsv).
-METRICS = {
-    "train_loss": "train/loss",
-    "train_acc": "train/accuracy",
-    "val_loss": "val/loss",
-    "val_acc": "val/accuracy",
-    "lr": "lr",
-}
+# The trainer's row keys, logged under the same names: plots/metrics/val_acc.tsv, "val_acc" in
+# metrics.json. Flat names, so that none collides with evaluate's val.accuracy and val.loss in
+# `dvc exp show` (a collision makes DVC prefix every such column with its file).
+METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
 
 
 def metric_file(directory: Path, key: str) -> Path:
-    """The TSV DVCLive writes for trainer row key ``key`` (e.g. ``val_acc``)."""
-    return directory / "plots" / "metrics" / f"{METRICS[key]}.tsv"
+    """The TSV DVCLive writes for metric ``key`` (e.g. ``val_acc``)."""
+    return directory / "plots" / "metrics" / f"{key}.tsv"
 
 
 def files(directory: Path) -> list[Path]:
@@ -66,8 +62,8 @@ def live_epochs(directory: Path) -> Iterator[Callable[[dict], None]]:
 
             def log(row: dict) -> None:
                 live.step = row["epoch"]
-                for key, name in METRICS.items():
-                    live.log_metric(name, row[key], timestamp=False)
+                for key in METRICS:
+                    live.log_metric(key, row[key], timestamp=False)
                 live.next_step()  # writes metrics.json, signals VS Code, posts to Studio if connected
 
             yield log

@@ -36,6 +36,7 @@ SECTIONS = (
     "model",
     "optimizer",
     "prepare",
+    "preset",
     "report",
     "schedule",
     "train",

@@ -6,6 +6,9 @@ waits for it), reads ``dvc exp show --json`` and prints the experiments of this 
 ``val.accuracy`` of reports/metrics.json. Model selection uses validation only: test metrics
 are left out of the table on purpose; compare the winner on test with ``dvc exp show``.
 
+``--show`` prints every experiment in :data:`VIEW`, the columns people change and compare
+(``make exps``), instead of the ~80 that plain ``dvc exp show`` lists.
+
 Run: ``python -m mnist_pipeline.sweep [-S 'train.lr=0.05,0.1,0.2' ...] [-j 1]`` (or ``make sweep``).
 """
 
@@ -31,6 +34,21 @@ log = logging.getLogger(__name__)
 DEFAULT_GRID = ("train.lr=0.05,0.1,0.2",)
 METRICS_FILE = paths.METRICS_FILE.as_posix()  # the key of `dvc exp show --json`
 RANK_BY = "val.accuracy"
+# `dvc exp show` arguments for a table a person can read: the preset and groups chosen, the train
+# settings people change, the metrics they compare, train seconds; no dataset checksums, mirrors,
+# download settings or dependency hashes. Best validation accuracy first.
+VIEW = (
+    "--drop",
+    ".*",
+    "--keep",
+    r"^(Created|preset\.name|dataset\.name|model\.(hidden|activation|dropout)|optimizer\.name|schedule\.name"
+    r"|train\.(epochs|batch_size|lr|l2|seed|augment_shift|label_smoothing)|train_seconds"
+    r"|(reports/metrics\.json:)?(val\.(accuracy|loss)|test\.accuracy))$",  # the file named when another has them
+    "--sort-by",
+    f"{METRICS_FILE}:{RANK_BY}",
+    "--sort-order",
+    "desc",
+)
 _QUEUED = re.compile(r"Queued experiment '([^']+)'")
 _OVERRIDES = re.compile(r"Queueing with overrides '(\{.*\})'\.?$")
 
@@ -42,6 +60,7 @@ class Result:
     name: str
     rev: str
     state: str
+    preset: str
     overrides: str
     val_accuracy: float | None
     val_loss: float | None
@@ -87,8 +106,11 @@ def collect(show: list[dict[str, Any]], queued: dict[str, str]) -> list[Result]:
             revs = group.get("revs") or [{}]
             data = revs[0].get("data") or {}
             rev = str(revs[0].get("rev", ""))[:7]
-            found[name] = Result(name, rev, state, queued[name], _metric(data, RANK_BY), _metric(data, "val.loss"))
-    missing = [Result(n, "", "no result", o, None, None) for n, o in queued.items() if n not in found]
+            params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
+            preset = str((params.get("preset") or {}).get("name", "-"))
+            val = _metric(data, RANK_BY), _metric(data, "val.loss")
+            found[name] = Result(name, rev, state, preset, queued[name], *val)
+    missing = [Result(n, "", "no result", "-", o, None, None) for n, o in queued.items() if n not in found]
     return [found[n] for n in queued if n in found] + missing
 
 
@@ -101,13 +123,13 @@ def rank(results: list[Result]) -> list[Result]:
 
 
 def format_ranking(results: list[Result]) -> str:
-    """A plain table: rank, experiment, rev, overrides, val.accuracy, val.loss, state."""
-    rows = [["Rank", "Experiment", "Rev", "Overrides", "val.accuracy", "val.loss", "State"]]
+    """A plain table: rank, experiment, rev, preset, overrides, val.accuracy, val.loss, state."""
+    rows = [["Rank", "Experiment", "Rev", "Preset", "Overrides", "val.accuracy", "val.loss", "State"]]
     for i, r in enumerate(rank(results), start=1):
         acc = "-" if r.val_accuracy is None else f"{r.val_accuracy:.4f}"
         loss = "-" if r.val_loss is None else f"{r.val_loss:.5f}"
         position = str(i) if r.val_accuracy is not None else "-"
-        rows.append([position, r.name, r.rev or "-", r.overrides or "-", acc, loss, r.state])
+        rows.append([position, r.name, r.rev or "-", r.preset, r.overrides or "-", acc, loss, r.state])
     return align(rows)
 
 
@@ -162,6 +184,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("-j", "--jobs", type=int, default=1, help="experiments run at once (default 1)")
     parser.add_argument("--dvc", default="dvc", help="the dvc executable")
+    parser.add_argument("--show", action="store_true", help="only print every experiment's readable dvc exp show view")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
@@ -172,11 +195,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the sweep, print the ranking, exit 1 if any experiment of the sweep failed."""
     args = parse_args(argv)
+    if args.show:
+        Dvc(args.dvc)("exp", "show", "--no-pager", *VIEW, capture=False)
+        return
     results = sweep(Dvc(args.dvc), args.grid, args.jobs)
     print(format_ranking(results))
     best = rank(results)[0]
     if best.val_accuracy is not None:
         print(f"best by {RANK_BY}: {best.name} ({best.overrides or 'no overrides'}); `dvc exp apply {best.name}`")
+        print("every experiment, readable: `make exps`")
     failed = [r.name for r in results if r.val_accuracy is None]
     if failed:
         raise PipelineError(

@@ -58,7 +58,7 @@ FIGURE_TITLES = {
     "misclassified": "Most confidently misclassified test images",
     "weights": "First-layer weights",
 }
-CONFIG_GROUPS = ("model", "optimizer", "schedule", "train", "prepare", "featurize", "compute")
+CONFIG_GROUPS = ("preset", "model", "optimizer", "schedule", "train", "prepare", "featurize", "compute")
 
 
 @dataclass(frozen=True)
