@@ -125,9 +125,12 @@ with open(os.environ["FAKE_DVC_LOG"], "a") as log:
     log.write(json.dumps(args) + "\\n")
 if args[:3] == ["exp", "run", "--queue"]:
     sys.stdout.write(os.environ["FAKE_QUEUE_OUTPUT"])
-elif "--run-all" in args:
-    print("Reproducing experiment ...")
-    sys.exit(int(os.environ.get("FAKE_RUN_ALL_RC", "0")))
+elif args[:2] == ["queue", "status"]:
+    state = os.environ.get("FAKE_STATE", "Success")
+    print("Task     Name        Created    Status")
+    print(f"2e95028  scary-rail  11:47 AM   {state}")
+    print(f"20e0b0a  inner-vase  11:47 AM   {state}")
+    print("\\nWorker status: 0 active, 1 idle")
 elif args[:2] == ["exp", "show"]:
     sys.stdout.write(open(os.environ["FAKE_SHOW"]).read())
 """
@@ -156,7 +159,9 @@ def test_main_queues_runs_and_ranks(fake_dvc: Path, capsys: pytest.CaptureFixtur
     )
     assert _calls(fake_dvc) == [
         ["exp", "run", "--queue", "-S", "train.lr=0.7", "-S", "model=mlp_64_sigmoid,softmax_regression"],
-        ["exp", "run", "--run-all", "-j", "2"],
+        ["queue", "start", "-j", "2"],
+        ["queue", "status"],
+        ["queue", "stop"],
         ["exp", "show", "--json"],
     ]
     out = capsys.readouterr().out.splitlines()
@@ -180,7 +185,7 @@ def test_main_defaults_to_the_lr_grid(fake_dvc: Path) -> None:
 def test_main_reports_failed_experiments(
     fake_dvc: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    monkeypatch.setenv("FAKE_RUN_ALL_RC", "1")
+    monkeypatch.setenv("FAKE_STATE", "Failed")
     (fake_dvc.parent / "show.json").write_text(json.dumps(_show(_exp("inner-vase", "2" * 40, 0.97))), "utf-8")
     with pytest.raises(PipelineError, match=r"1 experiment\(s\) produced no reports/metrics.json: scary-rail"):
         sweep.main(["--dvc", str(fake_dvc)])
@@ -193,6 +198,64 @@ def test_main_fails_when_nothing_was_queued(fake_dvc: Path, monkeypatch: pytest.
     with pytest.raises(PipelineError, match="queued no experiment"):
         sweep.main(["--dvc", str(fake_dvc)])
     assert len(_calls(fake_dvc)) == 1  # never ran the queue
+
+
+# --- the queue: bounded, and restarted once when its workers stall -------------------------------
+
+
+class ScriptedDvc:
+    """Stands in for :class:`sweep.Dvc`: ``queue status`` answers from ``script`` (one per call, the last repeats)."""
+
+    def __init__(self, script: list[dict[str, str]]) -> None:
+        self.script, self.calls = script, []
+
+    def __call__(self, *args: str, capture: bool = True) -> str:
+        self.calls.append(list(args))
+        if list(args[:2]) != ["queue", "status"]:
+            return ""
+        states = self.script.pop(0) if len(self.script) > 1 else self.script[0]
+        rows = [f"{i:07x}  {name}  11:47 AM  {state}" for i, (name, state) in enumerate(states.items())]
+        return "\n".join(["Task  Name  Created  Status", *rows, "", "Worker status: 1 active, 0 idle"])
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_parse_queue_status() -> None:
+    output = ScriptedDvc([{"a-b": "Running", "c-d": "Queued", "e-f": "Success", "g-h": "Failed"}])("queue", "status")
+    assert sweep.parse_queue_status(output) == {"a-b": "Running", "c-d": "Queued", "e-f": "Success", "g-h": "Failed"}
+
+
+def test_run_queue_waits_for_its_experiments_then_stops_the_workers() -> None:
+    dvc, clock = ScriptedDvc([{"a": "Queued", "b": "Queued"}, {"a": "Running", "b": "Queued"}]), Clock()
+    dvc.script += [{"a": "Success", "b": "Running"}, {"a": "Success", "b": "Failed", "other": "Queued"}]
+    sweep.run_queue(dvc, ["a", "b"], 2, timeout=600, clock=clock, sleep=clock.sleep)
+    assert dvc.calls[0] == ["queue", "start", "-j", "2"] and dvc.calls[-1] == ["queue", "stop"]
+    assert dvc.calls.count(["queue", "status"]) == 4  # returned at the first status with both finished
+
+
+def test_run_queue_restarts_stalled_workers_once_then_says_so() -> None:
+    dvc, clock = ScriptedDvc([{"a": "Success", "b": "Queued"}]), Clock()  # b waits, nothing runs
+    with pytest.raises(PipelineError, match=r"1 experiment\(s\) not finished \(b\): queued, but no queue worker"):
+        sweep.run_queue(dvc, ["a", "b"], 1, timeout=3600, clock=clock, sleep=clock.sleep)
+    restarts = [c for c in dvc.calls if c[0] == "queue" and c[1] != "status"]
+    assert restarts == [["queue", "start", "-j", "1"], ["queue", "stop", "--kill"], ["queue", "start", "-j", "1"]]
+    assert 2 * sweep.STALL_SECONDS <= clock.now < 2 * sweep.STALL_SECONDS + 10
+
+
+def test_run_queue_is_bounded_by_its_timeout() -> None:
+    dvc, clock = ScriptedDvc([{"a": "Running"}]), Clock()  # runs forever
+    with pytest.raises(PipelineError, match=r"not finished \(a\) after 5 min \(--timeout\)"):
+        sweep.run_queue(dvc, ["a"], 1, timeout=300, clock=clock, sleep=clock.sleep)
+    assert 300 < clock.now <= 305 and ["queue", "stop", "--kill"] not in dvc.calls  # running is progress
 
 
 def test_jobs_must_be_positive() -> None:

@@ -1,15 +1,17 @@
 """Run a small grid of DVC experiments and rank them by validation accuracy.
 
 Queues one experiment per grid point with ``dvc exp run --queue -S key=v1,v2 ...`` (DVC expands
-the comma lists into their product), runs the queue with ``dvc exp run --run-all -j N`` (which
-waits for it), reads ``dvc exp show --json`` and prints the experiments of this sweep ranked by
-``val.accuracy`` of reports/metrics.json. Model selection uses validation only: test metrics
-are left out of the table on purpose; compare the winner on test with ``dvc exp show``.
+the comma lists into their product), starts ``N`` queue workers (``dvc queue start -j N``) and
+waits for this sweep's experiments, bounded (:func:`run_queue`), reads ``dvc exp show --json``
+and prints the experiments of this sweep ranked by ``val.accuracy`` of reports/metrics.json.
+Model selection uses validation only: test metrics are left out of the table on purpose;
+compare the winner on test with ``dvc exp show``.
 
 ``--show`` prints every experiment in :data:`VIEW`, the columns people change and compare
 (``make exps``), instead of the ~80 that plain ``dvc exp show`` lists.
 
-Run: ``python -m mnist_pipeline.sweep [-S 'train.lr=0.05,0.1,0.2' ...] [-j 1]`` (or ``make sweep``).
+Run: ``python -m mnist_pipeline.sweep [-S 'train.lr=0.05,0.1,0.2' ...] [-j 1] [--timeout MIN]``
+(or ``make sweep``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import json
 import logging
 import re
 import subprocess
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +52,8 @@ VIEW = (
     "--sort-order",
     "desc",
 )
+FINISHED = ("Success", "Failed")
+STALL_SECONDS = 60.0  # queued work, nothing running, for this long: the workers are stuck
 _QUEUED = re.compile(r"Queued experiment '([^']+)'")
 _OVERRIDES = re.compile(r"Queueing with overrides '(\{.*\})'\.?$")
 
@@ -156,7 +161,73 @@ class Dvc:
         return proc.stdout or ""
 
 
-def sweep(dvc: Dvc, grid: Sequence[str], jobs: int) -> list[Result]:
+def parse_queue_status(output: str) -> dict[str, str]:
+    """``{experiment name: status}`` from ``dvc queue status`` (status: Queued, Running, Success, Failed)."""
+    states = {}
+    for line in output.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[-1] in (*FINISHED, "Queued", "Running") and parts[0] != "Task":
+            states[parts[1]] = parts[-1]
+    return states
+
+
+def run_queue(
+    dvc: Dvc,
+    names: Sequence[str],
+    jobs: int,
+    timeout: float,
+    poll: float = 2.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Run the queued experiments ``names`` with ``jobs`` queue workers; return when all have finished.
+
+    Not ``dvc exp run --run-all``, which users have seen stop after a few experiments and wait
+    forever (iterative/dvc#10398): the wait here is bounded by ``timeout`` seconds, and queued work
+    with nothing running for :data:`STALL_SECONDS` gets its workers restarted once. The workers
+    are stopped once the sweep is done.
+
+    Raises
+    ------
+    PipelineError
+        On timeout, or if the workers stall again; the message names the experiments left and
+        what to do. They stay in DVC's queue either way.
+    """
+    dvc("queue", "start", "-j", str(jobs))
+    start = last_progress = clock()
+    restarted, done = False, -1
+    while True:
+        states = parse_queue_status(dvc("queue", "status"))
+        pending = [n for n in names if states.get(n) not in FINISHED]
+        now = clock()
+        if len(names) - len(pending) != done:
+            done, last_progress = len(names) - len(pending), now
+            log.info("%d of %d experiment(s) finished", done, len(names))
+        if not pending:
+            break
+        if any(states.get(n) == "Running" for n in pending):
+            last_progress = now
+        left = f"{len(pending)} experiment(s) not finished ({', '.join(pending)})"
+        if now - start > timeout:
+            raise PipelineError(
+                f"{left} after {timeout / 60:g} min (--timeout); they stay queued or running: "
+                "see `dvc queue status` and `dvc queue logs NAME`, stop them with `dvc queue kill NAME`"
+            )
+        if now - last_progress > STALL_SECONDS:
+            if restarted:
+                raise PipelineError(
+                    f"{left}: queued, but no queue worker runs them (restarted once); see `dvc queue status`, "
+                    "then `dvc queue stop` and `dvc queue start`"
+                )
+            log.warning("queued experiments and nothing running for %gs: restarting the queue workers", STALL_SECONDS)
+            dvc("queue", "stop", "--kill")
+            dvc("queue", "start", "-j", str(jobs))
+            restarted, last_progress = True, now
+        sleep(poll)
+    dvc("queue", "stop")  # idle workers exit
+
+
+def sweep(dvc: Dvc, grid: Sequence[str], jobs: int, timeout: float) -> list[Result]:
     """Queue ``grid``, run the queue, and return this sweep's experiments (unranked)."""
     queue_args = ["exp", "run", "--queue"]
     for override in grid:
@@ -165,10 +236,7 @@ def sweep(dvc: Dvc, grid: Sequence[str], jobs: int) -> list[Result]:
     if not queued:
         raise PipelineError(f"`dvc {' '.join(queue_args)}` queued no experiment")
     log.info("queued %d experiment(s): %s", len(queued), ", ".join(queued))
-    try:
-        dvc("exp", "run", "--run-all", "-j", str(jobs), capture=False)
-    except PipelineError as exc:  # a failed experiment fails --run-all; still show what ran
-        log.error("%s", exc)
+    run_queue(dvc, list(queued), jobs, timeout)
     return collect(json.loads(dvc("exp", "show", "--json")), queued)
 
 
@@ -183,11 +251,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"a dvc exp run -S override; repeat for a product grid (default: {' '.join(DEFAULT_GRID)})",
     )
     parser.add_argument("-j", "--jobs", type=int, default=1, help="experiments run at once (default 1)")
+    parser.add_argument(
+        "--timeout", type=float, default=180, help="minutes to wait for the sweep's experiments (default 180)"
+    )
     parser.add_argument("--dvc", default="dvc", help="the dvc executable")
     parser.add_argument("--show", action="store_true", help="only print every experiment's readable dvc exp show view")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
+    if not args.timeout > 0:
+        parser.error("--timeout must be a positive number of minutes")
     args.grid = args.grid or list(DEFAULT_GRID)
     return args
 
@@ -198,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.show:
         Dvc(args.dvc)("exp", "show", "--no-pager", *VIEW, capture=False)
         return
-    results = sweep(Dvc(args.dvc), args.grid, args.jobs)
+    results = sweep(Dvc(args.dvc), args.grid, args.jobs, args.timeout * 60)
     print(format_ranking(results))
     best = rank(results)[0]
     if best.val_accuracy is not None:
