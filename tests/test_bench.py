@@ -236,6 +236,8 @@ def _result():
         "torch": {"version": "2.13.0", "blas": "mkl", "threads": 2},
         "configs": {"headline": _summary()},
         "pipeline": {
+            "install": {"seconds": 12.0, "max_rss_mib": 80.0},
+            "install_dev": {"seconds": 50.0, "max_rss_mib": 80.0},
             "cold_dvc_repro": {"seconds": 30.0, "max_rss_mib": 900.0},
             "noop_dvc_repro": {"seconds": 3.0, "max_rss_mib": 60.0},
             "stages": {
@@ -258,6 +260,18 @@ def test_targets_compare_measurements_with_the_issue_limits():
     assert by_name["cold dvc repro (local mirror) ≤ 45 s"]["met"] is True
     assert by_name["no-op dvc repro ≤ 2 s"]["met"] is False
     assert by_name["784-64-10 sigmoid, 9 epochs, ours ≤ 2 s"]["met"] is None  # classic not run
+    repro = by_name["cold make repro: make install + cold dvc repro ≤ 60 s"]
+    assert repro["measured"] == pytest.approx(42.0) and repro["met"] is True
+    first_test = by_name["make test's first install: install + install-dev ≤ 60 s"]
+    assert first_test["measured"] == pytest.approx(62.0) and first_test["met"] is False
+
+
+def test_cold_start_targets_are_not_measured_without_the_install_timings():
+    result = _result()
+    del result["pipeline"]["install"]
+    by_name = {t["target"]: t for t in targets(result)}
+    assert by_name["cold make repro: make install + cold dvc repro ≤ 60 s"]["met"] is None
+    assert "`make install-dev`" in render_markdown(result) and "`make install`" not in render_markdown(result)
 
 
 def test_markdown_table_has_date_machine_blas_and_one_row_per_config():

@@ -1,4 +1,8 @@
-"""Wall time and peak RSS of the pipeline: cold and no-op ``dvc repro``, then each stage on its own.
+"""Wall time and peak RSS of the pipeline: the install, cold and no-op ``dvc repro``, then each stage alone.
+
+A new user's cold start is ``make repro`` = ``make install`` (a fresh ``.venv`` with the runtime
+packages of requirements.lock) + a cold ``dvc repro``; ``make test`` adds ``make install-dev``.
+Both installs are timed in the clone as the README has users run them (uv, warm package cache).
 
 Everything runs in a fresh ``git clone`` of the repository (with the working tree's ``src/``, ``conf/``,
 ``dvc.yaml`` and ``params.yaml`` copied over, so uncommitted code is what gets measured), never in the
@@ -96,6 +100,10 @@ def measure(repo: Path, workdir: Path, base_env: dict[str, str], data_mirror: st
     dvc = str(Path(sys.executable).parent / "dvc")
     result: dict[str, Any] = {"workspace": "fresh git clone + working-tree src/, conf/, dvc.yaml, params.yaml"}
     result["data_mirror"] = data_mirror
+    for target in ("install", "install-dev"):
+        key = target.replace("-", "_")
+        result[key] = timed(["make", target], ws, {**base_env, "DATA_MIRROR": data_mirror}, timeout=900)
+        _check(f"make {target}", result[key])
     result["cold_dvc_repro"] = timed([dvc, "repro"], ws, env)
     _check("cold dvc repro", result["cold_dvc_repro"])
     result["noop_dvc_repro"] = timed([dvc, "repro"], ws, env)
