@@ -63,7 +63,7 @@ clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
 
 # Benchmark against PyTorch CPU (see src/mnist_pipeline/bench/): its own venv, so torch never
-# enters .venv or the runtime dependencies. Writes reports/benchmark.{json,md}: about 3.5 minutes
+# enters .venv or the runtime dependencies. Writes reports/benchmark.{json,md}: about 8 minutes
 # (plus about 1 minute the first time, to create .venv-bench). Run it on a quiet machine.
 BENCH_VENV := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed

@@ -1,4 +1,4 @@
-"""Benchmark harness: the exact FLOP count, statistics and checks, targets and the markdown table.
+"""Benchmark harness: the exact FLOP count, statistics and checks, the overhead variants, targets, the table.
 
 No timing is asserted here; ``make bench`` measures. Nothing in these tests imports torch.
 """
@@ -10,16 +10,19 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from mnist_pipeline import compute
+from mnist_pipeline import compute, config
 from mnist_pipeline.bench import compare as compare_module
-from mnist_pipeline.bench import flops, system, worker
+from mnist_pipeline.bench import flops, overhead, system, worker
+from mnist_pipeline.bench.__main__ import parse_args
 from mnist_pipeline.bench.compare import compare, kernel_label, rotation, schedule, spread, summarize
 from mnist_pipeline.bench.configs import CONFIGS, BenchConfig, select
 from mnist_pipeline.bench.system import clean_env, cpu_model, portable_plan
-from mnist_pipeline.bench.tables import render_markdown, targets
+from mnist_pipeline.bench.tables import OVERHEAD_TARGET, render_markdown, targets
 from mnist_pipeline.bench.worker import IMPLS, portable_gap
+from mnist_pipeline.mlp.trainer import Split
 
 HEADLINE = (784, 256, 128, 10)
 # What the workers of an AVX-512 machine report (compute.fingerprint, the fields the bench reads)
@@ -365,3 +368,175 @@ def test_torch_only_in_the_bench_extra(repo_root):
     extras = project["optional-dependencies"]
     assert not any(dep.startswith("torch") for dep in project["dependencies"] + extras["dev"])
     assert "torch==2.13.0" in extras["bench"]  # the local CPU wheel; any other spec may pull CUDA builds
+
+
+# --- Augmentation and regularization overhead of the default config (issue 17) ---
+
+
+@pytest.fixture
+def default_cfg(repo_root):
+    return config.load(repo_root / "params.yaml")
+
+
+def test_switched_on_finds_every_regularizer_the_config_turns_on(default_cfg):
+    bare = overhead.switch_off(default_cfg, list(overhead.switched_on(default_cfg)), 1)
+    assert overhead.switched_on(bare) == {}
+    cfg = replace(bare, train=replace(bare.train, l2=1e-4, augment_shift=1), model=replace(bare.model, dropout=0.5))
+    assert overhead.switched_on(cfg) == {"augment_shift": 1, "l2": 1e-4, "dropout": 0.5}
+
+
+def test_variants_are_default_each_alone_off_then_all_off():
+    assert overhead.variants(["augment_shift", "l2"]) == {
+        "default": (),
+        "augment_shift off": ("augment_shift",),
+        "l2 off": ("l2",),
+        "all off": ("augment_shift", "l2"),
+    }
+    assert overhead.variants(["l2"]) == {"default": (), "all off": ("l2",)}  # "l2 off" would be all off
+    with pytest.raises(ValueError, match="no augmentation or regularizer"):
+        overhead.variants([])
+
+
+def test_switch_off_changes_only_the_named_fields_and_the_epochs(default_cfg):
+    cfg = replace(default_cfg, model=replace(default_cfg.model, dropout=0.2))
+    off = overhead.switch_off(cfg, ["l2", "dropout"], 3)
+    assert (off.train.l2, off.model.dropout, off.train.epochs) == (0.0, 0.0, 3)
+    assert replace(off.train, l2=cfg.train.l2, epochs=cfg.train.epochs) == cfg.train
+    assert off.optimizer == cfg.optimizer and off.schedule == cfg.schedule
+    assert off.model.hidden == cfg.model.hidden
+
+
+def _variant_run(seconds, val_acc=0.95, fingerprint=PORTABLE_FP):
+    return {"epoch_seconds": seconds, "val_acc": val_acc, "compute": fingerprint}
+
+
+def _overhead_summary():
+    """all off 1.0 and 1.2 s/epoch; default 2.0 and 2.0; shift off (l2 on) 1.1 and 1.3; l2 off 1.9 and 2.1."""
+    plan = overhead.variants(["augment_shift", "l2"])
+    runs = {
+        "default": [_variant_run([1.0, 3.0], 0.97), _variant_run([2.0, 2.0], 0.96)],
+        "augment_shift off": [_variant_run([1.1]), _variant_run([1.3])],
+        "l2 off": [_variant_run([1.9]), _variant_run([2.1])],
+        "all off": [_variant_run([1.0]), _variant_run([1.2])],
+    }
+    return overhead.summarize(plan, runs)
+
+
+def test_overhead_ratios_are_against_all_off_and_name_what_is_left_on():
+    s = _overhead_summary()
+    assert s["all off"]["seconds_per_epoch"] == pytest.approx({"median": 1.1, "min": 1.0, "max": 1.2, "n": 2})
+    assert s["default"]["seconds_per_epoch"]["median"] == pytest.approx(2.0)  # each run's mean over its epochs
+    assert s["default"]["over_all_off"] == pytest.approx(2.0 / 1.1)  # shift + L2 together
+    assert s["augment_shift off"]["over_all_off"] == pytest.approx(1.2 / 1.1)  # L2 alone
+    assert s["l2 off"]["over_all_off"] == pytest.approx(2.0 / 1.1)  # shift alone
+    paired = s["default"]["over_all_off_paired"]
+    assert (paired["min"], paired["max"]) == pytest.approx((2.0 / 1.2, 2.0 / 1.0))  # rep by rep
+    assert s["all off"]["over_all_off"] == 1.0
+    assert [s[v]["on"] for v in s] == [["augment_shift", "l2"], ["l2"], ["augment_shift"], []]
+    assert s["default"]["val_acc"]["median"] == pytest.approx(0.965)
+    assert s["default"]["kernels"] == ["Haswell / X86_V3"]
+
+
+def test_overhead_interleaves_variants_on_the_default_kernels(monkeypatch, repo_root):
+    calls = []
+
+    def fake_worker(spec, env):
+        calls.append((tuple(spec["off"]), spec["kernels"], env.get("OPENBLAS_CORETYPE"), spec["epochs"]))
+        return _variant_run([1.0, 1.0] if spec["off"] else [1.5, 1.5])
+
+    monkeypatch.setattr(overhead, "run_worker", fake_worker)
+    envs = {"native": {}, "portable": {"OPENBLAS_CORETYPE": "Haswell"}}
+    s = overhead.measure(repo_root / "params.yaml", Path("unused"), 2, envs, epochs=2, reps=2)
+    offs = [off for off, *_ in calls]
+    assert offs[:4] == [(), ("augment_shift",), ("l2",), ("augment_shift", "l2")]
+    assert offs[4:] == [("augment_shift",), ("l2",), ("augment_shift", "l2"), ()]  # rotated by one
+    assert {call[1:] for call in calls} == {("portable", "Haswell", 2)}
+    assert (s["kernels"], s["kernels_asked"], s["default_on"]) == (
+        "portable",
+        "portable",
+        {"augment_shift": 1, "l2": 1e-4},
+    )
+    assert s["variants"]["default"]["over_all_off"] == pytest.approx(1.5)
+    calls.clear()
+    s = overhead.measure(repo_root / "params.yaml", Path("unused"), 2, {"native": {}}, epochs=1, reps=1)
+    assert s["kernels"] == "native" and {kernels for _, kernels, *_ in calls} == {"native"}
+
+
+def _tiny_split(n, rng):
+    y = rng.integers(0, 10, n)
+    return Split(rng.random((n, 784), dtype=np.float32), y, np.eye(10, dtype=np.float32)[y])
+
+
+def test_overhead_worker_trains_the_variant_and_refuses_native_kernels_as_portable(monkeypatch, repo_root):
+    rng = np.random.default_rng(0)
+    splits = {"train.npz": _tiny_split(300, rng), "val.npz": _tiny_split(50, rng)}
+    monkeypatch.setattr(overhead, "load_feature_split", lambda path, d, c: splits[path.name])
+    spec = {"params": str(repo_root / "params.yaml"), "off": ["l2"], "epochs": 2, "features": "x", "threads": 1}
+    result = overhead.run_variant({**spec, "kernels": "native"})
+    assert len(result["epoch_seconds"]) == 2 and 0 <= result["val_acc"] <= 1
+    assert set(result["compute"]) >= {"blas_kernel", "numpy_simd"}
+    monkeypatch.setattr(compute, "fingerprint", lambda: dict(NATIVE_FP))
+    with pytest.raises(RuntimeError, match="overhead worker is not on portable kernels: OpenBLAS kernel SkylakeX"):
+        overhead.run_variant({**spec, "kernels": "portable"})
+
+
+def _overhead_result(kernels="portable"):
+    result = _result()
+    result["overhead"] = {
+        "label": "784-256-128-10 relu b128",
+        "epochs": 3,
+        "reps": 2,
+        "threads": 2,
+        "kernels_asked": "portable",
+        "kernels": kernels,
+        "default_on": {"augment_shift": 1, "l2": 1e-4},
+        "variants": _overhead_summary(),
+    }
+    return result
+
+
+def test_overhead_target_is_default_over_all_off_at_most_1_15():
+    name = f"{OVERHEAD_TARGET} ≤ 1.15×"
+    row = {t["target"]: t for t in targets(_overhead_result())}[name]
+    assert row["measured"] == pytest.approx(2.0 / 1.1) and row["met"] is False
+    result = _overhead_result()
+    result["overhead"]["variants"]["default"]["over_all_off"] = 1.15
+    assert {t["target"]: t for t in targets(result)}[name]["met"] is True
+    assert {t["target"]: t for t in targets(_result())}[name]["met"] is None  # --skip-overhead
+
+
+def test_markdown_overhead_table_rows_and_target():
+    md = render_markdown(_overhead_result())
+    header = next(line for line in md.splitlines() if line.startswith("| variant |"))
+    rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ")}
+    cells = [c.strip() for c in rows["default"].strip("|").split("|")]
+    assert cells == ["default", "augment_shift=1, l2=0.0001", "2.000 (2.000–2.000)", "1.82 (1.67–2.00)", "96.50%"]
+    assert [c.strip() for c in rows["all off"].strip("|").split("|")][1:4] == [
+        "—",
+        "1.100 (1.000–1.200)",
+        "1.00 (1.00–1.00)",
+    ]
+    assert header.count("|") == rows["l2 off"].count("|")
+    assert "epochs × repetitions 3 × 2, interleaved" in md and "on portable kernels (Haswell / X86_V3); 2 threads" in md
+    assert f"| {OVERHEAD_TARGET} ≤ 1.15× | 1.82× | **no** |" in md
+
+
+def test_markdown_overhead_says_when_it_fell_back_to_native_kernels():
+    result = _overhead_result(kernels="native")
+    result["environment"]["portable"]["skipped"] = "this CPU lacks AVX2"
+    assert "on native kernels (Haswell / X86_V3), not portable: this CPU lacks AVX2;" in render_markdown(result)
+
+
+def test_markdown_overhead_only_has_no_comparison_table():
+    result = _overhead_result()
+    result["configs"] = {}
+    md = render_markdown(result)
+    assert "| variant |" in md and "| net | epochs × reps |" not in md and "portable/native" not in md
+    assert "Portable kernels not measured" not in md
+
+
+def test_overhead_only_excludes_configs_and_skip_overhead():
+    assert parse_args(["--overhead-only"]).overhead_only
+    for argv in (["--overhead-only", "--configs", "headline"], ["--overhead-only", "--skip-overhead"]):
+        with pytest.raises(SystemExit):
+            parse_args(argv)

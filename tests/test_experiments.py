@@ -240,14 +240,15 @@ def test_model_fetched_by_name_from_a_clone_and_used_by_predict(box: Sandbox, tm
 
 def test_sweep_command_ranks_by_validation_accuracy(box: Sandbox) -> None:
     output = box.python("-m", "mnist_pipeline.sweep", "-S", "train.lr=0.3,0.02", "-j", "1", timeout=480)
-    box.wait_for_workers()
     rows = [line.split() for line in output.splitlines() if re.match(r"^[12]\s", line)]
     assert [row[0] for row in rows] == ["1", "2"], output
     exps = _exps(box)
     accuracies = [exps[row[1]]["metrics"]["val"]["accuracy"] for row in rows]
     assert accuracies == sorted(accuracies, reverse=True)
-    assert [float(row[4]) for row in rows] == pytest.approx(accuracies, abs=5e-5)
+    assert [row[3] for row in rows] == ["sandbox", "sandbox"]  # the preset each ran with
+    assert [float(row[5]) for row in rows] == pytest.approx(accuracies, abs=5e-5)
     assert {exps[row[1]]["lr"] for row in rows} == {0.3, 0.02}
+    assert "Worker status: 0 active, 0 idle" in box.dvc("queue", "status")  # the sweep stopped its workers
     assert re.search(rf"best by val.accuracy: {rows[0][1]} \(train.lr=", output), output
 
 

@@ -166,6 +166,7 @@ def make_sandbox(
     for name, body in (datasets or {}).items():
         (root / "conf" / "dataset" / f"{name}.yaml").write_text(yaml.safe_dump(body, sort_keys=False), "utf-8")
     if preset is not None:
+        preset = {**preset, "preset": {"name": PRESET}}  # as every preset of conf/experiment/ names itself
         text = "# @package _global_\n" + yaml.safe_dump(preset, sort_keys=False)
         (root / "conf" / "experiment" / f"{PRESET}.yaml").write_text(text, encoding="utf-8")
         config_yaml = root / "conf" / "config.yaml"

@@ -11,7 +11,7 @@ Run ``python -m mnist_pipeline.bench`` from the bench venv (``make bench`` creat
 Modules: :mod:`.flops` (exact GEMM FLOP count), :mod:`.configs` (the benchmarked nets),
 :mod:`.runs` (one measured run of ours or of the floor, in a worker process), :mod:`.torch_run`
 (the PyTorch run; the only module that imports torch), :mod:`.worker` (the subprocess entry point),
-:mod:`.compare` (interleaved repetitions and their statistics), :mod:`.pipeline` (stage and
-``dvc repro`` wall times, peak RSS), :mod:`.system` (CPU, BLAS, threads), :mod:`.tables` (targets,
-markdown table).
+:mod:`.compare` (interleaved repetitions and their statistics), :mod:`.overhead` (what the
+default's augmentation and L2 cost per epoch), :mod:`.pipeline` (installs, stage and ``dvc repro``
+wall times, peak RSS), :mod:`.system` (CPU, BLAS, threads), :mod:`.tables` (targets, markdown table).
 """

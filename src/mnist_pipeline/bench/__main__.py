@@ -1,8 +1,10 @@
-"""``python -m mnist_pipeline.bench [--quick] [--configs headline classic wide] [--skip-pipeline]``.
+"""``python -m mnist_pipeline.bench [--quick] [--configs NAME ...] [--skip-pipeline] [--overhead-only]``.
 
 Order: pipeline timings first (a fresh clone; its ``data/features`` then feeds the training runs), then
-each config's interleaved repetitions. Writes ``reports/benchmark.json`` and ``reports/benchmark.md``
-and prints the table. ``--quick`` (1 epoch, 1 repetition) is for trying the harness, not for numbers.
+each config's interleaved repetitions, then the default config's augmentation and regularization
+overhead (:mod:`.overhead`; ``--skip-overhead`` leaves it out, ``--overhead-only`` runs nothing else after
+the pipeline). Writes ``reports/benchmark.json`` and ``reports/benchmark.md`` and prints the table.
+``--quick`` (1 epoch, 1 repetition) is for trying the harness, not for numbers.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mnist_pipeline.bench import configs, pipeline, system
+from mnist_pipeline import params
+from mnist_pipeline.bench import configs, overhead, pipeline, system
 from mnist_pipeline.bench.compare import compare
 from mnist_pipeline.bench.tables import render_markdown, targets
 from mnist_pipeline.io import write_json, write_text
@@ -30,10 +33,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--configs", nargs="+", metavar="NAME", help=f"subset of {[c.name for c in configs.CONFIGS]}")
     p.add_argument("--quick", action="store_true", help="1 epoch, 1 repetition per config (harness check)")
     p.add_argument("--skip-pipeline", action="store_true", help="no dvc/stage timings; needs --features")
+    only = p.add_mutually_exclusive_group()
+    only.add_argument("--overhead-only", action="store_true", help="no configs: only the default's overhead")
+    only.add_argument("--skip-overhead", action="store_true", help="no augmentation/regularization overhead")
     p.add_argument("--features", type=Path, help="data/features directory to train on (default: the clone's)")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="BLAS/torch threads")
     p.add_argument("--out-dir", type=Path, default=Path("reports"))
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.overhead_only and args.configs:
+        p.error("--overhead-only runs no configs; drop --configs")
+    return args
 
 
 def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -62,10 +71,14 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     if features is None:
         raise SystemExit("--skip-pipeline needs --features DIR (e.g. data/features)")
     result["configs"] = {}
-    for cfg in configs.select(args.configs, args.quick):
+    for cfg in [] if args.overhead_only else configs.select(args.configs, args.quick):
         result["configs"][cfg.name] = compare(cfg, features.resolve(), args.threads, envs)
         torch_run = result["configs"][cfg.name]["torch"]["runs"][0]
         result["torch"] = torch_run["torch"]
+    if not args.skip_overhead:
+        epochs, reps = (1, 1) if args.quick else (overhead.EPOCHS, overhead.REPS)
+        params_path = Path(params.PARAMS_FILE).resolve()
+        result["overhead"] = overhead.measure(params_path, features.resolve(), args.threads, envs, epochs, reps)
     result["load_average"]["end"] = list(os.getloadavg())
     result["bench_seconds"] = time.perf_counter() - start
     result["targets"] = targets(result)
