@@ -19,6 +19,7 @@ from mnist_pipeline.bench import flops, overhead, system, worker
 from mnist_pipeline.bench.__main__ import parse_args
 from mnist_pipeline.bench.compare import compare, kernel_label, rotation, schedule, spread, summarize
 from mnist_pipeline.bench.configs import CONFIGS, BenchConfig, select
+from mnist_pipeline.bench.pipeline import time_to_accuracy
 from mnist_pipeline.bench.system import clean_env, cpu_model, portable_plan
 from mnist_pipeline.bench.tables import OVERHEAD_TARGET, render_markdown, targets
 from mnist_pipeline.bench.worker import IMPLS, portable_gap
@@ -540,3 +541,46 @@ def test_overhead_only_excludes_configs_and_skip_overhead():
     for argv in (["--overhead-only", "--configs", "headline"], ["--overhead-only", "--skip-overhead"]):
         with pytest.raises(SystemExit):
             parse_args(argv)
+
+
+# --- time to accuracy ---------------------------------------------------------------------------
+
+
+def _run_dir(root: Path, val_acc: list[float], epoch_seconds: list[float]) -> Path:
+    """What a run leaves in its workspace: DVCLive's val_acc.tsv, timing.json, metrics.json."""
+    tsv = root / "dvclive" / "plots" / "metrics"
+    tsv.mkdir(parents=True)
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
+        values = val_acc if key == "val_acc" else [0.5] * len(val_acc)
+        rows = [f"{epoch}\t{value}" for epoch, value in enumerate(values, start=1)]
+        (tsv / f"{key}.tsv").write_text("\n".join([f"step\t{key}", *rows]) + "\n", encoding="utf-8")
+    (root / "reports").mkdir()
+    (root / "reports" / "timing.json").write_text(f'{{"epoch_seconds": {epoch_seconds}}}', encoding="utf-8")
+    metrics = '{"val": {"accuracy": 0.9866}, "test": {"accuracy": 0.9876}}'
+    (root / "reports" / "metrics.json").write_text(metrics, encoding="utf-8")
+    return root
+
+
+def test_time_to_accuracy_counts_training_seconds_to_the_first_epoch_at_each_threshold(tmp_path):
+    ws = _run_dir(tmp_path, [0.95, 0.981, 0.979, 0.986, 0.984], [2.0, 1.5, 1.5, 1.0, 1.0])
+    run = time_to_accuracy(ws)
+    assert run["first_reached"] == {"0.98": {"epoch": 2, "seconds": 3.5}, "0.985": {"epoch": 4, "seconds": 6.0}}
+    assert run["epochs"] == 5 and run["train_seconds"] == pytest.approx(7.0) and run["test_accuracy"] == 0.9876
+    never = time_to_accuracy(_run_dir(tmp_path / "low", [0.95, 0.97], [1.0, 1.0]))
+    assert never["first_reached"] == {"0.98": None, "0.985": None}
+
+
+def test_markdown_time_to_accuracy_table(tmp_path):
+    result = _result()
+    result["pipeline"]["time_to_accuracy"] = time_to_accuracy(_run_dir(tmp_path, [0.981, 0.986], [2.0, 3.0]))
+    md = render_markdown(result)
+    row = next(line for line in md.splitlines() if line.startswith("| default"))
+    assert row == "| default (`dvc repro`) | 2.0 s (epoch 1) | 5.0 s (epoch 2) | 2 | 5.0 | 0.9866 | 0.9876 |"
+    assert "`experiment=best`" not in md  # not timed without --best
+    header = next(line for line in md.splitlines() if line.startswith("| run | first val acc"))
+    assert header.count("|") == row.count("|")
+
+
+def test_best_needs_the_pipeline_clone():
+    with pytest.raises(SystemExit):
+        parse_args(["--best", "--skip-pipeline", "--features", "data/features"])

@@ -39,9 +39,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--features", type=Path, help="data/features directory to train on (default: the clone's)")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="BLAS/torch threads")
     p.add_argument("--out-dir", type=Path, default=Path("reports"))
+    p.add_argument(
+        "--best", action="store_true", help="also time `dvc exp run -S experiment=best` (about 7 minutes on 2 cores)"
+    )
     args = p.parse_args(argv)
     if args.overhead_only and args.configs:
         p.error("--overhead-only runs no configs; drop --configs")
+    if args.best and args.skip_pipeline:
+        p.error("--best runs in the pipeline's fresh clone; drop --skip-pipeline")
     return args
 
 
@@ -68,6 +73,8 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         pipe_env, _ = system.clean_env(dict(os.environ))
         result["pipeline"] = pipeline.measure(Path.cwd(), workdir, pipe_env, mirror)
         features = features or Path(result["pipeline"]["features_dir"])
+        if args.best:
+            result["best_preset"] = pipeline.best_preset(Path(result["pipeline"]["workspace_dir"]), pipe_env, mirror)
     if features is None:
         raise SystemExit("--skip-pipeline needs --features DIR (e.g. data/features)")
     result["configs"] = {}
@@ -91,7 +98,8 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="mnist-bench-") as tmp:
         result = benchmark(args, Path(tmp))
     if result.get("pipeline"):
-        result["pipeline"].pop("features_dir")  # a deleted temp path
+        for key in ("features_dir", "workspace_dir"):  # deleted temp paths
+            result["pipeline"].pop(key)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     write_json(args.out_dir / "benchmark.json", result)
     table = render_markdown(result)

@@ -167,6 +167,27 @@ def _config_lines(result: dict[str, Any]) -> list[str]:
     return lines + _portable_lines(result)
 
 
+def _time_to_accuracy_lines(result: dict[str, Any]) -> list[str]:
+    """Training seconds of the default run (and of ``experiment=best``, if timed) to each validation accuracy."""
+    runs = [("default (`dvc repro`)", _get(result, "pipeline", "time_to_accuracy"))]
+    runs.append(("`experiment=best`", result.get("best_preset")))
+    runs = [(name, run) for name, run in runs if run]
+    if not runs:
+        return []
+    thresholds = list(runs[0][1]["first_reached"])
+    head = " | ".join(f"first val acc ≥ {100 * float(t):g}%" for t in thresholds)
+    lines = ["", "Time to accuracy (training seconds: fit's epochs, validation passes excluded):", ""]
+    lines += [f"| run | {head} | epochs | train s | val acc | test acc |", "|---" * (len(thresholds) + 5) + "|"]
+    for name, run in runs:
+        reached = [run["first_reached"][t] for t in thresholds]
+        cells = ["never" if r is None else f"{r['seconds']:.1f} s (epoch {r['epoch']})" for r in reached]
+        lines.append(
+            f"| {name} | {' | '.join(cells)} | {run['epochs']} | {run['train_seconds']:.1f} | "
+            f"{run['val_accuracy']:.4f} | {run['test_accuracy']:.4f} |"
+        )
+    return lines
+
+
 def render_markdown(result: dict[str, Any]) -> str:
     """``reports/benchmark.md``: header (date, machine, BLAS), speed tables, pipeline table, targets."""
     m, load = result["machine"], result["load_average"]
@@ -185,6 +206,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         steps += [("cold `dvc repro`", pipe["cold_dvc_repro"]), ("no-op `dvc repro`", pipe["noop_dvc_repro"])]
         steps += [(f"stage `{name}`", run) for name, run in pipe["stages"].items()]
         lines += [f"| {name} | {run['seconds']:.2f} | {run['max_rss_mib']:.0f} |" for name, run in steps]
+        lines += _time_to_accuracy_lines(result)
     lines += ["", "Targets (issues 8 and 17):", "", "| target | measured | met |", "|---|---|---|"]
     for t in targets(result):
         measured = "not measured" if t["measured"] is None else f"{t['measured']:.2f}{t['unit']}"
