@@ -46,6 +46,9 @@ class StallHalfway:
     def __getattr__(self, name):
         return getattr(self._f, name)
 
+    def __iter__(self):  # dunder methods bypass __getattr__: reading line by line (dulwich's .gitignore) too
+        return iter(self._f)
+
     def __enter__(self):
         return self
 
