@@ -1,0 +1,232 @@
+"""The search space of a tuning study: ``conf/tune/<name>.yaml``, read, validated and sampled.
+
+A space file names the params to search (``params:``, in order; each a dotted key of
+params.yaml or a conf group such as ``model``), the overrides every trial shares (``fixed:``), the
+budget (``trials``, ``minutes``) and the sampler's ``seed``. :func:`load_space` checks it like
+every other config: an unknown key, an empty range or an unknown type is a one-line
+:class:`~mnist_pipeline.errors.ConfigError` naming it, and every range end and choice is composed
+with Hydra and validated as a whole params.yaml, so no trial is spent on a value the train stage
+would refuse. :func:`suggest` turns one Optuna trial into ``dvc exp run -S`` overrides.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mnist_pipeline import compose, config
+from mnist_pipeline.errors import ConfigError
+from mnist_pipeline.params import _Yaml12Loader
+
+SPACE_DIR = "tune"  # conf/tune/<name>.yaml
+TOP_KEYS = {"params", "fixed", "trials", "minutes", "seed", "startup_trials"}
+# Per type, the keys a param may have (besides `type` and `when`) and the ones it must have.
+TYPES = {
+    "float": ({"low", "high", "log", "step"}, {"low", "high"}),
+    "int": ({"low", "high", "log", "step"}, {"low", "high"}),
+    "categorical": ({"choices"}, {"choices"}),
+}
+Scalar = bool | int | float | str
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched key: a range (``float``/``int``) or a list of ``choices`` (``categorical``).
+
+    ``when`` makes it conditional: ``{"optimizer": ["momentum", "nesterov"]}`` samples it only in
+    trials whose earlier param ``optimizer`` took one of those values.
+    """
+
+    name: str
+    type: str
+    low: float | int | None = None
+    high: float | int | None = None
+    log: bool = False
+    step: float | int | None = None
+    choices: tuple[Scalar, ...] = ()
+    when: dict[str, tuple[Scalar, ...]] = field(default_factory=dict)
+
+    def values(self) -> tuple[Scalar, ...]:
+        """The values to validate: both ends of a range, or every choice."""
+        return self.choices if self.type == "categorical" else (self.low, self.high)
+
+
+@dataclass(frozen=True)
+class Space:
+    """A validated search space (see the module docstring)."""
+
+    name: str
+    params: tuple[Param, ...]
+    fixed: dict[str, Scalar]
+    trials: int | None = None
+    minutes: float | None = None
+    seed: int = 0
+    startup_trials: int = 10
+
+
+def override(name: str, value: Scalar) -> str:
+    """``name=value`` as ``dvc exp run -S`` (Hydra) reads it back: ``train.lr=0.05``, ``model=mlp_64_sigmoid``."""
+    if isinstance(value, bool):
+        return f"{name}={str(value).lower()}"
+    return f"{name}={value!r}" if isinstance(value, float) else f"{name}={value}"
+
+
+def suggest(trial: Any, space: Space) -> list[str]:
+    """Sample ``trial`` (an ``optuna.Trial``) over ``space``; its overrides, fixed ones first."""
+    chosen: dict[str, Scalar] = {}
+    for p in space.params:
+        if any(chosen.get(key) not in allowed for key, allowed in p.when.items()):
+            continue
+        if p.type == "categorical":
+            chosen[p.name] = trial.suggest_categorical(p.name, list(p.choices))
+        elif p.type == "int":
+            chosen[p.name] = trial.suggest_int(p.name, p.low, p.high, step=p.step or 1, log=p.log)
+        else:
+            chosen[p.name] = trial.suggest_float(p.name, p.low, p.high, step=p.step, log=p.log)
+    return [override(k, v) for k, v in {**space.fixed, **chosen}.items()]
+
+
+def space_file(name: str, conf_dir: str | Path = compose.CONF_DIR) -> Path:
+    """``conf/tune/<name>.yaml``, or ``name`` itself if it is a path to a YAML file."""
+    path = Path(name)
+    return path if path.suffix in (".yaml", ".yml") else Path(conf_dir) / SPACE_DIR / f"{name}.yaml"
+
+
+def load_space(name: str, conf_dir: str | Path = compose.CONF_DIR) -> Space:
+    """Read and validate a search space (see the module docstring); ConfigError names what is wrong."""
+    path = space_file(name, conf_dir)
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Yaml12Loader)  # noqa: S506 - safe, reads 1e-6 as a float
+    except OSError as exc:
+        raise ConfigError(f"cannot read search space {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"search space {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    space = parse_space(path.stem, data, str(path))
+    check_against_conf(space, conf_dir, str(path))
+    return space
+
+
+def parse_space(name: str, data: Any, source: str) -> Space:
+    """Check the structure of a space mapping (no conf/ needed) and build a :class:`Space`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a search space is a mapping with `params:`")
+    _no_unknown(source, data, TOP_KEYS, "key")
+    if not isinstance(data.get("params"), dict) or not data["params"]:
+        raise ConfigError(f"{source}: `params` must map at least one key to its range or choices")
+    params: list[Param] = []
+    for key, spec in data["params"].items():
+        params.append(_parse_param(f"{source}: params.{key}", str(key), spec, params))
+    fixed = data.get("fixed") or {}
+    if not isinstance(fixed, dict):
+        raise ConfigError(f"{source}: `fixed` must map keys to values")
+    trials, minutes = data.get("trials"), data.get("minutes")
+    _check(f"{source}: trials", trials is None or (_is_int(trials) and trials > 0), "a positive whole number", trials)
+    _check(f"{source}: minutes", minutes is None or (_is_num(minutes) and minutes > 0), "a positive number", minutes)
+    seed, startup = data.get("seed", 0), data.get("startup_trials", 10)
+    _check(f"{source}: seed", _is_int(seed) and seed >= 0, "a whole number >= 0", seed)
+    _check(f"{source}: startup_trials", _is_int(startup) and startup >= 1, "a whole number >= 1", startup)
+    return Space(name, tuple(params), {str(k): v for k, v in fixed.items()}, trials, minutes, seed, startup)
+
+
+def _parse_param(where: str, name: str, spec: Any, earlier: list[Param]) -> Param:
+    if not isinstance(spec, dict) or spec.get("type") not in TYPES:
+        given = spec.get("type") if isinstance(spec, dict) else spec
+        raise ConfigError(f"{where}: unknown type {given!r}; valid: {', '.join(TYPES)}")
+    allowed, required = TYPES[spec["type"]]
+    _no_unknown(where, spec, allowed | {"type", "when"}, "key")
+    if missing := sorted(required - set(spec)):
+        raise ConfigError(f"{where}: missing {', '.join(missing)}")
+    when = _parse_when(where, spec.get("when") or {}, earlier)
+    if spec["type"] == "categorical":
+        choices = spec["choices"]
+        _check(f"{where}.choices", isinstance(choices, list) and choices, "a non-empty list", choices)
+        scalars = all(isinstance(c, bool | int | float | str) for c in choices)
+        _check(f"{where}.choices", scalars and len(set(choices)) == len(choices), "distinct scalars", choices)
+        return Param(name, "categorical", choices=tuple(choices), when=when)
+    low, high, log, step = spec["low"], spec["high"], bool(spec.get("log", False)), spec.get("step")
+    number = _is_int if spec["type"] == "int" else _is_num
+    _check(f"{where}.low", number(low), f"a {spec['type']}", low)
+    _check(f"{where}.high", number(high), f"a {spec['type']}", high)
+    if not low < high:
+        raise ConfigError(f"{where}: empty range [{low}, {high}]; low must be below high")
+    _check(f"{where}.low", not log or low > 0, "positive with log: true", low)
+    _check(f"{where}.step", step is None or (number(step) and step > 0 and not log), "positive, without log", step)
+    return Param(name, spec["type"], low, high, log, step, when=when)
+
+
+def _parse_when(where: str, when: Any, earlier: list[Param]) -> dict[str, tuple[Scalar, ...]]:
+    if not isinstance(when, dict):
+        raise ConfigError(f"{where}.when must map an earlier categorical param to the values that enable this one")
+    by_name = {p.name: p for p in earlier if p.type == "categorical"}
+    parsed = {}
+    for key, values in when.items():
+        if key not in by_name:
+            raise ConfigError(f"{where}.when: {key} is not an earlier categorical param")
+        values = tuple(values) if isinstance(values, list) else (values,)
+        if bad := [v for v in values if v not in by_name[key].choices]:
+            raise ConfigError(f"{where}.when: {bad[0]!r} is not one of the choices of {key}")
+        parsed[str(key)] = values
+    return parsed
+
+
+def check_against_conf(space: Space, conf_dir: str | Path, source: str) -> None:
+    """Every key exists (a params.yaml key or a conf group) and every range end and choice composes and validates."""
+    groups = [override(k, v) for k, v in space.fixed.items() if _is_group(k, conf_dir)]
+    with_groups = _validated(groups, conf_dir, f"{source}: fixed")
+    for key in space.fixed:
+        if not _is_group(key, conf_dir) and not _has_key(with_groups, key):
+            raise ConfigError(f"{source}: fixed.{key} is an unknown key (neither a params.yaml key nor a conf group)")
+    fixed = [override(k, v) for k, v in space.fixed.items()]
+    base = _validated(fixed, conf_dir, f"{source}: fixed")
+    for p in space.params:
+        condition = [override(k, values[0]) for k, values in p.when.items()]
+        where = f"{source}: params.{p.name}"
+        if not _is_group(p.name, conf_dir):
+            context = _validated(fixed + condition, conf_dir, where) if condition else base
+            if not _has_key(context, p.name):
+                raise ConfigError(f"{where} is an unknown key (neither a params.yaml key nor a conf group)")
+        for value in p.values():
+            _validated(fixed + condition + [override(p.name, value)], conf_dir, f"{where}={value}")
+
+
+def _validated(overrides: list[str], conf_dir: str | Path, where: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(compose.compose(overrides, conf_dir))
+        config.from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+    return data
+
+
+def _is_group(name: str, conf_dir: str | Path) -> bool:
+    return "." not in name and name != SPACE_DIR and (Path(conf_dir) / name).is_dir()
+
+
+def _has_key(data: Any, dotted: str) -> bool:
+    for key in dotted.split("."):
+        if not isinstance(data, dict) or key not in data:
+            return False
+        data = data[key]
+    return True
+
+
+def _no_unknown(where: str, data: dict, allowed: set[str], what: str) -> None:
+    if unknown := sorted(str(k) for k in set(data) - allowed):
+        raise ConfigError(f"{where}: unknown {what} {unknown[0]!r}; valid: {', '.join(sorted(allowed))}")
+
+
+def _check(where: str, ok: bool, expected: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{where} must be {expected}, not {value!r}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_num(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -1,0 +1,172 @@
+"""tune: the search space, its validation, sampling, budget accounting, the table and bad input.
+
+No DVC run here (the real studies run in test_tune_study.py): the space is sampled with in-memory
+Optuna studies, and bad input is given to the real command, which must stop with one line.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from helpers.tune_space import TINY_SPACE as SPACE
+from mnist_pipeline import compose
+from mnist_pipeline.errors import ConfigError
+from mnist_pipeline.tune import report, storage
+from mnist_pipeline.tune.experiment import push_remote
+from mnist_pipeline.tune.space import load_space, override, parse_space, suggest
+from mnist_pipeline.tune.study import Budget, budget_spent, sampler
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _write(tmp_path: Path, space: dict) -> Path:
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(space), encoding="utf-8")
+    return path
+
+
+def _with_param(**param: dict) -> dict:
+    return {**SPACE, "params": {**SPACE["params"], **param}}
+
+
+def test_default_space_is_valid_and_keeps_the_epochs_fixed() -> None:
+    space = load_space("default", REPO / "conf")
+    assert space.fixed == {"train.epochs": 10} and space.trials and space.minutes
+    assert {"train.lr", "train.l2", "optimizer"} <= {p.name for p in space.params}
+
+
+def test_conditional_key_is_sampled_only_when_its_condition_holds() -> None:
+    space = parse_space("t", SPACE, "t.yaml")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(12):
+        trial = study.ask()
+        overrides = suggest(trial, space)
+        assert overrides[0] == "train.epochs=1"
+        assert ("optimizer.momentum" in trial.params) == (trial.params["optimizer"] == "momentum")
+        assert trial.params["train.batch_size"] in (32, 64, 96, 128)
+        seen.add(trial.params["optimizer"])
+        study.tell(trial, 0.5)
+    assert seen == {"momentum", "sgd"}
+
+
+def test_same_seed_proposes_the_same_first_trial() -> None:
+    space = parse_space("t", SPACE, "t.yaml")
+    firsts = [suggest(optuna.create_study(sampler=sampler(7, 10)).ask(), space) for _ in range(2)]
+    other = suggest(optuna.create_study(sampler=sampler(8, 10)).ask(), space)
+    assert firsts[0] == firsts[1] != other
+
+
+def test_overrides_read_back_as_the_same_values() -> None:
+    assert override("train.lr", 1e-05) == "train.lr=1e-05"
+    assert override("model", "mlp_64_sigmoid") == "model=mlp_64_sigmoid"
+    assert override("featurize.stratify", False) == "featurize.stratify=false"
+    text = compose.compose([override("train.lr", 0.123456789), override("train.l2", 1e-07)], REPO / "conf")
+    assert yaml.safe_load(text)["train"]["lr"] == 0.123456789
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        (
+            _with_param(**{"train.lrr": {"type": "float", "low": 0.1, "high": 0.2}}),
+            "params.train.lrr is an unknown key",
+        ),
+        (_with_param(modle={"type": "categorical", "choices": ["a"]}), "params.modle is an unknown key"),
+        (_with_param(**{"train.lr": {"type": "float", "low": 0.4, "high": 0.02}}), "params.train.lr: empty range"),
+        (_with_param(**{"train.lr": {"type": "uniform", "low": 0, "high": 1}}), "unknown type 'uniform'"),
+        (_with_param(**{"train.epochs": {"type": "int", "low": 1, "high": 100000}}), "train.epochs=100000"),
+        (_with_param(model={"type": "categorical", "choices": ["mlp_huge"]}), "params.model=mlp_huge"),
+        ({**SPACE, "fixed": {"train.epoch": 1}}, "unknown key"),
+    ],
+)
+def test_bad_space_is_a_config_error_naming_the_key(tmp_path: Path, space: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("[", r"\[")):
+        load_space(str(_write(tmp_path, space)), REPO / "conf")
+
+
+def _tune(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "mnist_pipeline.tune", *args], cwd=cwd, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize(
+    ("space", "args", "named"),
+    [
+        (_with_param(**{"train.lrr": {"type": "float", "low": 0.1, "high": 0.2}}), [], "train.lrr"),
+        (_with_param(**{"train.batch_size": {"type": "int", "low": 64, "high": 64}}), [], "empty range [64, 64]"),
+        (SPACE, ["--storage", "postgresql://tuner@127.0.0.1:1/study"], "postgresql+psycopg://tuner@127.0.0.1:1/study"),
+    ],
+    ids=["unknown-key", "empty-range", "unreachable-database"],
+)
+def test_bad_input_stops_with_one_line_naming_it(tmp_path: Path, space: dict, args: list[str], named: str) -> None:
+    result = _tune("--space", str(_write(tmp_path, space)), "--trials", "1", *args)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: tune: ") and named in lines[0], result.stderr
+    assert not (REPO / storage.JOURNAL_DIR / "tune-space.log").exists()  # nothing written
+
+
+def _finished(study: optuna.Study, value: float | None, **attrs) -> None:
+    trial = study.ask()
+    for key, val in attrs.items():
+        trial.set_user_attr(key, val)
+    study.tell(trial, value, state=None if value is not None else optuna.trial.TrialState.FAIL)
+
+
+def test_budget_leaves_out_requeued_and_skipped_trials() -> None:
+    study = optuna.create_study(direction="maximize")
+    _finished(study, 0.9)
+    _finished(study, None, skipped="over budget")
+    killed = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    assert storage.fail_and_requeue(study, study._storage.get_trial(killed._trial_id), "worker died")
+    assert not storage.fail_and_requeue(study, study._storage.get_trial(killed._trial_id), "again")  # no 2nd copy
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "FAIL", "WAITING"]
+    assert trials[3].params == killed.params and trials[3].system_attrs["failed_trial"] == killed.number
+    assert [t.number for t in storage.counted(trials)] == [0, 3]
+    assert not budget_spent(study, Budget(2, None), None)  # the waiting retry has yet to run
+    assert budget_spent(study, Budget(1, None), None)
+
+
+def test_ranking_by_validation_accuracy_and_a_preset_that_composes(tmp_path: Path) -> None:
+    study = optuna.create_study(direction="maximize")
+    space = parse_space("t", SPACE, "t.yaml")
+    for value in (0.91, 0.95, None):
+        trial = study.ask()
+        suggest(trial, space)
+        trial.set_user_attr("experiment", f"s-t{trial.number:03d}")
+        if value is None:
+            trial.set_user_attr("error", "dvc exp run exited 1: error: train: boom")
+        study.tell(trial, value, state=None if value is not None else optuna.trial.TrialState.FAIL)
+    rows = report.format_study(study).splitlines()
+    assert rows[1].split()[:3] == ["1", "1", "s-t001"] and rows[2].split()[:3] == ["2", "0", "s-t000"]
+    assert "fail: dvc exp run exited 1: error: train: boom" in rows[3]
+    assert "dvc exp apply s-t001" in report.summary(study)
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    for item in (REPO / "conf").iterdir():
+        (conf / item.name).symlink_to(item) if item.name != "experiment" else (conf / "experiment").mkdir()
+    path = report.write_preset("tuned", study.best_trial, space, conf)
+    params = yaml.safe_load(compose.compose(["experiment=tuned"], conf))
+    assert path == conf / "experiment" / "tuned.yaml"
+    assert params["train"]["lr"] == study.best_trial.params["train.lr"] and params["train"]["epochs"] == 1
+    assert params["optimizer"]["name"] == study.best_trial.params["optimizer"]
+
+
+def test_pushes_only_where_a_git_and_a_dvc_remote_are_both_set(tmp_path: Path) -> None:
+    dvc = str(Path(sys.executable).parent / "dvc")
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_CONFIG_GLOBAL": os.devnull}
+    for cmd in (["git", "init", "-q"], [dvc, "init", "-q"], ["git", "remote", "add", "upstream", "../x.git"]):
+        subprocess.run(cmd, cwd=tmp_path, check=True, env=env, timeout=60)
+    assert push_remote(dvc, tmp_path) is None  # one machine's clone: its experiments stay here
+    subprocess.run([dvc, "remote", "add", "-d", "shared", str(tmp_path / "cache")], cwd=tmp_path, check=True, env=env)
+    assert push_remote(dvc, tmp_path) == "upstream"
