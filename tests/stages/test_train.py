@@ -62,3 +62,20 @@ def test_a_diverged_run_leaves_model_and_live_log_as_they_were(tiny_workspace) -
     with pytest.raises(MLPError, match="diverged"):
         train.main()
     assert _outputs(tiny_workspace.root) == before
+
+
+def test_a_failed_model_write_puts_the_previous_live_log_back(tiny_workspace, monkeypatch) -> None:
+    tiny_workspace.write_params(**{"model.hidden": [32], "train.epochs": 2})
+    prepare.main()
+    featurize.main()
+    train.main()
+    before = _outputs(tiny_workspace.root)
+    tiny_workspace.write_params(**{"model.hidden": [32], "train.epochs": 3})
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(train, "save_network", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        train.main()
+    assert _outputs(tiny_workspace.root) == before  # the 2-epoch model with its own 2-epoch log

@@ -48,24 +48,25 @@ def main() -> None:
     norm = npz_meta(load_npz(FEATURES_DIR / "val.npz", ["meta"]), FEATURES_DIR / "val.npz")
     rng = np.random.default_rng(cfg.train.seed)
     net = build(cfg, rng)
+    # The model is written inside: if that fails, the previous live log is put back with the previous model.
     with live_epochs(LIVE_DIR) as log_epoch:
         rows, seconds = fit(
             net, train, val, cfg.train, cfg.optimizer, cfg.schedule, rng, cfg.dataset.image_shape, log_epoch
         )
-    meta = {
-        "dataset": cfg.dataset.name,
-        "class_names": list(cfg.dataset.class_names),
-        "image_shape": list(cfg.dataset.image_shape),
-        "normalize": norm["normalize"],
-        "mean": norm["mean"],
-        "std": norm["std"],
-        "init": cfg.model.init,
-        "loss": cfg.train.loss,
-        "epochs_run": len(rows),
-        "weights_epoch": kept_epoch(rows, cfg.train.early_stop),  # the epoch these weights are from
-        "compute": fingerprint,
-    }
-    save_network(MODEL_FILE, net, meta)
+        meta = {
+            "dataset": cfg.dataset.name,
+            "class_names": list(cfg.dataset.class_names),
+            "image_shape": list(cfg.dataset.image_shape),
+            "normalize": norm["normalize"],
+            "mean": norm["mean"],
+            "std": norm["std"],
+            "init": cfg.model.init,
+            "loss": cfg.train.loss,
+            "epochs_run": len(rows),
+            "weights_epoch": kept_epoch(rows, cfg.train.early_stop),  # the epoch these weights are from
+            "compute": fingerprint,
+        }
+        save_network(MODEL_FILE, net, meta)
     total = sum(seconds)
     write_json(
         TIMING_FILE,
