@@ -114,11 +114,16 @@ class Config:
     report: ReportConfig
     preset: PresetConfig
 
+    @property
+    def layer_sizes(self) -> list[int]:
+        """The network's widths: the dataset's features, the hidden layers, the dataset's classes."""
+        return [self.dataset.num_features, *self.model.hidden, self.dataset.num_classes]
+
     def validate(self) -> None:
         """Checks across sections: the network's size and a batch's activations, in memory they would take."""
         dtype = self.train.dtype
         itemsize = 8 if dtype == "float64" else 4
-        sizes = [self.dataset.num_features, *self.model.hidden, self.dataset.num_classes]
+        sizes = self.layer_sizes
         for i, (fan_in, width) in enumerate(zip(sizes[:-2], self.model.hidden, strict=True)):
             need = f"a {fan_in}x{width} {dtype} layer needs {_gigabytes(fan_in * width * itemsize)}"
             check(f"model.hidden[{i}]", width <= MAX_UNITS, f"at most {MAX_UNITS} units ({need})", width)

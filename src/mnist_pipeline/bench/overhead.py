@@ -77,11 +77,6 @@ def switch_off(cfg: Config, names: Sequence[str], epochs: int) -> Config:
     return replace(cfg, **{section: replace(getattr(cfg, section), **f) for section, f in fields.items()})
 
 
-def layer_sizes(cfg: Config) -> list[int]:
-    """Input, hidden and output widths of ``cfg``'s network."""
-    return [cfg.dataset.num_features, *cfg.model.hidden, cfg.dataset.num_classes]
-
-
 def run_variant(spec: dict[str, Any]) -> dict[str, Any]:
     """Inside the worker: train ``spec["off"]``'s variant for ``spec["epochs"]``; fit's seconds, last val acc."""
     cfg = switch_off(config.load(spec["params"]), spec["off"], int(spec["epochs"]))
@@ -89,7 +84,7 @@ def run_variant(spec: dict[str, Any]) -> dict[str, Any]:
     train, val = (load_feature_split(Path(spec["features"]) / f"{name}.npz", d, c) for name in ("train", "val"))
     rng = np.random.default_rng(cfg.train.seed)
     net = Network(
-        layer_sizes(cfg), cfg.model.activation, cfg.model.init, rng, np.dtype(cfg.train.dtype), cfg.model.dropout
+        cfg.layer_sizes, cfg.model.activation, cfg.model.init, rng, np.dtype(cfg.train.dtype), cfg.model.dropout
     )
     with threadpool_limits(limits=int(spec["threads"])):
         fingerprint = compute.fingerprint()
@@ -154,7 +149,7 @@ def measure(
             mean = statistics.fmean(result["epoch_seconds"])
             log.info("overhead rep %d/%d %-20s %.3f s/epoch", rep + 1, reps, name, mean)
     return {
-        "label": "-".join(map(str, layer_sizes(cfg))) + f" {cfg.model.activation} b{cfg.train.batch_size}",
+        "label": "-".join(map(str, cfg.layer_sizes)) + f" {cfg.model.activation} b{cfg.train.batch_size}",
         "epochs": epochs,
         "reps": reps,
         "threads": threads,

@@ -34,8 +34,9 @@ log = logging.getLogger(__name__)
 
 def build(cfg: Config, rng: np.random.Generator) -> Network:
     """The network ``cfg`` describes, initialized from ``rng``."""
-    sizes = [cfg.dataset.num_features, *cfg.model.hidden, cfg.dataset.num_classes]
-    return Network(sizes, cfg.model.activation, cfg.model.init, rng, np.dtype(cfg.train.dtype), cfg.model.dropout)
+    return Network(
+        cfg.layer_sizes, cfg.model.activation, cfg.model.init, rng, np.dtype(cfg.train.dtype), cfg.model.dropout
+    )
 
 
 def main() -> None:
