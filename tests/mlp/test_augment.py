@@ -1,5 +1,6 @@
 """Random-shift augmentation: identity at k=0; every output an exact translation by some
-``(dy, dx)`` in ``[-k, k]^2`` with background fill; seeded determinism; training-only in ``fit``.
+``(dy, dx)`` in ``[-k, k]^2`` with background fill, offsets independent and uniform per image;
+seeded determinism; in ``fit``, training batches only, gathered grouped by offset.
 
 Images are random (every pixel distinct), non-square (5x7, so swapped axes would show), and the
 translation is checked against a plain-loop reference over all ``(2k+1)^2`` offsets.
@@ -11,7 +12,15 @@ import numpy as np
 import pytest
 
 from mnist_pipeline.mlp import trainer
-from mnist_pipeline.mlp.augment import bilinear_sample, elastic_distort, gaussian_matrix, random_shift
+from mnist_pipeline.mlp.augment import (
+    bilinear_sample,
+    draw_shifts,
+    elastic_distort,
+    gaussian_matrix,
+    random_shift,
+    shift_grouped,
+)
+from mnist_pipeline.mlp.losses import make_loss
 from mnist_pipeline.mlp.network import Network
 from mnist_pipeline.mlp.optimizers import OptimizerConfig
 from mnist_pipeline.mlp.schedules import ScheduleConfig
@@ -64,17 +73,58 @@ def test_k_zero_is_identity() -> None:
 
 @pytest.mark.parametrize("k", [1, 2, 3])
 def test_every_output_is_an_exact_translation_with_background_fill(k: int) -> None:
-    n = 300
+    n = 200 * k  # enough that a cell of the (2k+1)^2 is missed with probability < 3e-4
     x = images(n)
     before = x.copy()
     out = random_shift(x, SHAPE, k, np.random.default_rng(k))
     assert out.shape == x.shape and out.dtype == x.dtype
     assert np.array_equal(x, before)  # input untouched
     found = offsets_of(x, out, k, fill=0.0)
-    # All (2k+1)^2 offsets occur (300 draws, at most 49 cells): the offsets really are random ...
+    # All (2k+1)^2 offsets occur: the offsets really are random ...
     assert len(set(found)) == (2 * k + 1) ** 2
     # ... and every image is drawn independently (not one offset for the whole batch).
     assert len({f for f in found[:10]}) > 1
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_shift_grouped_translates_each_group_by_its_offset_in_row_major_order(k: int) -> None:
+    side = 2 * k + 1
+    counts = np.zeros(side * side, dtype=np.intp)
+    counts[::3] = 1  # every third offset, one image each: groups of 1 and empty groups
+    counts[-1] = 2  # and a group of 2 at the end
+    x = images(int(counts.sum()), seed=k)
+    out = shift_grouped(x, SHAPE, k, counts)
+    expected = [(code // side - k, code % side - k) for code, c in enumerate(counts) for _ in range(c)]
+    assert offsets_of(x, out, k, fill=0.0) == expected
+
+
+def test_shift_grouped_writes_into_out_and_refuses_a_strided_one() -> None:
+    x = images(4)
+    counts = np.array([0, 1, 0, 0, 2, 0, 0, 0, 1])
+    out = np.full((8, 35), np.nan, np.float32)
+    assert shift_grouped(x, SHAPE, 1, counts, out=out[:4]) is not None
+    assert np.array_equal(out[:4], shift_grouped(x, SHAPE, 1, counts)) and np.isnan(out[4:]).all()
+    with pytest.raises(ValueError, match="C-contiguous out"):
+        shift_grouped(x, SHAPE, 1, counts, out=out[::2])
+
+
+def test_draw_shifts_offsets_are_uniform_and_independent_of_position() -> None:
+    # Chi-square against the uniform law over the 9 offsets, overall and at each position of a batch
+    # of 8 (the grouping must not tie an offset to a position); 2000 batches from one generator.
+    rng = np.random.default_rng(0)
+    codes = np.empty((2000, 8), dtype=np.intp)
+    for row in codes:
+        order, counts = draw_shifts(8, 1, rng)
+        row[order] = np.repeat(np.arange(9), counts)  # offset of each image, back in batch order
+    assert counts.sum() == 8 and np.array_equal(np.sort(order), np.arange(8))
+    # 99.9% quantile of chi-square with 8 degrees of freedom: 26.1
+    for sample in (codes.ravel(), *codes.T):
+        observed = np.bincount(sample, minlength=9)
+        expected = len(sample) / 9
+        assert ((observed - expected) ** 2 / expected).sum() < 26.1
+    # neighbours in a batch are independent: a pair's joint law is uniform over 81 cells (df 80: 124.8)
+    pairs = np.bincount(codes[:, 0] * 9 + codes[:, 1], minlength=81)
+    assert ((pairs - 2000 / 81) ** 2 / (2000 / 81)).sum() < 124.8
 
 
 def test_background_is_the_minimum_for_standardized_data() -> None:
@@ -112,11 +162,14 @@ def test_fit_shifts_training_images_only(monkeypatch: pytest.MonkeyPatch) -> Non
 
     shifted: list[np.ndarray] = []
 
-    def spy_shift(x, shape, k, generator):
-        assert generator is rng  # drawn from the train stage's generator
+    def spy_draw(b, k, generator):
+        assert generator is rng and k == 2  # drawn from the train stage's generator
+        return draw_shifts(b, k, generator)
+
+    def spy_shift(x, shape, k, counts, out):
         assert (shape, k) == (SHAPE, 2)
-        shifted.append(random_shift(x, shape, k, generator))
-        return shifted[-1]
+        shifted.append(shift_grouped(x, shape, k, counts, out).copy())
+        return out
 
     seen: list[tuple[np.ndarray, bool]] = []
     forward = net.forward
@@ -125,7 +178,8 @@ def test_fit_shifts_training_images_only(monkeypatch: pytest.MonkeyPatch) -> Non
         seen.append((x.copy(), train))
         return forward(x, train)
 
-    monkeypatch.setattr(trainer, "random_shift", spy_shift)
+    monkeypatch.setattr(trainer, "draw_shifts", spy_draw)
+    monkeypatch.setattr(trainer, "shift_grouped", spy_shift)
     monkeypatch.setattr(net, "forward", spy_forward)
     cfg = TrainConfig(epochs=2, batch_size=8, lr=0.05, l2=0.0, seed=0, dtype="float32", augment_shift=2)
     fit(net, train, val, cfg, OptimizerConfig("sgd"), ScheduleConfig("constant"), rng, SHAPE)
@@ -140,7 +194,16 @@ def test_fit_shifts_training_images_only(monkeypatch: pytest.MonkeyPatch) -> Non
     assert len(eval_batches) == 2 and all(np.array_equal(x, val.x) for x in eval_batches)
 
 
-def test_fit_training_images_are_translations_of_the_permuted_set() -> None:
+def test_fit_training_images_are_translations_of_the_permuted_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    targets: list[np.ndarray] = []
+
+    def spy_loss(name, smoothing):
+        loss = make_loss(name, smoothing)
+        forward = loss.forward
+        loss.forward = lambda logits, t: targets.append(t.copy()) or forward(logits, t)
+        return loss
+
+    monkeypatch.setattr(trainer, "make_loss", spy_loss)
     y = np.arange(12) % 3
     train = Split(images(12, seed=4), y, np.eye(3, dtype=np.float32)[y])
     net = Network([35, 3], "identity", "zeros", np.random.default_rng(0))
@@ -156,12 +219,14 @@ def test_fit_training_images_are_translations_of_the_permuted_set() -> None:
     rng = np.random.default_rng(1)
     cfg = TrainConfig(epochs=1, batch_size=12, lr=0.1, l2=0.0, seed=0, dtype="float32", augment_shift=1)
     fit(net, train, train, cfg, OptimizerConfig("sgd"), ScheduleConfig("constant"), rng, SHAPE)
-    # replay the generator: the permutation comes first, then the shifts
+    # replay the generator: the permutation comes first, then the shifts; the batch is the permuted
+    # set gathered grouped by offset, each image translated by its own offset
     replay = np.random.default_rng(1)
     perm = replay.permutation(12)
-    found = offsets_of(train.x[perm], batches[0], 1, fill=0.0)
-    assert len(found) == 12
-    assert np.array_equal(batches[0], random_shift(train.x[perm], SHAPE, 1, replay))
+    order, counts = draw_shifts(12, 1, replay)
+    found = offsets_of(train.x[perm[order]], batches[0], 1, fill=0.0)
+    assert found == [(code // 3 - 1, code % 3 - 1) for code, c in enumerate(counts) for _ in range(c)]
+    assert np.array_equal(targets[0], train.onehot[perm[order]])  # each image keeps its own label
 
 
 def test_fit_needs_the_image_shape_to_shift() -> None:

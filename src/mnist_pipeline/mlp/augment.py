@@ -5,30 +5,70 @@ from __future__ import annotations
 import numpy as np
 
 
-def random_shift(x: np.ndarray, shape: tuple[int, int], k: int, rng: np.random.Generator) -> np.ndarray:
-    """Translate each flattened image by independent integer offsets in ``[-k, k]``.
+def draw_shifts(n: int, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Draw an independent offset ``(dy, dx)``, uniform in ``[-k, k]^2``, for each of ``n`` images.
 
-    Pixels shifted in from outside are the image's background: the minimum of
-    ``x`` (0 for ``scale``, negative for ``standardize``). ``x`` is ``(N, H*W)``;
-    returns a new ``(N, H*W)`` array of the same dtype.
+    Returns ``(order, counts)``: ``order`` (N,) lists the images grouped by offset (stable within a
+    group) and ``counts`` ((2k+1)^2,) the group sizes, offsets in row-major order from ``(-k, -k)``.
+    :func:`shift_grouped` applies them to ``x[order]``; one draw of ``n`` integers from ``rng``.
+    """
+    side = 2 * k + 1
+    codes = rng.integers(0, side * side, size=n)  # (N,): offset (code // side - k, code % side - k)
+    return np.argsort(codes, kind="stable"), np.bincount(codes, minlength=side * side)
+
+
+def shift_grouped(
+    x: np.ndarray, shape: tuple[int, int], k: int, counts: np.ndarray, out: np.ndarray | None = None
+) -> np.ndarray:
+    """Translate flattened images grouped by offset, as :func:`draw_shifts` orders them.
+
+    The first ``counts[0]`` rows of ``x`` (N, H*W) move by ``(-k, -k)``, the next ``counts[1]`` by
+    ``(-k, -k + 1)``, and so on: ``out[r, c] = x[r - dy, c - dx]``, and pixels shifted in from outside
+    are the background, the minimum of ``x`` (0 for ``scale``, negative for ``standardize``). Written
+    into ``out`` (a new array if None; not ``x``), which is returned.
+    """
+    n, (h, w) = len(x), shape
+    out = np.empty_like(x) if out is None else out
+    if not out.flags.c_contiguous:
+        raise ValueError("shift_grouped needs a C-contiguous out (its rows are reshaped into images)")
+    grid = out.reshape(n, h, w)  # (N, H, W) view of out
+    background = x.min() if x.size else 0
+    side, start = 2 * k + 1, 0
+    # A group is a block of whole rows. In the flattened image a shift by (dy, dx) is a shift by
+    # s = dy * W + dx: one contiguous copy per group, then background over the s pixels shifted in
+    # at one end and over the |dx| columns that wrapped around from the neighbouring row.
+    for code, count in enumerate(counts.tolist()):
+        if not count:
+            continue
+        rows, start = slice(start, start + count), start + count
+        dy, dx = code // side - k, code % side - k
+        s = dy * w + dx
+        if abs(s) >= h * w:  # shifted out of the image entirely (k > H or W, small images)
+            out[rows] = background
+        elif s >= 0:
+            out[rows, s:] = x[rows, : h * w - s]
+            out[rows, :s] = background
+        else:
+            out[rows, :s] = x[rows, -s:]
+            out[rows, s:] = background
+        if dx:
+            grid[rows, :, slice(0, dx) if dx > 0 else slice(w + dx, w)] = background
+    return out
+
+
+def random_shift(x: np.ndarray, shape: tuple[int, int], k: int, rng: np.random.Generator) -> np.ndarray:
+    """Translate each flattened image by independent integer offsets in ``[-k, k]`` (see :func:`shift_grouped`).
+
+    ``x`` is ``(N, H*W)``; returns a new ``(N, H*W)`` array of the same dtype, images in their order.
+    ``k == 0`` returns ``x`` and draws nothing. (The trainer gathers each batch already grouped by
+    offset and calls :func:`shift_grouped` directly, saving this function's two reorderings.)
     """
     if k == 0:
         return x
-    n, (h, w) = len(x), shape
-    background = x.min() if x.size else 0
-    dy = rng.integers(-k, k + 1, size=n)  # (N,)
-    dx = rng.integers(-k, k + 1, size=n)
-    images = x.reshape(n, h, w)
-    out = np.full((n, h, w), background, dtype=x.dtype)  # (N, H, W)
-    # Only (2k+1)^2 distinct offsets: copy each group of images as one block slice,
-    # out[r, c] = images[r - oy, c - ox], instead of gathering pixel by pixel.
-    for oy in range(-k, k + 1):
-        for ox in range(-k, k + 1):
-            group = np.flatnonzero((dy == oy) & (dx == ox))
-            if group.size:
-                target = out[:, max(0, oy) : h + min(0, oy), max(0, ox) : w + min(0, ox)]
-                target[group] = images[group, max(0, -oy) : h + min(0, -oy), max(0, -ox) : w + min(0, -ox)]
-    return out.reshape(n, h * w)
+    order, counts = draw_shifts(len(x), k, rng)
+    out = np.empty_like(x)
+    out[order] = shift_grouped(x[order], shape, k, counts)
+    return out
 
 
 def gaussian_matrix(n: int, sigma: float, dtype=np.float64) -> np.ndarray:

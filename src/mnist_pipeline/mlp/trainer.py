@@ -2,7 +2,8 @@
 
 Per epoch: one permutation from the stage's ``rng``; each batch is gathered into a reused contiguous
 buffer (elastically distorted if ``augment_elastic_alpha > 0``, then randomly shifted if
-``augment_shift > 0``, both drawn from the same ``rng``), then does forward -> loss -> backward ->
+``augment_shift > 0``, both drawn from the same ``rng``; with shifts the batch is gathered grouped by
+offset, which changes nothing but the order of its rows), then does forward -> loss -> backward ->
 L2 -> optimizer step (learning rate from the per-step schedule) -> max-norm. For optimizers linear
 in ``lr * g`` the loss gradient is multiplied by ``-lr`` before back-propagation (see
 :mod:`~mnist_pipeline.mlp.optimizers`). After the epoch the validation split is evaluated with plain
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mnist_pipeline.mlp.augment import elastic_distort, random_shift
+from mnist_pipeline.mlp.augment import draw_shifts, elastic_distort, shift_grouped
 from mnist_pipeline.mlp.errors import MLPError, check, check_choice
 from mnist_pipeline.mlp.losses import LOSSES, make_loss
 from mnist_pipeline.mlp.network import Network
@@ -183,21 +184,24 @@ def fit(
     # contiguous memory costs far less than copying the whole training set each epoch.
     x_buf = np.empty((cfg.batch_size, train.x.shape[1]), dtype=train.x.dtype)
     t_buf = np.empty((cfg.batch_size, train.onehot.shape[1]), dtype=train.onehot.dtype)
+    shift_buf = np.empty_like(x_buf) if cfg.augment_shift else None
     for epoch in range(1, cfg.epochs + 1):
         start = time.perf_counter()
         perm = rng.permutation(n)
-        ys = train.y[perm]
         loss_sum, correct = 0.0, 0
         for i in range(0, n, cfg.batch_size):
             idx = perm[i : i + cfg.batch_size]
             b = len(idx)
+            if cfg.augment_shift:  # gather the batch grouped by offset: each group then shifts as one block
+                order, shift_counts = draw_shifts(b, cfg.augment_shift, rng)
+                idx = idx[order]
             xb = np.take(train.x, idx, axis=0, out=x_buf[:b], mode="clip")  # (B, D)
             tb = np.take(train.onehot, idx, axis=0, out=t_buf[:b], mode="clip")  # (B, C)
             if cfg.augment_elastic_alpha:
                 alpha, sigma = cfg.augment_elastic_alpha, cfg.augment_elastic_sigma
                 xb = elastic_distort(xb, image_shape, alpha, sigma, rng)
             if cfg.augment_shift:
-                xb = random_shift(xb, image_shape, cfg.augment_shift, rng)
+                xb = shift_grouped(xb, image_shape, cfg.augment_shift, shift_counts, out=shift_buf[:b])
             xb, tb = xb.astype(net.dtype, copy=False), tb.astype(net.dtype, copy=False)
             logits = net.forward(xb, train=True)
             loss = loss_fn.forward(logits, tb)
@@ -207,7 +211,7 @@ def fit(
                     f"lower train.lr (now {cfg.lr}) or check the inputs"
                 )
             loss_sum += loss * len(xb)
-            correct += int((logits.argmax(axis=1) == ys[i : i + cfg.batch_size]).sum())
+            correct += int((logits.argmax(axis=1) == train.y[idx]).sum())
             lr = schedule.lr_at(step)
             delta = loss_fn.backward()
             if opt.prescaled:  # every gradient times -lr: scale the (B, C) loss gradient once
