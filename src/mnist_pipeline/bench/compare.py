@@ -6,7 +6,11 @@ load, thermal state) spread over all of them instead of biasing one; each holds 
 cycle of as many repetitions as there are implementations. Where portable kernels cannot apply,
 ``portable`` is skipped and the rotation is over the other three. A run's seconds per epoch is the mean over
 its epochs (first epoch included; each run's median epoch is kept too, as the steady state); the
-statistic reported is the median over repetitions, with min and max as the spread.
+statistic reported is the median over repetitions, with min and max as the spread. PyTorch's lead over
+ours (:data:`LEAD_IMPLS`, ``lead`` in the summary) is paired instead: per repetition, PyTorch's median
+epoch over ours, then the median of those ratios. The shared bench machines slow down by up to 2x in
+phases of tens of seconds; a ratio of two runs started seconds apart cancels most of such a phase,
+a ratio of medians taken over different repetitions does not.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from mnist_pipeline.bench.worker import IMPLS, PROCESS_KERNELS
 
 log = logging.getLogger(__name__)
 
+LEAD_IMPLS = ("ours", "portable")  # PyTorch's lead is reported over both of our kernel modes
 ACCURACY_TOLERANCE_POINTS = 0.3  # |ours - torch| test accuracy, in percentage points, else the comparison is void
 WORKER_TIMEOUT = 600
 
@@ -107,6 +112,10 @@ def summarize(cfg: BenchConfig, runs: dict[str, list[dict[str, Any]]]) -> dict[s
     if "portable" in runs:
         out["ratios"]["portable_over_native"] = med["portable"] / med["ours"]
         out["ratios"]["portable_over_native_paired"] = paired(per_epoch["portable"], per_epoch["ours"])
+    # The PyTorch lead: per repetition, PyTorch's median epoch over ours (each run's steady state, robust to
+    # a slow phase of the machine inside a run), then the median over repetitions (paired: runs seconds apart).
+    steady = {impl: [statistics.median(r["epoch_seconds"]) for r in impl_runs] for impl, impl_runs in runs.items()}
+    out["lead"] = {impl: paired(steady["torch"], steady[impl]) for impl in LEAD_IMPLS if impl in runs}
     out["checks"] = checks(runs)
     return out
 

@@ -47,7 +47,7 @@ CONFIGS: tuple[BenchConfig, ...] = (
     # The classic tutorial net (conf/experiment/tutorial_64_sigmoid.yaml): 9 epochs.
     BenchConfig("classic", (784, 64, 10), "sigmoid", "lecun_normal", 128, 9, 0.4, reps=5),
     # A wide net: GEMM-bound, where BLAS quality dominates.
-    BenchConfig("wide", (784, 1024, 1024, 10), "relu", "he_normal", 128, 2, 0.05, l2=1e-4, reps=3),
+    BenchConfig("wide", (784, 1024, 1024, 10), "relu", "he_normal", 128, 2, 0.05, l2=1e-4, reps=5),
 )
 
 

@@ -3,22 +3,26 @@
 Variants of the pipeline's default config (``params.yaml``): ``default``; each augmentation or
 regularizer it switches on (:data:`REGULARIZERS`), switched off alone; and ``all off``, the same net,
 optimizer, schedule and batch size with none of them. The default switches on ``augment_shift`` and
-``l2``, so the variants are default, augment_shift off, l2 off and all off. Repetition ``r`` runs them
-in an order rotated by ``r`` (:func:`~mnist_pipeline.bench.compare.rotation`), each in a fresh worker
-process on the kernels ``compute.kernels`` names (portable by default; native where portable kernels
-cannot apply, and the result says which). Timed are ``fit``'s per-epoch seconds: shuffle, gather,
-augmentation and every batch step, not the validation pass. Reported: the median over repetitions of
-each run's mean s/epoch with min–max, and each variant's ratio to ``all off`` (ratio of the medians;
-the per-repetition ratios as spread). A variant's ratio is the cost of what it leaves on.
+``l2``, so the variants are default, augment_shift off, l2 off and all off.
 
-Worker: ``python -m mnist_pipeline.bench.overhead '{"params": ..., "off": [...], "epochs": 3, ...}'``.
+The effect is small (a few percent) and the shared 2-core machines' speed drifts in phases of many
+seconds by up to 2x, so the variants are interleaved epoch by epoch: a worker process (fresh, on the
+kernels ``compute.kernels`` names: portable by default, native where portable kernels cannot apply)
+builds one network per variant and runs :data:`ROUNDS` rounds; a round trains every variant for one
+epoch (``fit`` with ``epochs=1``), in an order rotated by the round
+(:func:`~mnist_pipeline.bench.compare.rotation`). The first round (page faults, cold caches) is not
+counted. A variant's overhead is the median over rounds of its epoch's seconds ÷ ``all off``'s epoch in
+the same round, a second or two apart; its min–max is the spread. Timed are ``fit``'s per-epoch seconds:
+shuffle, gather, augmentation and every batch step, not the validation pass. :data:`REPS` workers run
+one after the other; their rounds are pooled.
+
+Worker: ``python -m mnist_pipeline.bench.overhead '{"params": ..., "plan": {...}, "rounds": 8, ...}'``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import statistics
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -39,9 +43,10 @@ from mnist_pipeline.splits import load_feature_split
 
 log = logging.getLogger(__name__)
 
-# 3 epochs x 5 repetitions x 4 variants: about 100 s on the 2-core bench machine, inside make bench's 10 minutes.
-EPOCHS = 3
-REPS = 5
+# 2 workers x 12 rounds x 4 variants x 1 epoch: about 70 s on the 2-core bench machine.
+ROUNDS = 12
+WARMUP_ROUNDS = 1  # not counted
+REPS = 2
 BASELINE = "all off"
 # Every augmentation and regularizer the trainer has: its params.yaml section and its "off" value.
 REGULARIZERS: dict[str, tuple[str, float]] = {
@@ -77,49 +82,71 @@ def switch_off(cfg: Config, names: Sequence[str], epochs: int) -> Config:
     return replace(cfg, **{section: replace(getattr(cfg, section), **f) for section, f in fields.items()})
 
 
-def run_variant(spec: dict[str, Any]) -> dict[str, Any]:
-    """Inside the worker: train ``spec["off"]``'s variant for ``spec["epochs"]``; fit's seconds, last val acc."""
-    cfg = switch_off(config.load(spec["params"]), spec["off"], int(spec["epochs"]))
+def run_variants(spec: dict[str, Any]) -> dict[str, Any]:
+    """Inside the worker: ``spec["rounds"]`` rounds of one epoch per variant of ``spec["plan"]``, rotated.
+
+    Returns each variant's per-round epoch seconds, its validation accuracy after the last round,
+    and the compute fingerprint.
+    """
+    cfg = config.load(spec["params"])
+    plan: dict[str, list[str]] = spec["plan"]
     d, c = cfg.dataset.num_features, cfg.dataset.num_classes
     train, val = (load_feature_split(Path(spec["features"]) / f"{name}.npz", d, c) for name in ("train", "val"))
-    rng = np.random.default_rng(cfg.train.seed)
-    net = Network(
-        cfg.layer_sizes, cfg.model.activation, cfg.model.init, rng, np.dtype(cfg.train.dtype), cfg.model.dropout
-    )
+    runs = {}
+    for name, off in plan.items():  # each variant trains its own network from the default's seed
+        variant = switch_off(cfg, off, 1)
+        rng = np.random.default_rng(variant.train.seed)
+        m = variant.model
+        runs[name] = (
+            variant,
+            Network(variant.layer_sizes, m.activation, m.init, rng, variant.train.dtype, m.dropout),
+            rng,
+        )
+    seconds: dict[str, list[float]] = {name: [] for name in plan}
+    val_acc: dict[str, float] = {}
     with threadpool_limits(limits=int(spec["threads"])):
         fingerprint = compute.fingerprint()
         gap = portable_gap(fingerprint) if spec["kernels"] == "portable" else ""
         if gap:  # native timings must not be reported as the portable default's
             raise RuntimeError(f"the overhead worker is not on portable kernels: {gap}")
-        rows, seconds = fit(net, train, val, cfg.train, cfg.optimizer, cfg.schedule, rng, cfg.dataset.image_shape)
-    return {"epoch_seconds": seconds, "val_acc": rows[-1]["val_acc"], "compute": fingerprint}
+        for r in range(int(spec["rounds"])):
+            for name in rotation(r, list(plan)):
+                variant, net, rng = runs[name]
+                t = variant.train
+                rows, epoch = fit(
+                    net, train, val, t, variant.optimizer, variant.schedule, rng, variant.dataset.image_shape
+                )
+                seconds[name] += epoch
+                val_acc[name] = rows[-1]["val_acc"]
+    return {"epoch_seconds": seconds, "val_acc": val_acc, "compute": fingerprint}
 
 
 def run_worker(spec: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
-    """One variant's run in a fresh ``python -m mnist_pipeline.bench.overhead`` process; its JSON result."""
+    """One worker's rounds in a fresh ``python -m mnist_pipeline.bench.overhead`` process; its JSON result."""
     cmd = [sys.executable, "-m", "mnist_pipeline.bench.overhead", json.dumps(spec)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=WORKER_TIMEOUT, check=False)
     if proc.returncode != 0:
-        raise RuntimeError(f"overhead worker (off: {spec['off']}) failed ({proc.returncode}): {proc.stderr[-3000:]}")
+        raise RuntimeError(f"overhead worker failed ({proc.returncode}): {proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def summarize(plan: Mapping[str, Sequence[str]], runs: Mapping[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    """Per variant: s/epoch spread, ratio to :data:`BASELINE` (of medians, and paired per repetition), val acc."""
-    per_epoch = {name: [statistics.fmean(r["epoch_seconds"]) for r in runs[name]] for name in plan}
-    baseline = spread(per_epoch[BASELINE])["median"]
+def summarize(plan: Mapping[str, Sequence[str]], workers: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Per variant: s/epoch spread and its ratio to :data:`BASELINE` round by round (median, min–max), val acc.
+
+    The first :data:`WARMUP_ROUNDS` rounds of each worker are left out.
+    """
+    counted = {name: [s for w in workers for s in w["epoch_seconds"][name][WARMUP_ROUNDS:]] for name in plan}
     out = {}
     for name, off in plan.items():
-        s = spread(per_epoch[name])
+        pairs = paired(counted[name], counted[BASELINE])
         out[name] = {
             "off": list(off),
             "on": [k for k in plan[BASELINE] if k not in off],  # what its ratio to all off costs
-            "seconds_per_epoch": s,
-            "over_all_off": s["median"] / baseline,
-            "over_all_off_paired": paired(per_epoch[name], per_epoch[BASELINE]),
-            "val_acc": spread([r["val_acc"] for r in runs[name]]),
-            "kernels": sorted({kernel_label(r["compute"]) for r in runs[name]}),  # one label unless runs differ
-            "runs": runs[name],
+            "seconds_per_epoch": spread(counted[name]),
+            "over_all_off": pairs["median"],
+            "over_all_off_paired": pairs,
+            "val_acc": spread([w["val_acc"][name] for w in workers]),
+            "kernels": sorted({kernel_label(w["compute"]) for w in workers}),  # one label unless workers differ
         }
     return out
 
@@ -129,41 +156,45 @@ def measure(
     features: Path,
     threads: int,
     envs: Mapping[str, dict[str, str]],
-    epochs: int = EPOCHS,
+    rounds: int = ROUNDS,
     reps: int = REPS,
 ) -> dict[str, Any]:
-    """Run ``reps`` interleaved repetitions of every variant of ``params_path``'s config; summarize them.
+    """Run ``reps`` workers of ``rounds`` interleaved rounds over the variants of ``params_path``'s config.
 
     ``envs`` maps ``compute.kernels`` modes to process environments (``portable`` only where it applies).
     """
+    if rounds <= WARMUP_ROUNDS:
+        raise ValueError(f"rounds must exceed the {WARMUP_ROUNDS} warm-up round(s), got {rounds}")
     cfg = config.load(params_path)
     kernels = cfg.compute.kernels if cfg.compute.kernels in envs else "native"
     on = switched_on(cfg)
     plan = variants(list(on))
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in plan}
-    base_spec = {"params": str(params_path), "epochs": epochs, "features": str(features), "threads": threads}
+    spec = {"params": str(params_path), "features": str(features), "threads": threads, "kernels": kernels}
+    spec.update(plan={name: list(off) for name, off in plan.items()}, rounds=rounds)
+    workers = []
     for rep in range(reps):
-        for name in rotation(rep, list(plan)):
-            result = run_worker({**base_spec, "off": list(plan[name]), "kernels": kernels}, envs[kernels])
-            runs[name].append(result)
-            mean = statistics.fmean(result["epoch_seconds"])
-            log.info("overhead rep %d/%d %-20s %.3f s/epoch", rep + 1, reps, name, mean)
+        workers.append(run_worker(spec, envs[kernels]))
+        for name in plan:
+            times = workers[-1]["epoch_seconds"][name]
+            log.info("overhead worker %d/%d %-20s %s s/epoch", rep + 1, reps, name, " ".join(f"{t:.3f}" for t in times))
     return {
         "label": "-".join(map(str, cfg.layer_sizes)) + f" {cfg.model.activation} b{cfg.train.batch_size}",
-        "epochs": epochs,
+        "rounds": rounds,
+        "warmup_rounds": WARMUP_ROUNDS,
         "reps": reps,
         "threads": threads,
         "kernels_asked": cfg.compute.kernels,
         "kernels": kernels,
         "default_on": on,
-        "variants": summarize(plan, runs),
+        "variants": summarize(plan, workers),
+        "workers": workers,
     }
 
 
 def main() -> None:
     if len(sys.argv) != 2:
         sys.exit("usage: python -m mnist_pipeline.bench.overhead '<json spec>'")
-    print(json.dumps(run_variant(json.loads(sys.argv[1]))))
+    print(json.dumps(run_variants(json.loads(sys.argv[1]))))
 
 
 if __name__ == "__main__":
