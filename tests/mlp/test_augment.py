@@ -98,14 +98,42 @@ def test_shift_grouped_translates_each_group_by_its_offset_in_row_major_order(k:
     assert offsets_of(x, out, k, fill=0.0) == expected
 
 
-def test_shift_grouped_writes_into_out_and_refuses_a_strided_one() -> None:
+@pytest.mark.parametrize("shape", [(5, 7), (7, 5), (3, 2), (1, 4)])
+def test_shift_grouped_matches_the_pointwise_definition_for_every_offset_up_to_8(shape) -> None:
+    # Every offset of every k up to 8 (the config's limit), on shapes narrower than some shifts: an
+    # image shifted out entirely, vertically or horizontally, is all background.
+    h, w = shape
+    for k in range(1, 9):
+        side = 2 * k + 1
+        counts = np.ones(side * side, dtype=np.intp)  # one image per offset, in code order
+        x = np.random.default_rng(k).uniform(0.1, 1.0, (side * side, h * w)).astype(np.float32)
+        x[0, 0] = 0.0  # the background: the batch minimum
+        out = shift_grouped(x, shape, k, counts)
+        for code in range(side * side):
+            dy, dx = code // side - k, code % side - k
+            expected = translate(x[code].reshape(shape), dy, dx, fill=0.0)
+            assert np.array_equal(out[code].reshape(shape), expected), (shape, k, dy, dx)
+
+
+def test_shift_grouped_writes_into_out_and_checks_its_arguments() -> None:
     x = images(4)
     counts = np.array([0, 1, 0, 0, 2, 0, 0, 0, 1])
     out = np.full((8, 35), np.nan, np.float32)
-    assert shift_grouped(x, SHAPE, 1, counts, out=out[:4]) is not None
+    result = shift_grouped(x, SHAPE, 1, counts, out=out[:4])
+    assert np.shares_memory(result, out)
     assert np.array_equal(out[:4], shift_grouped(x, SHAPE, 1, counts)) and np.isnan(out[4:]).all()
     with pytest.raises(ValueError, match="C-contiguous out"):
         shift_grouped(x, SHAPE, 1, counts, out=out[::2])
+    with pytest.raises(ValueError, match=r"out of shape \(4, 35\) and dtype float32, got \(3, 35\) float32"):
+        shift_grouped(x, SHAPE, 1, counts, out=out[:3])
+    with pytest.raises(ValueError, match=r"out of shape \(4, 35\) and dtype float32, got \(4, 35\) float64"):
+        shift_grouped(x, SHAPE, 1, counts, out=np.empty((4, 35)))
+    with pytest.raises(ValueError, match="9 group sizes summing to the 4 images, got 8 summing to 4"):
+        shift_grouped(x, SHAPE, 1, counts[1:])
+    with pytest.raises(ValueError, match="9 group sizes summing to the 4 images, got 9 summing to 3"):
+        shift_grouped(x, SHAPE, 1, np.array([0, 1, 0, 0, 1, 0, 0, 0, 1]))
+    fortran = np.asfortranarray(x)  # no out given: a fresh C-ordered one, whatever the input's order
+    assert np.array_equal(shift_grouped(fortran, SHAPE, 1, counts), shift_grouped(x, SHAPE, 1, counts))
 
 
 def test_draw_shifts_offsets_are_uniform_and_independent_of_position() -> None:
@@ -227,6 +255,55 @@ def test_fit_training_images_are_translations_of_the_permuted_set(monkeypatch: p
     found = offsets_of(train.x[perm[order]], batches[0], 1, fill=0.0)
     assert found == [(code // 3 - 1, code % 3 - 1) for code, c in enumerate(counts) for _ in range(c)]
     assert np.array_equal(targets[0], train.onehot[perm[order]])  # each image keeps its own label
+
+
+def test_fit_training_accuracy_counts_each_shifted_image_against_its_own_label() -> None:
+    # Images with a zero border of k pixels: a shift by up to k loses no ink, so each image's pixel sum
+    # (distinct per image) survives it. A network that reads the label back from that sum is right on
+    # every image if, and only if, labels follow their images through the grouped gather.
+    k, n = 1, 24
+    x = np.zeros((n, *SHAPE), np.float32)
+    x[:, k:-k, k:-k] = np.random.default_rng(6).uniform(0.1, 1.0, (n, SHAPE[0] - 2 * k, SHAPE[1] - 2 * k))
+    x = x.reshape(n, -1)
+    y = np.arange(n) % 3
+    label_of = {round(float(v), 3): int(c) for v, c in zip(x.sum(axis=1), y, strict=True)}
+    assert len(label_of) == n
+    train = Split(x, y, np.eye(3, dtype=np.float32)[y])
+    net = Network([35, 3], "identity", "zeros", np.random.default_rng(0))
+    net.forward = lambda xb, train=False: (
+        10 * np.eye(3, dtype=np.float32)[[label_of[round(float(v), 3)] for v in xb.sum(axis=1)]]
+    )
+    net.backward = lambda grad, input_grad=False: None
+    cfg = TrainConfig(epochs=2, batch_size=8, lr=0.1, l2=0.0, seed=0, dtype="float32", augment_shift=k)
+    rows, _ = fit(
+        net, train, train, cfg, OptimizerConfig("sgd"), ScheduleConfig("constant"), np.random.default_rng(3), SHAPE
+    )
+    assert [row["train_acc"] for row in rows] == [1.0, 1.0]
+
+
+def test_fit_draws_shifts_then_elastic_fields_batch_by_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The training stream's order, replayed over 2 epochs x 3 batches: per epoch the permutation; per
+    # batch the shift offsets, then the elastic field (applied first, to the batch grouped by offset).
+    y = np.arange(12) % 3
+    train = Split(images(12, seed=7), y, np.eye(3, dtype=np.float32)[y])
+    net = Network([35, 3], "identity", "zeros", np.random.default_rng(0))
+    batches: list[np.ndarray] = []
+    forward = net.forward
+    net.forward = lambda x, train=False: (batches.append(x.copy()) if train else None) or forward(x, train)
+    cfg = TrainConfig(
+        epochs=2, batch_size=4, lr=0.1, l2=0.0, seed=0, dtype="float32", augment_shift=2, augment_elastic_alpha=1.5
+    )
+    fit(net, train, train, cfg, OptimizerConfig("sgd"), ScheduleConfig("constant"), np.random.default_rng(8), SHAPE)
+    replay, expected = np.random.default_rng(8), []
+    for _ in range(2):
+        perm = replay.permutation(12)
+        for i in range(0, 12, 4):
+            order, counts = draw_shifts(4, 2, replay)
+            distorted = elastic_distort(train.x[perm[i : i + 4][order]], SHAPE, 1.5, 4.0, replay)
+            expected.append(shift_grouped(distorted, SHAPE, 2, counts))
+    assert len(batches) == 6
+    for got, want in zip(batches, expected, strict=True):
+        assert np.array_equal(got, want)
 
 
 def test_fit_needs_the_image_shape_to_shift() -> None:

@@ -83,9 +83,9 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         torch_run = result["configs"][cfg.name]["torch"]["runs"][0]
         result["torch"] = torch_run["torch"]
     if not args.skip_overhead:
-        rounds, reps = (overhead.WARMUP_ROUNDS + 1, 1) if args.quick else (overhead.ROUNDS, overhead.REPS)
+        cycles, reps = (1, 1) if args.quick else (overhead.CYCLES, overhead.REPS)
         params_path = Path(params.PARAMS_FILE).resolve()
-        result["overhead"] = overhead.measure(params_path, features.resolve(), args.threads, envs, rounds, reps)
+        result["overhead"] = overhead.measure(params_path, features.resolve(), args.threads, envs, cycles, reps)
     result["load_average"]["end"] = list(os.getloadavg())
     result["bench_seconds"] = time.perf_counter() - start
     result["targets"] = targets(result)

@@ -7,10 +7,10 @@ cycle of as many repetitions as there are implementations. Where portable kernel
 ``portable`` is skipped and the rotation is over the other three. A run's seconds per epoch is the mean over
 its epochs (first epoch included; each run's median epoch is kept too, as the steady state); the
 statistic reported is the median over repetitions, with min and max as the spread. PyTorch's lead over
-ours (:data:`LEAD_IMPLS`, ``lead`` in the summary) is paired instead: per repetition, PyTorch's median
-epoch over ours, then the median of those ratios. The shared bench machines slow down by up to 2x in
-phases of tens of seconds; a ratio of two runs started seconds apart cancels most of such a phase,
-a ratio of medians taken over different repetitions does not.
+ours (:data:`LEAD_IMPLS`, ``lead`` in the summary) is paired instead: per repetition, PyTorch's steady
+epoch over ours (:func:`steady_epoch`), then the median of those ratios. The shared bench machines slow
+down by up to 2x in phases of tens of seconds; a ratio of two runs of one repetition (at most one other
+run between them) cancels much of such a phase, a ratio of medians over different repetitions does not.
 """
 
 from __future__ import annotations
@@ -40,6 +40,12 @@ def spread(values: Sequence[float]) -> dict[str, float]:
     if not values:
         raise ValueError("no values")
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def steady_epoch(seconds: Sequence[float]) -> float:
+    """A run's steady state: the median of its epochs after the first (which pays page faults and warm-up);
+    the one epoch of a one-epoch run."""
+    return statistics.median(seconds[1:] or seconds)
 
 
 def rotation(rep: int, impls: Sequence[str] = IMPLS) -> list[str]:
@@ -93,8 +99,7 @@ def summarize(cfg: BenchConfig, runs: dict[str, list[dict[str, Any]]]) -> dict[s
         out[impl] = {
             "seconds_per_epoch": s,
             "train_seconds": spread([sum(r["epoch_seconds"]) for r in impl_runs]),
-            # steady state: each run's median epoch (a first-touch page-fault epoch does not count)
-            "median_epoch_seconds": spread([statistics.median(r["epoch_seconds"]) for r in impl_runs]),
+            "steady_epoch_seconds": spread([steady_epoch(r["epoch_seconds"]) for r in impl_runs]),
             "gflops": flops / s["median"] / 1e9,
             "kernels": sorted({kernel_label(r["compute"]) for r in impl_runs}),  # one label unless runs differ
             "runs": impl_runs,
@@ -105,16 +110,14 @@ def summarize(cfg: BenchConfig, runs: dict[str, list[dict[str, Any]]]) -> dict[s
     out["ratios"] = {
         "ours_over_torch": med["ours"] / med["torch"],
         "ours_over_torch_paired": paired(per_epoch["ours"], per_epoch["torch"]),
-        "torch_over_ours": med["torch"] / med["ours"],
         "ours_over_floor": med["ours"] / med["floor"],
         "torch_over_floor": med["torch"] / med["floor"],
     }
     if "portable" in runs:
         out["ratios"]["portable_over_native"] = med["portable"] / med["ours"]
         out["ratios"]["portable_over_native_paired"] = paired(per_epoch["portable"], per_epoch["ours"])
-    # The PyTorch lead: per repetition, PyTorch's median epoch over ours (each run's steady state, robust to
-    # a slow phase of the machine inside a run), then the median over repetitions (paired: runs seconds apart).
-    steady = {impl: [statistics.median(r["epoch_seconds"]) for r in impl_runs] for impl, impl_runs in runs.items()}
+    # The PyTorch lead: per repetition, PyTorch's steady epoch over ours, then the median over repetitions.
+    steady = {impl: [steady_epoch(r["epoch_seconds"]) for r in impl_runs] for impl, impl_runs in runs.items()}
     out["lead"] = {impl: paired(steady["torch"], steady[impl]) for impl in LEAD_IMPLS if impl in runs}
     out["checks"] = checks(runs)
     return out

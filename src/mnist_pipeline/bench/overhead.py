@@ -8,15 +8,17 @@ optimizer, schedule and batch size with none of them. The default switches on ``
 The effect is small (a few percent) and the shared 2-core machines' speed drifts in phases of many
 seconds by up to 2x, so the variants are interleaved epoch by epoch: a worker process (fresh, on the
 kernels ``compute.kernels`` names: portable by default, native where portable kernels cannot apply)
-builds one network per variant and runs :data:`ROUNDS` rounds; a round trains every variant for one
-epoch (``fit`` with ``epochs=1``), in an order rotated by the round
-(:func:`~mnist_pipeline.bench.compare.rotation`). The first round (page faults, cold caches) is not
-counted. A variant's overhead is the median over rounds of its epoch's seconds ÷ ``all off``'s epoch in
-the same round, a second or two apart; its min–max is the spread. Timed are ``fit``'s per-epoch seconds:
-shuffle, gather, augmentation and every batch step, not the validation pass. :data:`REPS` workers run
-one after the other; their rounds are pooled.
+builds one network per variant and runs rounds; a round trains every variant for one epoch (``fit``
+with ``epochs=1``: each round restarts the schedule and the momentum, which costs nothing measurable
+but makes the validation accuracy reported after the last round no measure of the default run's). The
+first :data:`WARMUP_ROUNDS` (page faults, cold caches) are not counted; then :data:`CYCLES` cycles of
+``2 * len(variants)`` rounds in the orders of :func:`round_order`, so each variant runs before each
+other one exactly as often as after it. A variant's overhead is the median over counted rounds of its
+epoch's seconds ÷ ``all off``'s epoch in the same round; its min–max is the spread. Timed are
+``fit``'s per-epoch seconds: shuffle, gather, augmentation and every batch step, not the validation
+pass. :data:`REPS` workers run one after the other; their rounds are pooled.
 
-Worker: ``python -m mnist_pipeline.bench.overhead '{"params": ..., "plan": {...}, "rounds": 8, ...}'``.
+Worker: ``python -m mnist_pipeline.bench.overhead '{"params": ..., "plan": {...}, "rounds": 9, ...}'``.
 """
 
 from __future__ import annotations
@@ -43,9 +45,9 @@ from mnist_pipeline.splits import load_feature_split
 
 log = logging.getLogger(__name__)
 
-# 2 workers x 12 rounds x 4 variants x 1 epoch: about 70 s on the 2-core bench machine.
-ROUNDS = 12
+# 2 workers x (1 + 8) rounds x 4 variants x 1 epoch: about 60 s on the 2-core bench machine.
 WARMUP_ROUNDS = 1  # not counted
+CYCLES = 1  # of 2 * len(variants) counted rounds, per worker
 REPS = 2
 BASELINE = "all off"
 # Every augmentation and regularizer the trainer has: its params.yaml section and its "off" value.
@@ -82,8 +84,18 @@ def switch_off(cfg: Config, names: Sequence[str], epochs: int) -> Config:
     return replace(cfg, **{section: replace(getattr(cfg, section), **f) for section, f in fields.items()})
 
 
+def round_order(j: int, names: Sequence[str]) -> list[str]:
+    """The order of counted round ``j``: every rotation of ``names``, then every rotation reversed, and again.
+
+    Over each ``2 * len(names)`` rounds each name comes before each other one exactly as often as after
+    it, so a drift of the machine's speed within a round favours no variant over another.
+    """
+    order = rotation(j, names)
+    return order[::-1] if (j // len(names)) % 2 else order
+
+
 def run_variants(spec: dict[str, Any]) -> dict[str, Any]:
-    """Inside the worker: ``spec["rounds"]`` rounds of one epoch per variant of ``spec["plan"]``, rotated.
+    """Inside the worker: ``spec["rounds"]`` rounds of one epoch per variant of ``spec["plan"]``.
 
     Returns each variant's per-round epoch seconds, its validation accuracy after the last round,
     and the compute fingerprint.
@@ -110,7 +122,7 @@ def run_variants(spec: dict[str, Any]) -> dict[str, Any]:
         if gap:  # native timings must not be reported as the portable default's
             raise RuntimeError(f"the overhead worker is not on portable kernels: {gap}")
         for r in range(int(spec["rounds"])):
-            for name in rotation(r, list(plan)):
+            for name in round_order(r - WARMUP_ROUNDS, list(plan)) if r >= WARMUP_ROUNDS else plan:
                 variant, net, rng = runs[name]
                 t = variant.train
                 rows, epoch = fit(
@@ -156,19 +168,21 @@ def measure(
     features: Path,
     threads: int,
     envs: Mapping[str, dict[str, str]],
-    rounds: int = ROUNDS,
+    cycles: int = CYCLES,
     reps: int = REPS,
 ) -> dict[str, Any]:
-    """Run ``reps`` workers of ``rounds`` interleaved rounds over the variants of ``params_path``'s config.
+    """Run ``reps`` workers, each of the warm-up and ``cycles`` cycles of rounds, over the variants of
+    ``params_path``'s config.
 
     ``envs`` maps ``compute.kernels`` modes to process environments (``portable`` only where it applies).
     """
-    if rounds <= WARMUP_ROUNDS:
-        raise ValueError(f"rounds must exceed the {WARMUP_ROUNDS} warm-up round(s), got {rounds}")
+    if cycles < 1:
+        raise ValueError(f"cycles must be at least 1, got {cycles}")
     cfg = config.load(params_path)
     kernels = cfg.compute.kernels if cfg.compute.kernels in envs else "native"
     on = switched_on(cfg)
     plan = variants(list(on))
+    rounds = WARMUP_ROUNDS + cycles * 2 * len(plan)
     spec = {"params": str(params_path), "features": str(features), "threads": threads, "kernels": kernels}
     spec.update(plan={name: list(off) for name, off in plan.items()}, rounds=rounds)
     workers = []
@@ -181,6 +195,7 @@ def measure(
         "label": "-".join(map(str, cfg.layer_sizes)) + f" {cfg.model.activation} b{cfg.train.batch_size}",
         "rounds": rounds,
         "warmup_rounds": WARMUP_ROUNDS,
+        "cycles": cycles,
         "reps": reps,
         "threads": threads,
         "kernels_asked": cfg.compute.kernels,

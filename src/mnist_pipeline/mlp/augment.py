@@ -28,12 +28,20 @@ def shift_grouped(
     into ``out`` (a new array if None; not ``x``), which is returned.
     """
     n, (h, w) = len(x), shape
-    out = np.empty_like(x) if out is None else out
+    side = 2 * k + 1
+    if len(counts) != side * side or counts.sum() != n:
+        raise ValueError(
+            f"shift_grouped needs {side * side} group sizes summing to the {n} images, "
+            f"got {len(counts)} summing to {counts.sum()}"
+        )
+    out = np.empty(x.shape, x.dtype) if out is None else out
+    if out.shape != x.shape or out.dtype != x.dtype:
+        raise ValueError(f"shift_grouped needs out of shape {x.shape} and dtype {x.dtype}, got {out.shape} {out.dtype}")
     if not out.flags.c_contiguous:
         raise ValueError("shift_grouped needs a C-contiguous out (its rows are reshaped into images)")
     grid = out.reshape(n, h, w)  # (N, H, W) view of out
     background = x.min() if x.size else 0
-    side, start = 2 * k + 1, 0
+    start = 0
     # A group is a block of whole rows. In the flattened image a shift by (dy, dx) is a shift by
     # s = dy * W + dx: one contiguous copy per group, then background over the s pixels shifted in
     # at one end and over the |dx| columns that wrapped around from the neighbouring row.
@@ -43,9 +51,10 @@ def shift_grouped(
         rows, start = slice(start, start + count), start + count
         dy, dx = code // side - k, code % side - k
         s = dy * w + dx
-        if abs(s) >= h * w:  # shifted out of the image entirely (k > H or W, small images)
+        if abs(dy) >= h or abs(dx) >= w:  # shifted out of the image entirely (k >= H or W: small images)
             out[rows] = background
-        elif s >= 0:
+            continue
+        if s >= 0:
             out[rows, s:] = x[rows, : h * w - s]
             out[rows, :s] = background
         else:

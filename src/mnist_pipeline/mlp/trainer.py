@@ -2,12 +2,15 @@
 
 Per epoch: one permutation from the stage's ``rng``; each batch is gathered into a reused contiguous
 buffer (elastically distorted if ``augment_elastic_alpha > 0``, then randomly shifted if
-``augment_shift > 0``, both drawn from the same ``rng``; with shifts the batch is gathered grouped by
-offset, which changes nothing but the order of its rows), then does forward -> loss -> backward ->
+``augment_shift > 0``; with shifts the batch is gathered grouped by offset, which changes nothing but
+the order of its rows), then does forward -> loss -> backward ->
 L2 -> optimizer step (learning rate from the per-step schedule) -> max-norm. For optimizers linear
 in ``lr * g`` the loss gradient is multiplied by ``-lr`` before back-propagation (see
 :mod:`~mnist_pipeline.mlp.optimizers`). After the epoch the validation split is evaluated with plain
 cross-entropy. With ``early_stop`` the best epoch's weights are kept and restored at the end.
+
+Everything random comes from the one ``rng``, in this order: the epoch's permutation, then per batch
+the shift offsets, the elastic displacement field and the dropout masks (forward pass).
 """
 
 from __future__ import annotations
