@@ -63,8 +63,8 @@ clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
 
 # Benchmark against PyTorch CPU (see src/mnist_pipeline/bench/): its own venv, so torch never
-# enters .venv or the runtime dependencies. Writes reports/benchmark.{json,md}: about 8 minutes
-# (plus about 1 minute the first time, to create .venv-bench). Run it on a quiet machine.
+# enters .venv or the runtime dependencies. Writes reports/benchmark.{json,md}: about 9 minutes, 16 with
+# ARGS=--best (plus about 1 minute the first time, to create .venv-bench). Run it on a quiet machine.
 BENCH_VENV := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed
 .PHONY: bench
