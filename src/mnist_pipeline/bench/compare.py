@@ -64,14 +64,22 @@ def schedule(envs: Mapping[str, dict[str, str]]) -> dict[str, dict[str, str]]:
     return {impl: envs[mode] for impl, mode in modes.items() if mode in envs}
 
 
+def run_module(module: str, spec: dict[str, Any], env: dict[str, str], what: str) -> dict[str, Any]:
+    """``python -m module '<spec as JSON>'`` in a fresh process with ``env``; the JSON of its last stdout line.
+
+    Raises ``RuntimeError`` naming ``what`` with the end of its stderr if it fails.
+    """
+    cmd = [sys.executable, "-m", module, json.dumps(spec)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=WORKER_TIMEOUT, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed ({proc.returncode}): {proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def run_worker(impl: str, cfg: BenchConfig, features: Path, threads: int, env: dict[str, str]) -> dict[str, Any]:
     """One run in a fresh ``python -m mnist_pipeline.bench.worker`` process; its JSON result."""
     spec = {"impl": impl, "config": cfg.as_dict(), "features": str(features), "threads": threads}
-    cmd = [sys.executable, "-m", "mnist_pipeline.bench.worker", json.dumps(spec)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=WORKER_TIMEOUT, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{impl} worker on {cfg.name} failed ({proc.returncode}): {proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_module("mnist_pipeline.bench.worker", spec, env, f"{impl} worker on {cfg.name}")
 
 
 def kernel_label(fingerprint: dict[str, Any]) -> str:
@@ -92,14 +100,16 @@ def summarize(cfg: BenchConfig, runs: dict[str, list[dict[str, Any]]]) -> dict[s
     n = runs["ours"][0]["n_train"]
     flops = epoch_flops(cfg.sizes, n, cfg.batch_size)
     out: dict[str, Any] = {"config": cfg.as_dict(), "label": cfg.label, "n_train": n, "gemm_flops_per_epoch": flops}
-    per_epoch = {}
+    per_epoch = {
+        impl: [sum(r["epoch_seconds"]) / len(r["epoch_seconds"]) for r in impl_runs] for impl, impl_runs in runs.items()
+    }
+    steady = {impl: [steady_epoch(r["epoch_seconds"]) for r in impl_runs] for impl, impl_runs in runs.items()}
     for impl, impl_runs in runs.items():
-        per_epoch[impl] = [sum(r["epoch_seconds"]) / len(r["epoch_seconds"]) for r in impl_runs]
         s = spread(per_epoch[impl])
         out[impl] = {
             "seconds_per_epoch": s,
             "train_seconds": spread([sum(r["epoch_seconds"]) for r in impl_runs]),
-            "steady_epoch_seconds": spread([steady_epoch(r["epoch_seconds"]) for r in impl_runs]),
+            "steady_epoch_seconds": spread(steady[impl]),
             "gflops": flops / s["median"] / 1e9,
             "kernels": sorted({kernel_label(r["compute"]) for r in impl_runs}),  # one label unless runs differ
             "runs": impl_runs,
@@ -117,7 +127,6 @@ def summarize(cfg: BenchConfig, runs: dict[str, list[dict[str, Any]]]) -> dict[s
         out["ratios"]["portable_over_native"] = med["portable"] / med["ours"]
         out["ratios"]["portable_over_native_paired"] = paired(per_epoch["portable"], per_epoch["ours"])
     # The PyTorch lead: per repetition, PyTorch's steady epoch over ours, then the median over repetitions.
-    steady = {impl: [steady_epoch(r["epoch_seconds"]) for r in impl_runs] for impl, impl_runs in runs.items()}
     out["lead"] = {impl: paired(steady["torch"], steady[impl]) for impl in LEAD_IMPLS if impl in runs}
     out["checks"] = checks(runs)
     return out

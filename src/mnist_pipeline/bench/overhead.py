@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -35,9 +34,9 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from mnist_pipeline import compute, config
-from mnist_pipeline.bench.compare import WORKER_TIMEOUT, kernel_label, paired, rotation, spread
-from mnist_pipeline.bench.worker import portable_gap
+from mnist_pipeline import config
+from mnist_pipeline.bench.compare import kernel_label, paired, rotation, run_module, spread
+from mnist_pipeline.bench.worker import checked_fingerprint
 from mnist_pipeline.config import Config
 from mnist_pipeline.mlp.network import Network
 from mnist_pipeline.mlp.trainer import fit
@@ -117,17 +116,11 @@ def run_variants(spec: dict[str, Any]) -> dict[str, Any]:
     seconds: dict[str, list[float]] = {name: [] for name in plan}
     val_acc: dict[str, float] = {}
     with threadpool_limits(limits=int(spec["threads"])):
-        fingerprint = compute.fingerprint()
-        gap = portable_gap(fingerprint) if spec["kernels"] == "portable" else ""
-        if gap:  # native timings must not be reported as the portable default's
-            raise RuntimeError(f"the overhead worker is not on portable kernels: {gap}")
+        fingerprint = checked_fingerprint(spec["kernels"] == "portable", "overhead worker")
         for r in range(int(spec["rounds"])):
             for name in round_order(r - WARMUP_ROUNDS, list(plan)) if r >= WARMUP_ROUNDS else plan:
-                variant, net, rng = runs[name]
-                t = variant.train
-                rows, epoch = fit(
-                    net, train, val, t, variant.optimizer, variant.schedule, rng, variant.dataset.image_shape
-                )
+                v, net, rng = runs[name]
+                rows, epoch = fit(net, train, val, v.train, v.optimizer, v.schedule, rng, v.dataset.image_shape)
                 seconds[name] += epoch
                 val_acc[name] = rows[-1]["val_acc"]
     return {"epoch_seconds": seconds, "val_acc": val_acc, "compute": fingerprint}
@@ -135,11 +128,7 @@ def run_variants(spec: dict[str, Any]) -> dict[str, Any]:
 
 def run_worker(spec: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
     """One worker's rounds in a fresh ``python -m mnist_pipeline.bench.overhead`` process; its JSON result."""
-    cmd = [sys.executable, "-m", "mnist_pipeline.bench.overhead", json.dumps(spec)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=WORKER_TIMEOUT, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"overhead worker failed ({proc.returncode}): {proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_module("mnist_pipeline.bench.overhead", spec, env, "overhead worker")
 
 
 def summarize(plan: Mapping[str, Sequence[str]], workers: Sequence[dict[str, Any]]) -> dict[str, Any]:

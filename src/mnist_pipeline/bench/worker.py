@@ -38,6 +38,19 @@ def portable_gap(fingerprint: dict[str, Any]) -> str:
     return " and ".join(gaps)
 
 
+def checked_fingerprint(portable: bool, who: str) -> dict[str, Any]:
+    """This process's compute fingerprint; if it must be ``portable``, first check that it is.
+
+    Raises ``RuntimeError`` naming ``who`` when a process meant for portable kernels is not on them:
+    its native timings would be reported as the portable default's.
+    """
+    fingerprint = compute.fingerprint()
+    gap = portable_gap(fingerprint) if portable else ""
+    if gap:
+        raise RuntimeError(f"the {who} is not on portable kernels: {gap}")
+    return fingerprint
+
+
 def run(spec: dict[str, Any]) -> dict[str, Any]:
     """Run ``spec["impl"]`` on ``spec["config"]`` with ``spec["threads"]`` BLAS threads."""
     impl, cfg, threads = spec["impl"], BenchConfig.from_dict(spec["config"]), int(spec["threads"])
@@ -45,10 +58,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"unknown impl {impl!r}; valid: {', '.join(IMPLS)}")
     splits = load_splits(Path(spec["features"]), cfg)
     with threadpool_limits(limits=threads):
-        fingerprint = compute.fingerprint()
-        gap = portable_gap(fingerprint) if PROCESS_KERNELS.get(impl) == "portable" else ""
-        if gap:  # a mislabeled run would put native timings in the portable column
-            raise RuntimeError(f"the {impl} worker is not on portable kernels: {gap}")
+        fingerprint = checked_fingerprint(PROCESS_KERNELS.get(impl) == "portable", f"{impl} worker")
         if impl in OURS:
             result = run_ours(cfg, splits)
         elif impl == "floor":
