@@ -15,7 +15,7 @@ import pytest
 
 from mnist_pipeline import compute, config
 from mnist_pipeline.bench import compare as compare_module
-from mnist_pipeline.bench import flops, overhead, system, worker
+from mnist_pipeline.bench import flops, overhead, shared, system, worker
 from mnist_pipeline.bench.__main__ import parse_args
 from mnist_pipeline.bench.compare import compare, kernel_label, rotation, schedule, spread, steady_epoch, summarize
 from mnist_pipeline.bench.configs import CONFIGS, BenchConfig, select
@@ -199,19 +199,20 @@ def test_portable_gap_names_what_is_not_portable():
 def test_compare_interleaves_the_scheduled_impls_each_in_its_environment(monkeypatch):
     calls = []
 
-    def fake_worker(impl, cfg, features, threads, env):
+    def fake_worker(impl, cfg, features, threads, env, chunks):
+        assert chunks == 2
         calls.append((impl, env.get("OPENBLAS_CORETYPE")))
         fingerprint = PORTABLE_FP if env.get("OPENBLAS_CORETYPE") else NATIVE_FP
         return _run([1.0, 1.0], None if impl == "floor" else 0.97, fingerprint=fingerprint)
 
     monkeypatch.setattr(compare_module, "run_worker", fake_worker)
     cfg = replace(CONFIGS[0], reps=2)
-    s = compare(cfg, Path("unused"), 1, {"native": {}, "portable": {"OPENBLAS_CORETYPE": "Haswell"}})
+    s = compare(cfg, Path("unused"), 1, {"native": {}, "portable": {"OPENBLAS_CORETYPE": "Haswell"}}, 2)
     assert calls[:4] == [("ours", None), ("portable", "Haswell"), ("torch", None), ("floor", None)]
     assert [impl for impl, _ in calls[4:]] == ["portable", "torch", "floor", "ours"]
     assert s["portable"]["kernels"] == ["Haswell / X86_V3"] and s["ratios"]["portable_over_native"] == 1.0
     calls.clear()
-    s = compare(cfg, Path("unused"), 1, {"native": {}})  # portable cannot apply: three-way rotation
+    s = compare(cfg, Path("unused"), 1, {"native": {}}, 2)  # portable cannot apply: three-way rotation
     assert [impl for impl, _ in calls] == ["ours", "torch", "floor", "torch", "floor", "ours"]
     assert "portable" not in s
 
@@ -306,14 +307,67 @@ def test_targets_compare_measurements_with_the_issue_limits():
     assert first_test["measured"] == pytest.approx(62.0) and first_test["met"] is False
 
 
-def test_whole_benchmark_target_leaves_out_the_optional_best_run():
-    name = "whole benchmark, without --best's run ≤ 600 s"
+def test_whole_benchmark_target_leaves_out_the_optional_best_run_and_the_shared_machine():
+    name = "whole benchmark, without --best's run and the shared machine ≤ 600 s"
     result = _result()
     result["bench_seconds"] = 900.0
     assert {t["target"]: t for t in targets(result)}[name]["met"] is False
-    result["best_preset"] = {"dvc_exp_run": {"seconds": 400.0}}
+    result["best_preset"] = {"dvc_exp_run": {"seconds": 200.0}}
+    result["shared"], result["queue"] = _shared_result(), {"j1": 60.0, "j2": 40.0, "ratio": 2 / 3, "seconds": 100.0}
     row = {t["target"]: t for t in targets(result)}[name]
-    assert row["measured"] == pytest.approx(500.0) and row["met"] is True
+    assert row["measured"] == pytest.approx(900.0 - 200.0 - 50.0 - 100.0) and row["met"] is True
+
+
+def _shared_result(two_at_once: float = 2.0, hashes: tuple[str, ...] = ("ab12",)) -> dict:
+    def run(seconds: float) -> dict:
+        return {"train_seconds": seconds, "epoch_median": seconds / 10, "model_sha256": hashes[0], "compute_line": "c"}
+
+    runs = {"alone": [[run(4.0)]], "one CPU": [[run(6.0)]], "two at once": [[run(4.0 * two_at_once), run(7.0)]]}
+    runs["beside a hog"] = [[run(5.0)]]
+    summary = {
+        name: {
+            "train_seconds": rnd[0][0]["train_seconds"],
+            "worst_ratio": max(r["train_seconds"] for r in rnd[0]) / 4.0,
+            "median_ratio": 1.0,
+            "compute_line": "c",
+        }
+        for name, rnd in runs.items()
+    }
+    return {"rounds": 1, "runs": runs, "summary": summary, "model_sha256": list(hashes), "seconds": 50.0}
+
+
+def test_shared_machine_targets_hold_each_scenario_to_its_limit_and_the_bits_to_one_hash():
+    result = {"shared": _shared_result(), "queue": {"j1": 60.0, "j2": 40.0, "ratio": 2 / 3, "seconds": 100.0}}
+    rows = {t["target"]: t for t in shared.targets(result)}
+    assert (
+        rows["train one CPU ≤ 2.2× alone"]["measured"] == pytest.approx(1.5)
+        and rows["train one CPU ≤ 2.2× alone"]["met"]
+    )
+    assert rows["train two at once ≤ 2.2× alone"]["met"] is True
+    assert rows["one model.npz in every scenario"]["met"] is True
+    assert rows["sweep -j 2 ≤ 0.75× -j 1"]["met"] is True
+    result = {"shared": _shared_result(two_at_once=2.5, hashes=("ab12", "cd34"))}
+    rows = {t["target"]: t for t in shared.targets(result)}
+    assert rows["train two at once ≤ 2.2× alone"]["met"] is False
+    assert rows["one model.npz in every scenario"]["met"] is False and "sweep -j 2 ≤ 0.75× -j 1" not in rows
+    assert shared.targets({}) == [] and shared.lines({}) == []
+    text = "\n".join(
+        shared.lines(
+            {"shared": _shared_result(), "queue": result.get("queue") or {"j1": 60.0, "j2": 40.0, "ratio": 2 / 3}}
+        )
+    )
+    assert "| two at once | 8.00 |" in text and "60.0 s with `-j 1` and 40.0 s with `-j 2` (0.67×)" in text
+
+
+def test_shared_machine_workspace_copy_links_the_features_and_keeps_its_own_outputs(tmp_path):
+    ws = tmp_path / "ws"
+    (ws / "data" / "features").mkdir(parents=True)
+    (ws / "params.yaml").write_text("train: {}\n")
+    (ws / "data" / "features" / "train.npz").write_bytes(b"x")
+    copy = shared.copy_workspace(ws, tmp_path / "copy")
+    assert (copy / "params.yaml").read_text() == "train: {}\n"
+    assert (copy / "data" / "features").is_symlink() and (copy / "data" / "features" / "train.npz").read_bytes() == b"x"
+    assert not (copy / "data" / "model").exists()
 
 
 def test_cold_start_targets_are_not_measured_without_the_install_timings():

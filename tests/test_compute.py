@@ -1,8 +1,8 @@
-"""Portable kernels, the fixed BLAS thread count and the compute fingerprint (mnist_pipeline.compute).
+"""Portable kernels, the compute threads and the compute fingerprint (mnist_pipeline.compute).
 
-The pure decisions (:func:`plan`'s blockers, the SIMD cap, fingerprint differences) are tested
-directly; the restart and the bit-identical models in subprocesses, since kernels are chosen when
-numpy loads.
+The pure decisions (:func:`plan`'s blockers, the SIMD cap, fingerprint differences, the thread count
+from affinity, cgroup quota and environment) are tested directly; the restart and the bit-identical
+models in subprocesses, since kernels are chosen when numpy loads and affinity is per process.
 """
 
 from __future__ import annotations
@@ -105,15 +105,53 @@ def test_fingerprint_reads_the_live_process() -> None:
         "python",
         "libc",
     }
+    assert compute.fingerprint(3) == {**fp, "chunks": 3}
 
 
-def test_apply_fixes_the_blas_thread_count_even_above_the_cpu_count() -> None:
+def test_apply_runs_one_blas_thread_per_call_and_the_chunks_on_at_most_as_many_threads() -> None:
     controller = threadpoolctl.ThreadpoolController()
     try:
-        for threads in (1, 3):
-            assert compute.apply("native", threads)["blas_threads"] == threads
+        controller.limit(limits=2, user_api="blas")
+        fp, threads = compute.apply("native", 3)
+        assert fp["blas_threads"] == 1 == compute.blas_pool()["num_threads"] and fp["chunks"] == 3
+        assert 1 <= threads <= min(3, len(os.sched_getaffinity(0)))
     finally:
         controller.limit(limits=os.cpu_count(), user_api="blas")
+
+
+def test_threads_is_the_least_of_cpus_and_chunks_or_what_the_environment_says(monkeypatch) -> None:
+    monkeypatch.setattr(compute, "cgroup_cpu_limit", lambda: None)
+    cpus = len(os.sched_getaffinity(0))
+    n, why = compute.threads(64, {})
+    assert n == cpus and f"{cpus} CPU" in why and "no CPU quota" in why
+    assert compute.threads(1, {})[0] == 1
+    monkeypatch.setattr(compute, "cgroup_cpu_limit", lambda: 0.5)
+    n, why = compute.threads(64, {})
+    assert n == 1 and "a cgroup quota of 0.5 CPUs" in why  # rounded up: never zero threads
+    # The environment sets the count, above the CPUs too, but never above the chunks.
+    assert compute.threads(4, {compute.THREADS_VAR: "3"}) == (3, "MNIST_PIPELINE_THREADS=3, compute.chunks=4")
+    assert compute.threads(2, {compute.THREADS_VAR: "8"})[0] == 2
+    for bad in ("0", "-1", "two", "1.5"):
+        with pytest.raises(ValueError, match="MNIST_PIPELINE_THREADS"):
+            compute.threads(2, {compute.THREADS_VAR: bad})
+
+
+def test_cgroup_cpu_limit_reads_v2_then_v1_in_the_own_group_then_the_root(tmp_path) -> None:
+    own_v2, own_v1 = "0::/jobs/a\n", "5:cpu,cpuacct:/jobs/b\n0::/\n"
+    assert compute.cgroup_cpu_limit(tmp_path, own_v2) is None  # no controller files at all
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert compute.cgroup_cpu_limit(tmp_path, own_v2) is None  # root: no quota
+    (tmp_path / "jobs" / "a").mkdir(parents=True)
+    (tmp_path / "jobs" / "a" / "cpu.max").write_text("150000 100000\n")
+    assert compute.cgroup_cpu_limit(tmp_path, own_v2) == 1.5
+    (tmp_path / "cpu.max").unlink()
+    v1 = tmp_path / "cpu" / "jobs" / "b"
+    v1.mkdir(parents=True)
+    (v1 / "cpu.cfs_quota_us").write_text("50000\n")
+    (v1 / "cpu.cfs_period_us").write_text("100000\n")
+    assert compute.cgroup_cpu_limit(tmp_path, own_v1) == 0.5
+    (v1 / "cpu.cfs_quota_us").write_text("-1\n")
+    assert compute.cgroup_cpu_limit(tmp_path, own_v1) is None
 
 
 # --- subprocesses: the restart, and the same model bytes whatever the environment's thread count -----
@@ -149,38 +187,52 @@ def test_native_does_not_restart() -> None:
     assert json.loads(out.stdout)[1] is None
 
 
-def _train_in_subprocess(ws, env_threads: int, **params) -> tuple[bytes, dict, dict[str, np.ndarray]]:
-    ws.write_params(**params)
-    env = _clean_env(OPENBLAS_NUM_THREADS=str(env_threads))
+def _train_in_subprocess(
+    ws, affinity: set[int] | None = None, **env: str
+) -> tuple[bytes, dict, dict[str, np.ndarray], str]:
+    """Model bytes, metadata, weights and the stage's log of one train run in a fresh process."""
     out = subprocess.run(
-        [sys.executable, "-m", "mnist_pipeline.stages.train"], env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "mnist_pipeline.stages.train"],
+        env=_clean_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=None if affinity is None else lambda: os.sched_setaffinity(0, affinity),
     )
     assert out.returncode == 0, out.stderr
     model = ws.root / paths.MODEL_FILE
     arrays = load_npz(model, ["meta"])
     weights = {k: v for k, v in arrays.items() if k != "meta"}
-    return model.read_bytes(), npz_meta(arrays, model), weights
+    return model.read_bytes(), npz_meta(arrays, model), weights, out.stderr
 
 
 @needs_portable
-def test_portable_model_bytes_do_not_depend_on_the_environment_thread_count(tiny_workspace) -> None:
-    tiny_workspace.write_params(**{"model.hidden": [64], "train.epochs": 2, "train.batch_size": 64})
+def test_model_bytes_do_not_depend_on_the_thread_count_or_the_affinity(tiny_workspace) -> None:
+    """1, 2, 3 and 4 compute threads and one pinned CPU train the same bytes; chunks and kernels are inputs."""
+    tiny_workspace.write_params(
+        **{"model.hidden": [64, 32], "model.dropout": 0.2, "train.epochs": 2, "train.batch_size": 64},
+        **{"compute.chunks": 4},
+    )
     prepare.main()
     featurize.main()
-    one, meta, weights = _train_in_subprocess(tiny_workspace, 1)
-    two, _, _ = _train_in_subprocess(tiny_workspace, 2)
-    assert one == two
+    runs = {n: _train_in_subprocess(tiny_workspace, MNIST_PIPELINE_THREADS=str(n)) for n in (1, 2, 3, 4)}
+    for n, (_, _, _, log) in runs.items():
+        assert f"4 chunks on {n} thread" in log, log
+    pinned = _train_in_subprocess(tiny_workspace, affinity={min(os.sched_getaffinity(0))})
+    assert "4 chunks on 1 thread (the least of: 1 CPU in the affinity mask" in pinned[3], pinned[3]
+    assert len({r[0] for r in [*runs.values(), pinned]}) == 1  # one model file, byte for byte
+    _, meta, weights, _ = runs[2]
     fp = meta["compute"]
-    assert fp["blas_kernel"] == "Haswell" and fp["blas_threads"] == 2
+    assert fp["blas_kernel"] == "Haswell" and fp["blas_threads"] == 1 and fp["chunks"] == 4
     assert compute.above_portable(fp["numpy_simd"]) == []
-    # The thread count is a real input: another value gives another model.
-    _, _, single = _train_in_subprocess(tiny_workspace, 2, **{"compute.blas_threads": 1})
+    # The decomposition is a real input: another chunk count gives another model.
+    tiny_workspace.write_params(**{"compute.chunks": 1})
+    _, _, single, _ = _train_in_subprocess(tiny_workspace)
     assert not all(np.array_equal(single[k], weights[k]) for k in weights)
     # Native kernels: on a CPU with AVX-512 another kernel and SIMD level, so other weights; on an
     # AVX2 CPU the native kernels (Haswell, or Zen: the same code) compute what the portable ones do.
-    _, native_meta, native = _train_in_subprocess(
-        tiny_workspace, 1, **{"compute.kernels": "native", "compute.blas_threads": 2}
-    )
+    tiny_workspace.write_params(**{"compute.chunks": 4, "compute.kernels": "native"})
+    _, native_meta, native, _ = _train_in_subprocess(tiny_workspace)
     same = all(np.array_equal(native[k], weights[k]) for k in weights)
     assert same != NATIVE_ABOVE_V3
     assert (native_meta["compute"]["numpy_simd"] == fp["numpy_simd"]) != NATIVE_ABOVE_V3

@@ -1,9 +1,16 @@
-"""The arithmetic a stage runs on: portable kernels, a fixed BLAS thread count, and their fingerprint.
+"""The arithmetic a stage runs on: portable kernels, a fixed decomposition on free threads, and their fingerprint.
 
 Floating-point results depend on which instructions run, in which order. OpenBLAS picks a GEMM
 kernel for the CPU (SkylakeX with AVX-512, Haswell with AVX2, ...) and splits each product over its
 threads; numpy dispatches its loops (exp, tanh, ...) to the widest SIMD the CPU has. Machines that
 differ in any of these round differently, and from the same params train different models.
+
+Threads: every BLAS call here runs on one thread, and the network cuts its work into
+``compute.chunks`` pieces fixed by the params (:mod:`mnist_pipeline.mlp.network`), which any number
+of threads compute to the same bits. :func:`threads` picks that number from what this process may
+use, the CPUs of its affinity mask and its cgroup's CPU quota (or ``$MNIST_PIPELINE_THREADS``), and
+never more than the chunks. So a 1-core container, a machine shared with other runs and a big server
+train the same model, each at its own speed, and none runs more threads than it has CPUs.
 
 ``compute.kernels: portable`` (the default) makes every x86-64 CPU with AVX2 and FMA run the same
 instructions: OpenBLAS's Haswell kernel (``OPENBLAS_CORETYPE``) and numpy's dispatch capped at
@@ -11,8 +18,7 @@ X86_V3 (``NPY_DISABLE_CPU_FEATURES``). Both are read when numpy loads, so a stag
 environment restarts itself once with them set (:func:`restart_if_needed`). Where they cannot apply
 (another architecture or BLAS, no AVX2/FMA, a kernel forced by the environment) the stage runs
 natively and says why in one log line. ``native`` keeps the CPU's own kernels: a little faster,
-results specific to the machine. ``compute.blas_threads`` fixes the BLAS thread count in both modes
-(results depend on it; OpenBLAS runs that many threads even on a machine with fewer CPUs).
+results specific to the machine.
 
 :func:`fingerprint` reads back what the process really computes with. Equal fingerprints, params
 and data give bit-identical outputs; the fingerprint holds only what decides the arithmetic.
@@ -21,21 +27,26 @@ and data give bit-identical outputs; the fingerprint holds only what decides the
 from __future__ import annotations
 
 import logging
+import math
 import os
 import platform
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 KERNELS = ("portable", "native")
+MAX_CHUNKS = 64
 PORTABLE_KERNEL = "Haswell"  # OpenBLAS's AVX2 + FMA kernel; AMD's Zen kernels compute the same bits
 PORTABLE_SIMD = "X86_V3"  # numpy's AVX2 + FMA level
 REQUIRED_FEATURES = ("AVX2", "FMA3")  # numpy's names for what both need
 CORETYPE_VAR = "OPENBLAS_CORETYPE"
 DISABLE_VAR = "NPY_DISABLE_CPU_FEATURES"
 ENABLE_VAR = "NPY_ENABLE_CPU_FEATURES"
+THREADS_VAR = "MNIST_PIPELINE_THREADS"  # the compute threads, instead of the CPUs this process may use
+CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 def above_portable(targets: Sequence[str]) -> list[str]:
@@ -119,10 +130,12 @@ def restart_if_needed(kernels: str) -> None:
     os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], {**os.environ, **variables})
 
 
-def fingerprint() -> dict[str, Any]:
-    """What decides this process's floating-point results: BLAS, its kernel and threads, numpy and its SIMD.
+def fingerprint(chunks: int | None = None) -> dict[str, Any]:
+    """What decides this process's floating-point results: BLAS, its kernel and threads per call, the
+    network's ``chunks``, numpy and its SIMD.
 
-    Not the CPU's model name: two machines that compute alike write the same fingerprint.
+    Not the CPU's model name, core count or compute threads: two machines that compute alike write the
+    same fingerprint.
     """
     import numpy as np
 
@@ -133,6 +146,7 @@ def fingerprint() -> dict[str, Any]:
         "blas_version": blas.get("version"),
         "blas_kernel": blas.get("architecture"),
         "blas_threads": blas.get("num_threads"),
+        **({"chunks": chunks} if chunks is not None else {}),
         "numpy": np.__version__,
         "numpy_simd": simd_targets(),
         "machine": platform.machine(),
@@ -141,28 +155,89 @@ def fingerprint() -> dict[str, Any]:
     }
 
 
-def apply(kernels: str, blas_threads: int) -> dict[str, Any]:
-    """Fix the BLAS thread count, log in one line what this process computes with, return its fingerprint."""
+def cgroup_cpu_limit(root: Path = CGROUP_ROOT, own: str | None = None) -> float | None:
+    """The CPUs this process's cgroup may use per second (``quota / period``), or None without a quota.
+
+    cgroup v2 (``cpu.max``), then v1 (``cpu/cpu.cfs_quota_us``), each in the process's own group then
+    at the root. ``own`` is ``/proc/self/cgroup``'s text (read when None).
+    """
+    if own is None:
+        try:
+            own = Path("/proc/self/cgroup").read_text()
+        except OSError:
+            own = ""
+    v2, v1 = [], []
+    for line in own.splitlines():
+        _, controllers, group = (line.split(":", 2) + ["", ""])[:3]
+        if not controllers:
+            v2.append(root / group.lstrip("/"))
+        elif "cpu" in controllers.split(","):
+            v1.append(root / "cpu" / group.lstrip("/"))
+    for folder in [*v2, root]:
+        try:
+            quota, period = (folder / "cpu.max").read_text().split()[:2]
+            return None if quota == "max" else int(quota) / int(period)
+        except (OSError, ValueError):
+            continue
+    for folder in [*v1, root / "cpu"]:
+        try:
+            quota, period = (int((folder / f"cpu.cfs_{k}_us").read_text()) for k in ("quota", "period"))
+            return quota / period if quota > 0 and period > 0 else None
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def threads(chunks: int, environ: Mapping[str, str] = os.environ) -> tuple[int, str]:
+    """How many threads compute the ``chunks`` pieces here, and why (one phrase for the log line).
+
+    ``$MNIST_PIPELINE_THREADS`` if set (experiments run side by side can share the CPUs out), else the
+    CPUs this process may use: its affinity mask and its cgroup's CPU quota (rounded up); never more
+    than ``chunks``, as a piece is never split further. The results do not depend on it.
+    """
+    given = environ.get(THREADS_VAR, "").strip()
+    if given:
+        if not given.isdigit() or int(given) < 1:
+            raise ValueError(f"{THREADS_VAR}={given!r} must be a positive integer (the compute threads), or unset")
+        limits = [(int(given), f"{THREADS_VAR}={given}")]
+    else:
+        affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        limits = [(affinity, f"{affinity} CPU{'s' * (affinity != 1)} in the affinity mask")]
+        quota = cgroup_cpu_limit()
+        limits.append(
+            (max(1, math.ceil(quota)), f"a cgroup quota of {quota:g} CPUs") if quota else (affinity, "no CPU quota")
+        )
+    limits.append((chunks, f"compute.chunks={chunks}"))
+    return min(n for n, _ in limits), ", ".join(why for _, why in limits)
+
+
+def apply(kernels: str, chunks: int) -> tuple[dict[str, Any], int]:
+    """One BLAS thread per call, log in one line what this process computes with; its fingerprint and
+    the number of compute threads (:func:`threads`)."""
     import threadpoolctl
 
-    threadpoolctl.threadpool_limits(limits=blas_threads, user_api="blas")
+    threadpoolctl.threadpool_limits(limits=1, user_api="blas")
     variables, reason = plan(kernels, os.environ)
     if not reason and any(os.environ.get(k) != v for k, v in variables.items()):
         reason = "it was not started from the command line (only a stage's command restarts itself)"
-    fp = fingerprint()
+    fp = fingerprint(chunks)
+    n, why = threads(chunks)
     mode = f"native ({reason}; bit-identical only to runs with this fingerprint)" if reason else "portable"
     simd = " ".join(fp["numpy_simd"]) or "baseline only"
     log.info(
-        "compute %s: %s %s kernel %s, %s BLAS threads, numpy %s SIMD %s",
+        "compute %s: %s %s kernel %s, numpy %s SIMD %s; %d chunks on %d thread%s (the least of: %s)",
         mode,
         fp["blas"],
         fp["blas_version"],
         fp["blas_kernel"],
-        fp["blas_threads"],
         fp["numpy"],
         simd,
+        chunks,
+        n,
+        "s" * (n != 1),
+        why,
     )
-    return fp
+    return fp, n
 
 
 def differences(current: Mapping[str, Any], baseline: Mapping[str, Any], prefix: str = "") -> list[str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_pipeline import compute, params
-from mnist_pipeline.compute import KERNELS
+from mnist_pipeline.compute import KERNELS, MAX_CHUNKS
 from mnist_pipeline.data_config import DatasetConfig, DownloadConfig, FeaturizeConfig, PrepareConfig
 from mnist_pipeline.mlp.errors import MLPError, check, check_choice
 from mnist_pipeline.mlp.initializers import INITIALIZERS
@@ -63,11 +63,11 @@ class PresetConfig:
 @dataclass(frozen=True)
 class ComputeConfig:
     kernels: str  # portable: the same bits on every x86-64 CPU with AVX2 + FMA; native: this CPU's kernels
-    blas_threads: int  # BLAS threads of the stages that compute; results depend on it
+    chunks: int  # the fixed pieces a batch and a weight matrix are cut into; results depend on it, not on threads
 
     def validate(self, key: str) -> None:
         check_choice(f"{key}.kernels", self.kernels, KERNELS)
-        check(f"{key}.blas_threads", 1 <= self.blas_threads <= 64, "between 1 and 64", self.blas_threads)
+        check(f"{key}.chunks", 1 <= self.chunks <= MAX_CHUNKS, f"between 1 and {MAX_CHUNKS}", self.chunks)
 
 
 @dataclass(frozen=True)

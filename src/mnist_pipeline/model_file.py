@@ -13,10 +13,12 @@ from typing import Any
 
 import numpy as np
 
+from mnist_pipeline.compute import MAX_CHUNKS
 from mnist_pipeline.errors import DataError
 from mnist_pipeline.io import load_npz, npz_meta, save_npz
 from mnist_pipeline.mlp.layers import ACTIVATIONS
 from mnist_pipeline.mlp.network import Network
+from mnist_pipeline.mlp.parallel import Workers
 
 
 def save_network(path: str | Path, net: Network, meta: dict[str, Any]) -> None:
@@ -24,8 +26,11 @@ def save_network(path: str | Path, net: Network, meta: dict[str, Any]) -> None:
     save_npz(path, {**meta, **net.architecture()}, **net.state())
 
 
-def load_network(path: str | Path) -> tuple[Network, dict[str, Any]]:
+def load_network(path: str | Path, threads: int = 1) -> tuple[Network, dict[str, Any]]:
     """Load a model saved by :func:`save_network`: the network (inference only: no dropout) and its metadata.
+
+    It computes in the row blocks its training used (``compute.chunks`` in the metadata, else 1), so it
+    rounds as the train stage's validation did, on ``threads`` threads.
 
     Raises
     ------
@@ -57,6 +62,9 @@ def load_network(path: str | Path) -> tuple[Network, dict[str, Any]]:
                 raise DataError(
                     f"{path}: {name} holds NaN, infinite or non-float values; retrain with `dvc repro train`"
                 )
-    net = Network(sizes, activation, "zeros", np.random.default_rng(0), dtype)
+    chunks = meta.get("compute", {}).get("chunks", 1) if isinstance(meta.get("compute"), dict) else 1
+    if not (isinstance(chunks, int) and not isinstance(chunks, bool) and 1 <= chunks <= MAX_CHUNKS):
+        raise DataError(f"{path}: metadata compute.chunks {chunks!r} must be an integer from 1 to {MAX_CHUNKS}")
+    net = Network(sizes, activation, "zeros", np.random.default_rng(0), dtype, chunks=chunks, workers=Workers(threads))
     net.load_state(arrays)
     return net, meta

@@ -20,7 +20,6 @@ from mnist_pipeline.mlp.augment import (
     random_shift,
     shift_grouped,
 )
-from mnist_pipeline.mlp.losses import make_loss
 from mnist_pipeline.mlp.network import Network
 from mnist_pipeline.mlp.optimizers import OptimizerConfig
 from mnist_pipeline.mlp.schedules import ScheduleConfig
@@ -194,21 +193,27 @@ def test_fit_shifts_training_images_only(monkeypatch: pytest.MonkeyPatch) -> Non
         assert generator is rng and k == 2  # drawn from the train stage's generator
         return draw_shifts(b, k, generator)
 
-    def spy_shift(x, shape, k, counts, out):
+    def spy_shift(x, shape, k, counts, out, background):
         assert (shape, k) == (SHAPE, 2)
-        shifted.append(shift_grouped(x, shape, k, counts, out).copy())
+        shifted.append(shift_grouped(x, shape, k, counts, out, background).copy())
         return out
 
     seen: list[tuple[np.ndarray, bool]] = []
-    forward = net.forward
+    forward, train_batch = net.forward, net.train_batch
 
     def spy_forward(x, train=False):
         seen.append((x.copy(), train))
         return forward(x, train)
 
+    def spy_train_batch(x, targets, loss, scale=None, prepare=None):
+        out = train_batch(x, targets, loss, scale, prepare)
+        seen.append((x.copy(), True))  # made by prepare() inside the pass
+        return out
+
     monkeypatch.setattr(trainer, "draw_shifts", spy_draw)
     monkeypatch.setattr(trainer, "shift_grouped", spy_shift)
     monkeypatch.setattr(net, "forward", spy_forward)
+    monkeypatch.setattr(net, "train_batch", spy_train_batch)
     cfg = TrainConfig(epochs=2, batch_size=8, lr=0.05, l2=0.0, seed=0, dtype="float32", augment_shift=2)
     fit(net, train, val, cfg, OptimizerConfig("sgd"), ScheduleConfig("constant"), rng, SHAPE)
 
@@ -222,28 +227,21 @@ def test_fit_shifts_training_images_only(monkeypatch: pytest.MonkeyPatch) -> Non
     assert len(eval_batches) == 2 and all(np.array_equal(x, val.x) for x in eval_batches)
 
 
-def test_fit_training_images_are_translations_of_the_permuted_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    targets: list[np.ndarray] = []
-
-    def spy_loss(name, smoothing):
-        loss = make_loss(name, smoothing)
-        forward = loss.forward
-        loss.forward = lambda logits, t: targets.append(t.copy()) or forward(logits, t)
-        return loss
-
-    monkeypatch.setattr(trainer, "make_loss", spy_loss)
+def test_fit_training_images_are_translations_of_the_permuted_set() -> None:
     y = np.arange(12) % 3
     train = Split(images(12, seed=4), y, np.eye(3, dtype=np.float32)[y])
     net = Network([35, 3], "identity", "zeros", np.random.default_rng(0))
     batches: list[np.ndarray] = []
-    forward = net.forward
+    targets: list[np.ndarray] = []
+    train_batch = net.train_batch
 
-    def spy_forward(x, train=False):
-        if train:
-            batches.append(x.copy())
-        return forward(x, train)
+    def spy_train_batch(x, t, loss, scale=None, prepare=None):
+        out = train_batch(x, t, loss, scale, prepare)
+        batches.append(x.copy())  # made by prepare() inside the pass
+        targets.append(t.copy())  # what the loss is computed against
+        return out
 
-    net.forward = spy_forward
+    net.train_batch = spy_train_batch
     rng = np.random.default_rng(1)
     cfg = TrainConfig(epochs=1, batch_size=12, lr=0.1, l2=0.0, seed=0, dtype="float32", augment_shift=1)
     fit(net, train, train, cfg, OptimizerConfig("sgd"), ScheduleConfig("constant"), rng, SHAPE)
@@ -270,10 +268,14 @@ def test_fit_training_accuracy_counts_each_shifted_image_against_its_own_label()
     assert len(label_of) == n
     train = Split(x, y, np.eye(3, dtype=np.float32)[y])
     net = Network([35, 3], "identity", "zeros", np.random.default_rng(0))
-    net.forward = lambda xb, train=False: (
-        10 * np.eye(3, dtype=np.float32)[[label_of[round(float(v), 3)] for v in xb.sum(axis=1)]]
-    )
-    net.backward = lambda grad, input_grad=False: None
+
+    def read_labels(xb, targets, loss, scale=None, prepare=None):
+        prepare(slice(None))  # the batch is made inside the pass
+        logits = 10 * np.eye(3, dtype=np.float32)[[label_of[round(float(v), 3)] for v in xb.sum(axis=1)]]
+        return loss.forward(logits, targets), logits
+
+    net.train_batch = read_labels
+    net.gradients = lambda update=None: None
     cfg = TrainConfig(epochs=2, batch_size=8, lr=0.1, l2=0.0, seed=0, dtype="float32", augment_shift=k)
     rows, _ = fit(
         net, train, train, cfg, OptimizerConfig("sgd"), ScheduleConfig("constant"), np.random.default_rng(3), SHAPE
@@ -288,8 +290,14 @@ def test_fit_draws_shifts_then_elastic_fields_batch_by_batch(monkeypatch: pytest
     train = Split(images(12, seed=7), y, np.eye(3, dtype=np.float32)[y])
     net = Network([35, 3], "identity", "zeros", np.random.default_rng(0))
     batches: list[np.ndarray] = []
-    forward = net.forward
-    net.forward = lambda x, train=False: (batches.append(x.copy()) if train else None) or forward(x, train)
+    train_batch = net.train_batch
+
+    def spy_train_batch(x, t, loss, scale=None, prepare=None):
+        out = train_batch(x, t, loss, scale, prepare)
+        batches.append(x.copy())
+        return out
+
+    net.train_batch = spy_train_batch
     cfg = TrainConfig(
         epochs=2, batch_size=4, lr=0.1, l2=0.0, seed=0, dtype="float32", augment_shift=2, augment_elastic_alpha=1.5
     )
@@ -300,7 +308,7 @@ def test_fit_draws_shifts_then_elastic_fields_batch_by_batch(monkeypatch: pytest
         for i in range(0, 12, 4):
             order, counts = draw_shifts(4, 2, replay)
             distorted = elastic_distort(train.x[perm[i : i + 4][order]], SHAPE, 1.5, 4.0, replay)
-            expected.append(shift_grouped(distorted, SHAPE, 2, counts))
+            expected.append(shift_grouped(distorted, SHAPE, 2, counts, background=train.x.min()))
     assert len(batches) == 6
     for got, want in zip(batches, expected, strict=True):
         assert np.array_equal(got, want)
@@ -419,12 +427,21 @@ def test_fit_distorts_training_images_only_and_needs_the_image_shape(monkeypatch
         return elastic_distort(x, shape, alpha, sigma, generator)
 
     seen: list[tuple[np.ndarray, bool]] = []
-    forward = net.forward
+    forward, train_batch = net.forward, net.train_batch
     monkeypatch.setattr(trainer, "elastic_distort", spy)
     monkeypatch.setattr(net, "forward", lambda x, train=False: seen.append((x.copy(), train)) or forward(x, train))
+    monkeypatch.setattr(
+        net,
+        "train_batch",
+        lambda x, t, loss, scale=None, prepare=None: (
+            train_batch(x, t, loss, scale, prepare),
+            seen.append((x.copy(), True)),
+        )[0],
+    )
     cfg = TrainConfig(1, 6, 0.1, 0.0, 0, "float32", augment_elastic_alpha=2.0, augment_elastic_sigma=1.5)
     fit(net, train, val, cfg, OptimizerConfig("sgd"), ScheduleConfig("constant"), rng, SHAPE)
     assert calls == [(2.0, 1.5), (2.0, 1.5)]  # once per training batch
+    assert sum(is_train for _, is_train in seen) == 2
     assert not any(np.array_equal(x, train.x[: len(x)]) for x, is_train in seen if is_train)
     assert [np.array_equal(x, val.x) for x, is_train in seen if not is_train] == [True]
     with pytest.raises(ValueError, match="augment_elastic_alpha needs image_shape"):

@@ -2,7 +2,8 @@
 
 Central differences ``(f(w + h) - f(w - h)) / 2h`` against ``backward`` for every weight, bias and
 input of a [7, 5, 4, 3] network, once per registered activation (new activations are picked up
-automatically). ReLU works in place on its input, so every forward pass gets a fresh copy.
+automatically); d loss / d input comes from ``Network.backward(..., input_grad=True)``. Every forward
+pass gets a fresh copy of the input, so a pass that wrote into it could not spoil the next one.
 """
 
 from __future__ import annotations
@@ -34,13 +35,9 @@ def backprop(net: Network, x: np.ndarray, targets: np.ndarray):
     """Loss, parameter grads (copies, by name) and the gradient w.r.t. the input."""
     loss_fn = SoftmaxCrossEntropy()
     loss = loss_fn.forward(net.forward(x.copy(), train=True), targets)
-    grad_logits = loss_fn.backward()
-    net.backward(grad_logits.copy())
+    grad_x = net.backward(loss_fn.backward(), input_grad=True)
     grads = {name: g.copy() for name, _, g in net.parameters()}
-    grad = grad_logits.copy()
-    for layer in reversed(net.layers):  # the same pass again, to get d loss / d input
-        grad = layer.backward(grad)
-    return loss, grads, grad
+    return loss, grads, grad_x
 
 
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
@@ -127,10 +124,23 @@ def test_dtype_is_preserved_through_forward_and_backward(activation: str, dtype)
     assert isinstance(loss_fn.forward(logits, targets), float)
     grad = loss_fn.backward()
     assert grad.dtype == dtype
-    net.backward(grad.copy())
+    backward_dtypes = []  # of every gradient back-propagated through a layer
+
+    def recording(method):
+        def wrapper(*args, **kwargs):
+            out = method(*args, **kwargs)
+            backward_dtypes.append((method.__qualname__, out.dtype))
+            return out
+
+        return wrapper
+
+    net.act.backward = recording(net.act.backward)
+    for dense in net.dense:
+        dense.input_grad = recording(dense.input_grad)
+    grad_x = net.backward(grad, input_grad=True)
     for name, param, g in net.parameters():
         assert param.dtype == dtype and g.dtype == dtype, name
-    for layer in reversed(net.layers):
-        grad = layer.backward(grad)
-        assert grad.dtype == dtype, type(layer).__name__
+    assert len(backward_dtypes) == 2 * (len(SIZES) - 2) + 1  # two hidden layers, then the input
+    assert all(d == dtype for _, d in backward_dtypes), backward_dtypes
+    assert grad_x.dtype == dtype and grad_x.shape == x.shape
     assert net.predict_proba(x).dtype == dtype

@@ -142,17 +142,17 @@ def test_documented_as_per_step() -> None:
 
 def test_fit_changes_the_learning_rate_every_step(monkeypatch: pytest.MonkeyPatch) -> None:
     # 10 examples, batch 4 -> 3 steps/epoch (last batch has 2), 2 epochs, warmup 1 epoch, cosine.
-    recorded: list[float] = []
+    recorded: dict[int, list[tuple[int, float]]] = {}  # per step (opt.t): (parameter, lr) of each piece
 
     def recording_optimizer(cfg, params, grads):
         opt = make_optimizer(cfg, params, grads)
-        step = opt.step
+        step_rows = opt.step_rows
 
-        def record(lr: float, l2: float = 0.0) -> None:
-            recorded.append(lr)
-            step(lr, l2)
+        def record(i: int, rows: slice, lr: float, l2: float = 0.0) -> None:
+            recorded.setdefault(opt.t, []).append((i, lr))
+            step_rows(i, rows, lr, l2)
 
-        opt.step = record
+        opt.step_rows = record
         return opt
 
     monkeypatch.setattr(trainer, "make_optimizer", recording_optimizer)
@@ -162,11 +162,15 @@ def test_fit_changes_the_learning_rate_every_step(monkeypatch: pytest.MonkeyPatc
     data = Split(x, y, np.eye(2, dtype=np.float32)[y])
     net = Network([3, 4, 2], "tanh", "glorot_normal", rng)
     cfg = TrainConfig(epochs=2, batch_size=4, lr=0.6, l2=0.0, seed=0, dtype="float32")
-    # rmsprop takes plain gradients and the lr through step(lr); the prescaled path (sgd, momentum,
+    # rmsprop takes plain gradients and the lr through step_rows(lr); the prescaled path (sgd, momentum,
     # nesterov) is shown to apply the same per-step lr in test_trainer.py.
     opt_cfg = OptimizerConfig("rmsprop")
     rows, _ = fit(net, data, data, cfg, opt_cfg, ScheduleConfig("cosine", warmup_epochs=1), rng)
+    assert sorted(recorded) == [1, 2, 3, 4, 5, 6]  # six steps
+    for pieces in recorded.values():  # every parameter updated in each step, all at that step's lr
+        assert {i for i, _ in pieces} == set(range(len(net.parameters())))
+        assert len({lr for _, lr in pieces}) == 1
     # warmup: 0.6 * 1/3, 0.6 * 2/3, 0.6; then cosine over 3 steps: progress 0, 1/3, 2/3
     expected = [0.2, 0.4, 0.6, 0.6, 0.3 * (1 + math.cos(math.pi / 3)), 0.3 * (1 + math.cos(2 * math.pi / 3))]
-    assert recorded == pytest.approx(expected)  # [.2, .4, .6, .6, .45, .15]: six different steps
+    assert [recorded[t][0][1] for t in sorted(recorded)] == pytest.approx(expected)  # six different steps
     assert [r["lr"] for r in rows] == pytest.approx([0.6, 0.15])  # the log shows each epoch's last step

@@ -3,21 +3,23 @@ bit-identical weights, divergence fails clearly; max-norm, early stopping with r
 weights, divergence with the MSE losses and float64, dtype kept end to end.
 
 Everything runs on small synthetic problems (Gaussian blobs in 10-D, three classes, chance
-accuracy 1/3), a few milliseconds each. Weight checks spy on ``net.forward``: every training
-forward pass after the first sees the weights that the previous optimizer step (and its max-norm
-projection) left behind. The train stage's ``main()`` is tested in ``tests/stages/test_train.py``.
+accuracy 1/3), a few milliseconds each. Weight checks spy on ``net.train_batch`` (and on
+``net.forward`` for validation): every training pass after the first sees the weights that the
+previous optimizer step (and its max-norm projection) left behind. The train stage's ``main()`` is
+tested in ``tests/stages/test_train.py``.
 """
 
 from __future__ import annotations
 
 import itertools
+from functools import partial
 
 import numpy as np
 import pytest
 
 from mnist_pipeline.mlp import trainer
 from mnist_pipeline.mlp.errors import MLPError
-from mnist_pipeline.mlp.layers import ACTIVATIONS, Dropout
+from mnist_pipeline.mlp.layers import ACTIVATIONS
 from mnist_pipeline.mlp.losses import LOSSES, make_loss
 from mnist_pipeline.mlp.network import Network
 from mnist_pipeline.mlp.optimizers import OPTIMIZERS, OptimizerConfig, make_optimizer
@@ -184,13 +186,18 @@ def max_norm_run(max_norm: float) -> tuple[Network, list[float], list[float]]:
     rng = np.random.default_rng(1)
     net = Network([DIM, 32, CLASSES], "relu", "glorot_uniform", rng)
     seen_train, seen_eval = [], []
-    forward = net.forward
+    forward, train_batch = net.forward, net.train_batch
 
-    def spy(x, train=False):
-        (seen_train if train else seen_eval).append(max(n.max() for n in weight_norms(net)))
+    def spy_train(x, targets, loss, scale=None, prepare=None):
+        seen_train.append(max(n.max() for n in weight_norms(net)))
+        return train_batch(x, targets, loss, scale, prepare)
+
+    def spy_eval(x, train=False):
+        assert not train  # fit trains through train_batch
+        seen_eval.append(max(n.max() for n in weight_norms(net)))
         return forward(x, train)
 
-    net.forward = spy
+    net.train_batch, net.forward = spy_train, spy_eval
     data = blobs(96, seed=0)
     run_cfg = cfg(lr=0.3, max_norm=max_norm)
     fit(net, data, data, run_cfg, OptimizerConfig("momentum", momentum=0.9), ScheduleConfig("constant"), rng)
@@ -356,13 +363,20 @@ def test_nan_input_stops_at_the_first_step(loss: str) -> None:
 # --- dtype -------------------------------------------------------------------------------------
 
 
+def arrays_in(value) -> list[np.ndarray]:
+    """The ndarrays in ``value``: itself, or those in its (nested) lists, tuples and dict values."""
+    if isinstance(value, np.ndarray):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list | tuple):
+        return [a for item in value for a in arrays_in(item)]
+    return []
+
+
 def float_arrays(obj) -> list[tuple[str, np.ndarray]]:
-    """Every ndarray an object holds (attributes, and lists/dicts of arrays), by attribute name."""
-    found = []
-    for name, value in vars(obj).items():
-        items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else [value]
-        found += [(name, a) for a in items if isinstance(a, np.ndarray)]
-    return found
+    """Every ndarray an object holds (attributes, and nested lists/dicts of arrays), by attribute name."""
+    return [(name, a) for name, value in vars(obj).items() for a in arrays_in(value)]
 
 
 def assert_only(dtype, *objects) -> None:
@@ -385,19 +399,27 @@ def test_one_step_keeps_the_dtype_everywhere(activation: str, loss: str, dtype) 
             OptimizerConfig(name, momentum=0.9, weight_decay=0.1), [p for _, p, _ in params], [g for _, _, g in params]
         )
         loss_fn = make_loss(loss, 0.1)
+        eval_logits = net.forward(x.astype(dtype))
         logits = net.forward(x.astype(dtype), train=True)
-        assert logits.dtype == dtype
+        assert logits.dtype == dtype and eval_logits.dtype == dtype
+        assert not np.array_equal(logits, eval_logits)  # the training pass applied dropout masks
         loss_fn.forward(logits, targets)
         grad = loss_fn.backward()
         assert grad.dtype == dtype
-        for layer in reversed(net.layers):
-            grad = layer.backward(grad)
-            assert grad.dtype == dtype, f"{type(layer).__name__}.backward"
+        grad_x = net.backward(grad, input_grad=True)
+        assert grad_x.dtype == dtype, "d loss / d input"
         opt.step(0.01)
         opt.step(0.01)
-        assert_only(dtype, *net.layers, loss_fn, opt)
+        # the trainer's path: one pass of forward, loss and back-propagation, then piecewise updates
+        value, logits = net.train_batch(x.astype(dtype), targets, loss_fn, -0.01 if opt.prescaled else None)
+        assert isinstance(value, float) and logits.dtype == dtype
+        opt.start_step(1e-3)
+        if opt.prescaled:
+            net.gradients(partial(opt.step_rows_prescaled, decay=-1e-5))
+        else:
+            net.gradients(partial(opt.step_rows, lr=0.01, l2=1e-3))
+        assert_only(dtype, net, *net.dense, net.act, net.drop, loss_fn, opt)  # net: its buffers and masks
         assert all(p.dtype == dtype and g.dtype == dtype for _, p, g in net.parameters())
-        assert any(isinstance(layer, Dropout) and layer.mask is not None for layer in net.layers)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -407,21 +429,28 @@ def test_fit_with_every_option_keeps_the_dtype(dtype: str) -> None:
     data = blobs(48, seed=7, dtype=other)
     rng = np.random.default_rng(0)
     net = Network([DIM, 12, 8, CLASSES], "gelu", "he_normal", rng, np.dtype(dtype), dropout=0.2)
-    checked = []
-    for layer in net.layers:
-        forward, backward = layer.forward, layer.backward
+    checked = []  # (method, dtypes of its float arrays in and out, and of the dtype it was asked for)
 
-        def spy_forward(x, train=False, _forward=forward, _layer=layer):
-            out = _forward(x, train)
-            checked.append((type(_layer).__name__, x.dtype, out.dtype))
+    def spy(obj, method: str) -> None:
+        original = getattr(obj, method)
+
+        def wrapper(*args, **kwargs):
+            out = original(*args, **kwargs)
+            values = [*args, *kwargs.values(), out]
+            dtypes = [v.dtype for v in values if isinstance(v, np.ndarray) and v.dtype != np.bool_]
+            dtypes += [v for v in values if isinstance(v, np.dtype)]
+            checked.append((f"{type(obj).__name__}.{method}", dtypes))
             return out
 
-        def spy_backward(grad, _backward=backward, _layer=layer, **kwargs):
-            out = _backward(grad, **kwargs)
-            checked.append((type(_layer).__name__, grad.dtype, grad.dtype if out is None else out.dtype))
-            return out
+        setattr(obj, method, wrapper)
 
-        layer.forward, layer.backward = spy_forward, spy_backward
+    for dense in net.dense:
+        for method in ("forward", "input_grad", "weight_grad", "bias_grad"):
+            spy(dense, method)
+    for method in ("forward", "backward"):
+        spy(net.act, method)
+    for method in ("mask", "forward", "backward"):
+        spy(net.drop, method)
     run_cfg = cfg(
         epochs=2,
         dtype=dtype,
@@ -442,8 +471,14 @@ def test_fit_with_every_option_keeps_the_dtype(dtype: str) -> None:
         rng,
     )
     assert len(checked) > 50
-    assert all(a == dtype and b == dtype for _, a, b in checked), {c for c in checked if c[1] != dtype}
-    assert_only(np.dtype(dtype), *net.layers, net.loss)  # net.loss: the validation pass's cache
+    assert {method for method, _ in checked} == {
+        *(f"Dense.{m}" for m in ("forward", "input_grad", "weight_grad", "bias_grad")),
+        *(f"GELU.{m}" for m in ("forward", "backward")),
+        *(f"Dropout.{m}" for m in ("mask", "forward", "backward")),
+    }
+    assert all(dtypes for _, dtypes in checked)
+    assert all(d == dtype for _, dtypes in checked for d in dtypes), {c for c, ds in checked if set(ds) != {dtype}}
+    assert_only(np.dtype(dtype), net, *net.dense, net.loss)  # net.loss: the validation pass's cache
     assert all(p.dtype == dtype for p in net.state().values())
 
 

@@ -1,6 +1,7 @@
 """``python -m mnist_pipeline.bench [--quick] [--configs NAME ...] [--skip-pipeline] [--overhead-only]``.
 
-Order: pipeline timings first (a fresh clone; its ``data/features`` then feeds the training runs), then
+Order: pipeline timings first (a fresh clone; its ``data/features`` then feeds the training runs), the
+shared-machine table in that clone (:mod:`.shared`; ``--skip-shared`` leaves it out), then
 each config's interleaved repetitions, then the default config's augmentation and regularization
 overhead (:mod:`.overhead`; ``--skip-overhead`` leaves it out, ``--overhead-only`` runs nothing else after
 the pipeline). Writes ``reports/benchmark.json`` and ``reports/benchmark.md`` and prints the table.
@@ -19,8 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mnist_pipeline import params
-from mnist_pipeline.bench import configs, overhead, pipeline, system
+from mnist_pipeline import config, params
+from mnist_pipeline.bench import configs, overhead, pipeline, shared, system
 from mnist_pipeline.bench.compare import compare
 from mnist_pipeline.bench.tables import render_markdown, targets
 from mnist_pipeline.io import write_json, write_text
@@ -33,6 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--configs", nargs="+", metavar="NAME", help=f"subset of {[c.name for c in configs.CONFIGS]}")
     p.add_argument("--quick", action="store_true", help="1 epoch, 1 repetition per config (harness check)")
     p.add_argument("--skip-pipeline", action="store_true", help="no dvc/stage timings; needs --features")
+    p.add_argument("--skip-shared", action="store_true", help="no shared-machine table (train stage, sweep -j)")
     only = p.add_mutually_exclusive_group()
     only.add_argument("--overhead-only", action="store_true", help="no configs: only the default's overhead")
     only.add_argument("--skip-overhead", action="store_true", help="no augmentation/regularization overhead")
@@ -73,13 +75,19 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         pipe_env, _ = system.clean_env(dict(os.environ))
         result["pipeline"] = pipeline.measure(Path.cwd(), workdir, pipe_env, mirror)
         features = features or Path(result["pipeline"]["features_dir"])
+        ws = Path(result["pipeline"]["workspace_dir"])
+        if not args.skip_shared:
+            stage_env = pipeline.stage_env(pipe_env, ws, mirror)
+            result["shared"] = shared.measure(ws, workdir, stage_env, 1 if args.quick else shared.ROUNDS)
+            result["queue"] = shared.measure_queue(ws, stage_env)
         if args.best:
-            result["best_preset"] = pipeline.best_preset(Path(result["pipeline"]["workspace_dir"]), pipe_env, mirror)
+            result["best_preset"] = pipeline.best_preset(ws, pipe_env, mirror)
     if features is None:
         raise SystemExit("--skip-pipeline needs --features DIR (e.g. data/features)")
     result["configs"] = {}
     for cfg in [] if args.overhead_only else configs.select(args.configs, args.quick):
-        result["configs"][cfg.name] = compare(cfg, features.resolve(), args.threads, envs)
+        chunks = config.load(params.PARAMS_FILE).compute.chunks  # ours as the train stage computes
+        result["configs"][cfg.name] = compare(cfg, features.resolve(), args.threads, envs, chunks)
         torch_run = result["configs"][cfg.name]["torch"]["runs"][0]
         result["torch"] = torch_run["torch"]
     if not args.skip_overhead:

@@ -76,9 +76,11 @@ def run_module(module: str, spec: dict[str, Any], env: dict[str, str], what: str
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_worker(impl: str, cfg: BenchConfig, features: Path, threads: int, env: dict[str, str]) -> dict[str, Any]:
+def run_worker(
+    impl: str, cfg: BenchConfig, features: Path, threads: int, env: dict[str, str], chunks: int = 1
+) -> dict[str, Any]:
     """One run in a fresh ``python -m mnist_pipeline.bench.worker`` process; its JSON result."""
-    spec = {"impl": impl, "config": cfg.as_dict(), "features": str(features), "threads": threads}
+    spec = {"impl": impl, "config": cfg.as_dict(), "features": str(features), "threads": threads, "chunks": chunks}
     return run_module("mnist_pipeline.bench.worker", spec, env, f"{impl} worker on {cfg.name}")
 
 
@@ -162,7 +164,9 @@ def checks(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     }
 
 
-def compare(cfg: BenchConfig, features: Path, threads: int, envs: Mapping[str, dict[str, str]]) -> dict[str, Any]:
+def compare(
+    cfg: BenchConfig, features: Path, threads: int, envs: Mapping[str, dict[str, str]], chunks: int = 1
+) -> dict[str, Any]:
     """Run ``cfg.reps`` interleaved repetitions of every implementation :func:`schedule` keeps; summarize them.
 
     ``envs`` maps ``compute.kernels`` modes (``native``, and ``portable`` where it applies) to environments.
@@ -171,7 +175,7 @@ def compare(cfg: BenchConfig, features: Path, threads: int, envs: Mapping[str, d
     runs: dict[str, list[dict[str, Any]]] = {impl: [] for impl in impl_envs}
     for rep in range(cfg.reps):
         for impl in rotation(rep, list(impl_envs)):
-            result = run_worker(impl, cfg, features, threads, impl_envs[impl])
+            result = run_worker(impl, cfg, features, threads, impl_envs[impl], chunks)
             runs[impl].append(result)
             mean = sum(result["epoch_seconds"]) / len(result["epoch_seconds"])
             log.info("%s rep %d/%d %-8s %.3f s/epoch", cfg.name, rep + 1, cfg.reps, impl, mean)

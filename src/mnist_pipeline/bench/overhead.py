@@ -39,6 +39,7 @@ from mnist_pipeline.bench.compare import kernel_label, paired, rotation, run_mod
 from mnist_pipeline.bench.worker import checked_fingerprint
 from mnist_pipeline.config import Config
 from mnist_pipeline.mlp.network import Network
+from mnist_pipeline.mlp.parallel import Workers
 from mnist_pipeline.mlp.trainer import fit
 from mnist_pipeline.splits import load_feature_split
 
@@ -104,18 +105,19 @@ def run_variants(spec: dict[str, Any]) -> dict[str, Any]:
     d, c = cfg.dataset.num_features, cfg.dataset.num_classes
     train, val = (load_feature_split(Path(spec["features"]) / f"{name}.npz", d, c) for name in ("train", "val"))
     runs = {}
+    chunks, workers = cfg.compute.chunks, Workers(min(cfg.compute.chunks, int(spec["threads"])))
     for name, off in plan.items():  # each variant trains its own network from the default's seed
         variant = switch_off(cfg, off, 1)
         rng = np.random.default_rng(variant.train.seed)
         m = variant.model
         runs[name] = (
             variant,
-            Network(variant.layer_sizes, m.activation, m.init, rng, variant.train.dtype, m.dropout),
+            Network(variant.layer_sizes, m.activation, m.init, rng, variant.train.dtype, m.dropout, chunks, workers),
             rng,
         )
     seconds: dict[str, list[float]] = {name: [] for name in plan}
     val_acc: dict[str, float] = {}
-    with threadpool_limits(limits=int(spec["threads"])):
+    with threadpool_limits(limits=1):  # one BLAS thread per call, the chunks on the workers: as the train stage
         fingerprint = checked_fingerprint(spec["kernels"] == "portable", "overhead worker")
         for r in range(int(spec["rounds"])):
             for name in round_order(r - WARMUP_ROUNDS, list(plan)) if r >= WARMUP_ROUNDS else plan:

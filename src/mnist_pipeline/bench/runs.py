@@ -21,6 +21,7 @@ from mnist_pipeline.bench.configs import BenchConfig
 from mnist_pipeline.bench.flops import batch_sizes, layer_dims
 from mnist_pipeline.mlp.network import Network
 from mnist_pipeline.mlp.optimizers import OptimizerConfig
+from mnist_pipeline.mlp.parallel import Workers
 from mnist_pipeline.mlp.schedules import ScheduleConfig
 from mnist_pipeline.mlp.trainer import Split, TrainConfig, evaluate_split, fit
 from mnist_pipeline.splits import load_feature_split
@@ -40,10 +41,11 @@ def digest(arrays: Iterable[np.ndarray]) -> str:
     return h.hexdigest()[:16]
 
 
-def initial_network(cfg: BenchConfig) -> tuple[Network, np.random.Generator]:
-    """Our network initialized from ``default_rng(cfg.seed)``, and that generator (next: epoch orders)."""
+def initial_network(cfg: BenchConfig, chunks: int = 1, threads: int = 1) -> tuple[Network, np.random.Generator]:
+    """Our network initialized from ``default_rng(cfg.seed)``, and that generator (next: epoch orders);
+    it computes in ``chunks`` row blocks on ``threads`` threads, as the train stage does."""
     rng = np.random.default_rng(cfg.seed)
-    return Network(list(cfg.sizes), cfg.activation, cfg.init, rng, np.float32), rng
+    return Network(list(cfg.sizes), cfg.activation, cfg.init, rng, np.float32, 0.0, chunks, Workers(threads)), rng
 
 
 def epoch_orders(rng: np.random.Generator, n: int, epochs: int) -> list[np.ndarray]:
@@ -54,9 +56,10 @@ def epoch_orders(rng: np.random.Generator, n: int, epochs: int) -> list[np.ndarr
     return [twin.permutation(n) for _ in range(epochs)]
 
 
-def run_ours(cfg: BenchConfig, splits: dict[str, Split]) -> dict[str, Any]:
-    """Train with the product trainer; per-epoch seconds as ``fit`` measures them, then test accuracy."""
-    net, rng = initial_network(cfg)
+def run_ours(cfg: BenchConfig, splits: dict[str, Split], chunks: int, threads: int) -> dict[str, Any]:
+    """Train with the product trainer as the train stage runs it (``chunks`` on ``threads`` threads, one BLAS
+    thread per call); per-epoch seconds as ``fit`` measures them, then test accuracy."""
+    net, rng = initial_network(cfg, chunks, threads)
     init_sha = digest(p for _, p, _ in net.parameters())
     order_sha = digest(epoch_orders(rng, len(splits["train"].y), cfg.epochs))
     train_cfg = TrainConfig(cfg.epochs, cfg.batch_size, cfg.lr, cfg.l2, cfg.seed, "float32")

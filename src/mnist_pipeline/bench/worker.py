@@ -1,6 +1,7 @@
 """Worker process: one measured run, its result as one JSON line on stdout.
 
-``python -m mnist_pipeline.bench.worker '{"impl": "ours", "config": {...}, "features": "...", "threads": 2}'``.
+``python -m mnist_pipeline.bench.worker '{"impl": "ours", "config": {...}, "features": "...", "threads": 2,
+"chunks": 2}'``.
 Each run gets a fresh process, so no thread pool, allocator state or warm cache of one implementation
 touches another; the thread count is fixed by environment (set by the parent) and by threadpoolctl.
 ``portable`` is our trainer again, in a process the parent started on portable kernels (the variables
@@ -52,15 +53,16 @@ def checked_fingerprint(portable: bool, who: str) -> dict[str, Any]:
 
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
-    """Run ``spec["impl"]`` on ``spec["config"]`` with ``spec["threads"]`` BLAS threads."""
+    """Run ``spec["impl"]`` on ``spec["config"]`` with ``spec["threads"]`` threads (ours: ``spec["chunks"]``)."""
     impl, cfg, threads = spec["impl"], BenchConfig.from_dict(spec["config"]), int(spec["threads"])
     if impl not in IMPLS:
         raise ValueError(f"unknown impl {impl!r}; valid: {', '.join(IMPLS)}")
     splits = load_splits(Path(spec["features"]), cfg)
-    with threadpool_limits(limits=threads):
+    # Ours: one BLAS thread per call and the chunks on the threads, as the train stage runs (compute.apply).
+    with threadpool_limits(limits=1 if impl in OURS else threads):
         fingerprint = checked_fingerprint(PROCESS_KERNELS.get(impl) == "portable", f"{impl} worker")
         if impl in OURS:
-            result = run_ours(cfg, splits)
+            result = run_ours(cfg, splits, int(spec["chunks"]), threads)
         elif impl == "floor":
             result = run_floor(cfg, len(splits["train"].y))
         else:

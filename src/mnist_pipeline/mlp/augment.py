@@ -18,14 +18,19 @@ def draw_shifts(n: int, k: int, rng: np.random.Generator) -> tuple[np.ndarray, n
 
 
 def shift_grouped(
-    x: np.ndarray, shape: tuple[int, int], k: int, counts: np.ndarray, out: np.ndarray | None = None
+    x: np.ndarray,
+    shape: tuple[int, int],
+    k: int,
+    counts: np.ndarray,
+    out: np.ndarray | None = None,
+    background: float | None = None,
 ) -> np.ndarray:
     """Translate flattened images grouped by offset, as :func:`draw_shifts` orders them.
 
     The first ``counts[0]`` rows of ``x`` (N, H*W) move by ``(-k, -k)``, the next ``counts[1]`` by
     ``(-k, -k + 1)``, and so on: ``out[r, c] = x[r - dy, c - dx]``, and pixels shifted in from outside
-    are the background, the minimum of ``x`` (0 for ``scale``, negative for ``standardize``). Written
-    into ``out`` (a new array if None; not ``x``), which is returned.
+    are ``background``, by default the minimum of ``x`` (0 for ``scale``, negative for ``standardize``).
+    Written into ``out`` (a new array if None; not ``x``), which is returned.
     """
     n, (h, w) = len(x), shape
     side = 2 * k + 1
@@ -40,7 +45,8 @@ def shift_grouped(
     if not out.flags.c_contiguous:
         raise ValueError("shift_grouped needs a C-contiguous out (its rows are reshaped into images)")
     grid = out.reshape(n, h, w)  # (N, H, W) view of out
-    background = x.min() if x.size else 0
+    if background is None:
+        background = x.min() if x.size else 0
     start = 0
     # A group is a block of whole rows. In the flattened image a shift by (dy, dx) is a shift by
     # s = dy * W + dx: one contiguous copy per group, then background over the s pixels shifted in

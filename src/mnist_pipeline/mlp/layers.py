@@ -1,7 +1,11 @@
-"""Layers: :class:`Dense` and element-wise activations, each ``forward``/``backward``.
+"""Layers: :class:`Dense`, element-wise activations and :class:`Dropout`, without per-call state.
 
-``forward(x, train)`` caches what ``backward(grad)`` needs; ``backward`` fills
-``grads`` (same keys as ``params``) and returns the gradient w.r.t. the input.
+The :class:`~mnist_pipeline.mlp.network.Network` keeps every intermediate array and computes a batch
+in row blocks on several threads at once, so a layer holds no cache of its own: each method takes
+what it needs and writes into ``out`` (a block of the network's buffer) where it can. An activation's
+``forward(z, out)`` returns ``f(z)``; its ``backward(grad, z, a)`` turns ``d loss / d a`` into
+``d loss / d z`` in place, from the pre-activation ``z`` and the output ``a``. ``out`` may be ``z``
+itself unless the activation sets ``keeps_input`` (its backward reads ``z``).
 """
 
 from __future__ import annotations
@@ -15,135 +19,151 @@ from mnist_pipeline.mlp.registry import Registry
 ACTIVATIONS = Registry("activation")
 
 
-class Layer:
-    """Base: no parameters."""
-
-    def __init__(self) -> None:
-        self.params: dict[str, np.ndarray] = {}
-        self.grads: dict[str, np.ndarray] = {}
-
-    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
-        raise NotImplementedError
-
-    def backward(self, grad: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-
-class Dense(Layer):
-    """Affine map ``Z = X @ W + b``; ``W: (in, out)``, ``b: (out,)``."""
+class Dense:
+    """Affine map ``Z = X @ W + b``; ``W: (in, out)``, ``b: (out,)``; gradients in ``grads`` (same keys)."""
 
     def __init__(self, fan_in: int, fan_out: int, init: str, rng: np.random.Generator, dtype=np.float32) -> None:
-        super().__init__()
-        self.params["W"] = INITIALIZERS.get(init)(fan_in, fan_out, rng, dtype)  # (in, out)
-        self.params["b"] = np.zeros(fan_out, dtype=dtype)  # (out,)
+        self.params = {
+            "W": INITIALIZERS.get(init)(fan_in, fan_out, rng, dtype),  # (in, out)
+            "b": np.zeros(fan_out, dtype=dtype),  # (out,)
+        }
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
-        self._x: np.ndarray | None = None
 
-    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
-        self._x = x
-        out = x @ self.params["W"]  # (B, out)
-        out += self.params["b"]
-        return out
+    def forward(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """``x @ W + b`` for ``x: (B, in)``, into ``out`` (B, out) if given."""
+        z = np.matmul(x, self.params["W"], out=out)  # (B, out)
+        z += self.params["b"]
+        return z
 
-    def backward(self, grad: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
-        # grad: (B, out) -> dW = X^T grad (in, out), db = sum over batch, dX = grad W^T (B, in)
-        np.matmul(self._x.T, grad, out=self.grads["W"])
+    def input_grad(self, grad: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """``d loss / d x = grad @ W^T`` (B, in) from ``grad = d loss / d Z`` (B, out)."""
+        return np.matmul(grad, self.params["W"].T, out=out)
+
+    def weight_grad(self, x: np.ndarray, grad: np.ndarray, rows: slice = slice(None)) -> None:
+        """``grads["W"][rows] = x[:, rows]^T @ grad``: rows of ``d loss / d W`` from the whole batch."""
+        np.matmul(x[:, rows].T, grad, out=self.grads["W"][rows])
+
+    def bias_grad(self, grad: np.ndarray) -> None:
+        """``grads["b"] = grad`` summed over the batch."""
         np.sum(grad, axis=0, out=self.grads["b"])
-        # The first layer's dX is a (B, 784) GEMM nobody uses: skip it when asked.
-        return grad @ self.params["W"].T if input_grad else None
+
+
+class Activation:
+    """``f`` applied element-wise; subclasses define ``forward`` and ``backward``."""
+
+    keeps_input = False  # True: backward reads z, so forward must not overwrite it
+
+    def forward(self, z: np.ndarray, out: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, grad: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
 
 
 @ACTIVATIONS.register("identity")
-class Identity(Layer):
-    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
-        return x
+class Identity(Activation):
+    def forward(self, z: np.ndarray, out: np.ndarray) -> np.ndarray:
+        if out is not z:
+            np.copyto(out, z)
+        return out
 
-    def backward(self, grad: np.ndarray) -> np.ndarray:
+    def backward(self, grad: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
         return grad
 
 
 @ACTIVATIONS.register("relu")
-class ReLU(Layer):
-    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
-        self._out = np.maximum(x, 0, out=x)  # in place: Dense made a fresh array
-        return self._out
+class ReLU(Activation):
+    def forward(self, z: np.ndarray, out: np.ndarray) -> np.ndarray:
+        return np.maximum(z, 0, out=out)
 
-    def backward(self, grad: np.ndarray) -> np.ndarray:
-        grad *= self._out > 0
+    def backward(self, grad: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        grad *= a > 0
         return grad
 
 
 @ACTIVATIONS.register("leaky_relu")
-class LeakyReLU(Layer):
+class LeakyReLU(Activation):
     slope = 0.01
 
-    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
-        self._pos = x > 0
-        return np.where(self._pos, x, x * x.dtype.type(self.slope))
+    def forward(self, z: np.ndarray, out: np.ndarray) -> np.ndarray:
+        negative = ~(z > 0)  # NaN too, as np.where(z > 0, z, slope * z) treats it
+        if out is not z:
+            np.copyto(out, z)
+        return np.multiply(out, out.dtype.type(self.slope), out=out, where=negative)
 
-    def backward(self, grad: np.ndarray) -> np.ndarray:
-        return np.where(self._pos, grad, grad * grad.dtype.type(self.slope))
+    def backward(self, grad: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        # slope > 0, so a > 0 exactly where z > 0
+        return np.multiply(grad, grad.dtype.type(self.slope), out=grad, where=~(a > 0))
 
 
 @ACTIVATIONS.register("sigmoid")
-class Sigmoid(Layer):
-    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
-        self._out = sigmoid(x)
-        return self._out
+class Sigmoid(Activation):
+    def forward(self, z: np.ndarray, out: np.ndarray) -> np.ndarray:
+        np.copyto(out, sigmoid(z))
+        return out
 
-    def backward(self, grad: np.ndarray) -> np.ndarray:
-        return grad * self._out * (1 - self._out)
+    def backward(self, grad: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        grad *= a
+        grad *= 1 - a
+        return grad
 
 
 @ACTIVATIONS.register("tanh")
-class Tanh(Layer):
-    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
-        self._out = np.tanh(x)
-        return self._out
+class Tanh(Activation):
+    def forward(self, z: np.ndarray, out: np.ndarray) -> np.ndarray:
+        return np.tanh(z, out=out)
 
-    def backward(self, grad: np.ndarray) -> np.ndarray:
-        return grad * (1 - self._out * self._out)
+    def backward(self, grad: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        grad *= 1 - a * a
+        return grad
 
 
 @ACTIVATIONS.register("gelu")
-class GELU(Layer):
-    """GELU, tanh approximation: ``0.5 x (1 + tanh(c (x + 0.044715 x^3)))``."""
+class GELU(Activation):
+    """GELU, tanh approximation: ``0.5 z (1 + tanh(c (z + 0.044715 z^3)))``."""
 
     c = np.sqrt(2.0 / np.pi)
+    keeps_input = True
 
-    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
-        t = x.dtype.type
-        self._x = x
-        self._t = np.tanh(t(self.c) * (x + t(0.044715) * x**3))
-        return t(0.5) * x * (1 + self._t)
+    def _tanh(self, z: np.ndarray) -> np.ndarray:
+        t = z.dtype.type
+        return np.tanh(t(self.c) * (z + t(0.044715) * z**3))
 
-    def backward(self, grad: np.ndarray) -> np.ndarray:
+    def forward(self, z: np.ndarray, out: np.ndarray) -> np.ndarray:
+        np.multiply(z.dtype.type(0.5), z, out=out)
+        out *= 1 + self._tanh(z)
+        return out
+
+    def backward(self, grad: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
         t = grad.dtype.type
-        x, th = self._x, self._t
-        dinner = t(self.c) * (1 + t(3 * 0.044715) * x * x)
-        return grad * (t(0.5) * (1 + th) + t(0.5) * x * (1 - th * th) * dinner)
+        th = self._tanh(z)  # recomputed: cheaper than a (B, H) buffer per layer
+        dinner = t(self.c) * (1 + t(3 * 0.044715) * z * z)
+        grad *= t(0.5) * (1 + th) + t(0.5) * z * (1 - th * th) * dinner
+        return grad
 
 
-class Dropout(Layer):
-    """Inverted dropout: in training, zero each unit with probability ``p`` and
-    scale survivors by ``1 / (1 - p)`` so the expected activation is unchanged;
-    identity at evaluation. Masks are drawn from the stage's ``rng``.
+class Dropout:
+    """Inverted dropout: in training, zero each unit with probability ``p`` and scale survivors by
+    ``1 / (1 - p)`` so the expected activation is unchanged; identity at evaluation.
+
+    :meth:`mask` draws a batch's mask from ``rng`` (the caller's thread, in layer order);
+    :meth:`forward` and :meth:`backward` apply it to any block of rows.
     """
 
     def __init__(self, p: float, rng: np.random.Generator) -> None:
-        super().__init__()
         self.p, self.rng = p, rng
-        self.mask: np.ndarray | None = None
 
-    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
-        if not train or self.p == 0:
-            self.mask = None
-            return x
-        keep = x.dtype.type(1 - self.p)
-        self.mask = self.rng.random(x.shape, dtype=x.dtype) < keep  # (B, H) bool
-        return x * self.mask / keep
+    def mask(self, shape: tuple[int, ...], dtype: np.typing.DTypeLike) -> np.ndarray:
+        """A fresh keep-mask ``(B, H)`` of booleans, each True with probability ``1 - p``."""
+        dtype = np.dtype(dtype)
+        return self.rng.random(shape, dtype=dtype) < dtype.type(1 - self.p)
 
-    def backward(self, grad: np.ndarray) -> np.ndarray:
-        if self.mask is None:
-            return grad
-        return grad * self.mask / grad.dtype.type(1 - self.p)
+    def forward(self, x: np.ndarray, mask: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        out = np.multiply(x, mask, out=out)
+        out /= x.dtype.type(1 - self.p)
+        return out
+
+    def backward(self, grad: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        grad *= mask
+        grad /= grad.dtype.type(1 - self.p)
+        return grad

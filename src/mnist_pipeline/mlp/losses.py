@@ -32,68 +32,62 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return half * (1 + np.tanh(half * x))
 
 
+class Loss:
+    """``rows(logits, targets) -> (sum of the rows' losses, d sum / d logits)``, both for the rows given:
+    a batch cut into row blocks gets its loss and gradient block by block. ``forward`` and ``backward``
+    are the whole-batch mean and its gradient."""
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        self.label_smoothing = label_smoothing  # cross_entropy only; the config rejects it > 0 for the others
+
+    def rows(self, logits: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:
+        raise NotImplementedError
+
+    def forward(self, logits: np.ndarray, targets: np.ndarray) -> float:
+        total, self._grad = self.rows(logits, targets)
+        return total / len(logits)
+
+    def backward(self) -> np.ndarray:
+        return self._grad / self._grad.dtype.type(len(self._grad))
+
+
 @LOSSES.register("cross_entropy")
-class SoftmaxCrossEntropy:
+class SoftmaxCrossEntropy(Loss):
     """Mean cross-entropy of ``softmax(logits)``, with optional label smoothing.
 
     With smoothing ``eps`` the targets become ``(1 - eps) * onehot + eps / C``.
     """
 
-    def __init__(self, label_smoothing: float = 0.0) -> None:
-        self.label_smoothing = label_smoothing
-
-    def forward(self, logits: np.ndarray, targets: np.ndarray) -> float:
+    def rows(self, logits: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:
         if self.label_smoothing:
             t = logits.dtype.type
             targets = targets * t(1 - self.label_smoothing) + t(self.label_smoothing / targets.shape[1])
         logp = log_softmax(logits)  # (B, C)
-        self._probs = np.exp(logp)
-        self._targets = targets
-        return float(-(targets * logp).sum(dtype=np.float64) / len(logits))
-
-    def backward(self) -> np.ndarray:
-        grad = self._probs - self._targets  # (B, C)
-        grad /= grad.dtype.type(len(grad))
-        return grad
+        grad = np.exp(logp)  # the probabilities
+        grad -= targets
+        return float(-(targets * logp).sum(dtype=np.float64)), grad
 
 
 @LOSSES.register("mse_softmax")
-class SoftmaxMSE:
+class SoftmaxMSE(Loss):
     """``mean_b 0.5 * ||softmax(z_b) - t_b||^2`` (the quadratic cost of some tutorials)."""
 
-    def __init__(self, label_smoothing: float = 0.0) -> None:
-        self.label_smoothing = label_smoothing  # uniform interface; config rejects it > 0 for mse losses
-
-    def forward(self, logits: np.ndarray, targets: np.ndarray) -> float:
-        self._p = softmax(logits)
-        self._d = self._p - targets  # (B, C)
-        return float(0.5 * (self._d * self._d).sum(dtype=np.float64) / len(logits))
-
-    def backward(self) -> np.ndarray:
-        # Softmax Jacobian-vector product: p * (d - <p, d>), then / B
-        d, p = self._d, self._p
-        grad = p * (d - (p * d).sum(axis=1, keepdims=True))
-        grad /= grad.dtype.type(len(grad))
-        return grad
+    def rows(self, logits: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:
+        p = softmax(logits)
+        d = p - targets  # (B, C)
+        # Softmax Jacobian-vector product: p * (d - <p, d>)
+        return float(0.5 * (d * d).sum(dtype=np.float64)), p * (d - (p * d).sum(axis=1, keepdims=True))
 
 
 @LOSSES.register("mse_sigmoid")
-class SigmoidMSE:
+class SigmoidMSE(Loss):
     """``mean_b 0.5 * ||sigmoid(z_b) - t_b||^2`` (Nielsen's network.py cost)."""
 
-    def __init__(self, label_smoothing: float = 0.0) -> None:
-        self.label_smoothing = label_smoothing
-
-    def forward(self, logits: np.ndarray, targets: np.ndarray) -> float:
-        self._p = sigmoid(logits)
-        self._d = self._p - targets
-        return float(0.5 * (self._d * self._d).sum(dtype=np.float64) / len(logits))
-
-    def backward(self) -> np.ndarray:
-        grad = self._d * self._p * (1 - self._p)
-        grad /= grad.dtype.type(len(grad))
-        return grad
+    def rows(self, logits: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:
+        p = sigmoid(logits)
+        d = p - targets
+        return float(0.5 * (d * d).sum(dtype=np.float64)), d * p * (1 - p)
 
 
-def make_loss(name: str, label_smoothing: float = 0.0):
+def make_loss(name: str, label_smoothing: float = 0.0) -> Loss:
     return LOSSES.get(name)(label_smoothing)

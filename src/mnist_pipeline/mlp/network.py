@@ -1,25 +1,40 @@
-"""The MLP: a stack of Dense and activation layers.
+"""The MLP: Dense layers with an activation (and dropout) between them, computed in fixed row blocks.
 
 A trained network is its :meth:`Network.architecture` (sizes, activation, dtype, dropout) plus its
 :meth:`Network.state` (the weights by name): a new ``Network`` of that architecture takes the
 weights with :meth:`Network.load_state`. Storing the two is the caller's business.
+
+A batch is cut into ``chunks`` row blocks (:func:`~mnist_pipeline.mlp.parallel.split`): the forward
+pass and the back-propagated deltas of a block depend on that block's rows only, so each block runs
+through every layer as one piece of work. The weight gradients need the whole batch; they are cut
+into row blocks of each weight matrix instead, and the optimizer may update each block as soon as its
+gradient is ready (``backward(..., update=...)``). The pieces depend on the shapes and ``chunks``
+alone, so :class:`~mnist_pipeline.mlp.parallel.Workers` with any number of threads compute the same
+bits; ``chunks=1`` is the plain unsplit computation.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from mnist_pipeline.mlp.layers import ACTIVATIONS, Dense, Dropout, Layer
-from mnist_pipeline.mlp.losses import SoftmaxCrossEntropy, softmax
+from mnist_pipeline.mlp.layers import ACTIVATIONS, Dense, Dropout
+from mnist_pipeline.mlp.losses import Loss, SoftmaxCrossEntropy, softmax
 from mnist_pipeline.mlp.memory import zeros_in_one_buffer
+from mnist_pipeline.mlp.parallel import Workers, split
+
+# Weight matrices smaller than this (elements) make one gradient piece: cutting them costs more
+# in per-call overhead than the threads win back.
+MIN_SPLIT_ELEMENTS = 32768
 
 
 class Network:
     """``sizes = [in, h1, ..., out]``: Dense + activation (+ dropout) per hidden layer, then Dense to logits.
 
-    ``rng`` draws the initial weights and, when ``dropout > 0``, the dropout masks.
+    ``rng`` draws the initial weights and, when ``dropout > 0``, the dropout masks. ``chunks`` fixes
+    the decomposition (and so the rounding); ``workers`` runs its pieces (one thread by default).
     """
 
     def __init__(
@@ -30,24 +45,38 @@ class Network:
         rng: np.random.Generator,
         dtype=np.float32,
         dropout: float = 0.0,
+        chunks: int = 1,
+        workers: Workers | None = None,
     ) -> None:
         self.sizes = list(sizes)
         self.activation = activation
-        self.dropout = dropout
         self.dtype = np.dtype(dtype)
-        act = ACTIVATIONS.get(activation)
-        self.layers: list[Layer] = []
-        self.dense: list[Dense] = []
-        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-            layer = Dense(fan_in, fan_out, init, rng, self.dtype)
-            self.layers.append(layer)
-            self.dense.append(layer)
-            if i < len(sizes) - 2:
-                self.layers.append(act())
-                if dropout > 0:
-                    self.layers.append(Dropout(dropout, rng))
+        self.dropout = dropout
+        self.chunks = chunks
+        self.workers = workers or Workers(1)
+        self.act = ACTIVATIONS.get(activation)()
+        self.drop = Dropout(dropout, rng) if dropout > 0 else None
+        self.dense = [
+            Dense(fan_in, fan_out, init, rng, self.dtype) for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True)
+        ]
         self._move_to_huge_pages()
         self.loss = SoftmaxCrossEntropy()
+        # Gradient pieces: row blocks of the big weight matrices, largest first, then one piece with
+        # the small matrices and every bias (their per-call overhead would cost more than threads win).
+        # Each unit is (layer, rows of W) or (layer, None) for b.
+        big = [
+            [(i, rows)]
+            for i, d in enumerate(self.dense)
+            if d.params["W"].size >= MIN_SPLIT_ELEMENTS
+            for rows in split(len(d.params["W"]), chunks)
+        ]
+        big.sort(key=lambda piece: -self.dense[piece[0][0]].params["W"][piece[0][1]].size)
+        small: list[tuple[int, slice | None]] = [
+            (i, slice(None)) for i, d in enumerate(self.dense) if d.params["W"].size < MIN_SPLIT_ELEMENTS
+        ]
+        self._pieces: list[list[tuple[int, slice | None]]] = big + [small + [(i, None) for i in range(len(self.dense))]]
+        self._train_buffers: dict[int, dict[str, list[np.ndarray]]] = {}
+        self._batch: dict[str, Any] = {}
 
     def _move_to_huge_pages(self) -> None:
         """Re-home every parameter and gradient in one huge-page buffer (see :mod:`~mnist_pipeline.mlp.memory`)."""
@@ -58,20 +87,137 @@ class Network:
             view[...] = store[k]
             store[k] = view
 
+    def _buffers(self, batch: int, train: bool) -> dict[str, list[np.ndarray]]:
+        """Per layer: ``z`` (pre-activation; the logits last), ``a`` (activation), ``d`` (after dropout), ``g``
+        (d loss / d z of each hidden layer). Training reuses one set per batch size; inference gets fresh ones."""
+        if train and batch in self._train_buffers:
+            return self._train_buffers[batch]
+        hidden = self.sizes[1:-1]
+        new = [np.empty((batch, h), self.dtype) for h in hidden]
+        bufs = {"z": new + [np.empty((batch, self.sizes[-1]), self.dtype)]}
+        bufs["a"] = [np.empty_like(z) for z in new] if self.act.keeps_input else new
+        bufs["d"] = [np.empty_like(z) for z in new] if train and self.drop else bufs["a"]
+        bufs["g"] = [np.empty_like(z) for z in new] if train else []
+        bufs["loss_grad"] = [np.empty((batch, self.sizes[-1]), self.dtype)] if train else []
+        if train:
+            self._train_buffers[batch] = bufs
+        return bufs
+
+    def _start(self, x: np.ndarray, train: bool) -> tuple[dict[str, list[np.ndarray]], list[np.ndarray], list[slice]]:
+        """Buffers, dropout masks (drawn here, in this thread, in layer order) and row blocks of a pass over ``x``."""
+        bufs = self._buffers(len(x), train)
+        masks = [self.drop.mask(a.shape, self.dtype) for a in bufs["a"]] if train and self.drop else []
+        blocks = split(len(x), self.chunks)
+        if train:
+            self._batch = {"x": x, "bufs": bufs, "masks": masks, "blocks": blocks}
+        return bufs, masks, blocks
+
+    def _forward_block(self, x: np.ndarray, bufs: dict[str, list[np.ndarray]], masks: list[np.ndarray], rows: slice):
+        """The logits of the rows ``rows`` of ``x``, every layer's arrays kept in ``bufs``."""
+        h = x[rows]
+        for i, dense in enumerate(self.dense):
+            z = dense.forward(h, out=bufs["z"][i][rows])  # (b, out)
+            if i == len(self.dense) - 1:
+                return z
+            a = bufs["a"][i]
+            h = self.act.forward(z, out=z if a is bufs["z"][i] else a[rows])
+            if masks:
+                h = self.drop.forward(h, masks[i][rows], out=bufs["d"][i][rows])
+        raise AssertionError("a network has at least one Dense layer")
+
+    def _backward_block(self, g: np.ndarray, rows: slice, dx: np.ndarray | None) -> None:
+        """Back-propagate ``g`` (d loss / d logits of the rows ``rows``) to every hidden layer's ``z``
+        (into the pass's ``g`` buffers) and, if ``dx`` is given, to the input (into ``dx[rows]``)."""
+        bufs, masks = self._batch["bufs"], self._batch["masks"]
+        for i in range(len(self.dense) - 1, 0, -1):
+            g = self.dense[i].input_grad(g, out=bufs["g"][i - 1][rows])
+            if masks:
+                g = self.drop.backward(g, masks[i - 1][rows])
+            g = self.act.backward(g, bufs["z"][i - 1][rows], bufs["a"][i - 1][rows])  # in place
+        if dx is not None:
+            self.dense[0].input_grad(g, out=dx[rows])
+
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
-        """``(B, in)`` -> logits ``(B, out)``."""
-        for layer in self.layers:
-            x = layer.forward(x, train)
-        return x
+        """``(B, in)`` -> logits ``(B, out)``. In training the logits are a buffer that the next training
+        pass of the same batch size overwrites, and the pass is kept for :meth:`backward`."""
+        bufs, masks, blocks = self._start(x, train)
+        self.workers.run(lambda k: self._forward_block(x, bufs, masks, blocks[k]), len(blocks))
+        return bufs["z"][-1]
 
-    def backward(self, grad: np.ndarray, input_grad: bool = False) -> np.ndarray | None:
-        """Back-propagate the gradient w.r.t. the logits, filling every layer's grads.
+    def backward(
+        self, grad: np.ndarray, input_grad: bool = False, update: Callable[[int, slice], None] | None = None
+    ) -> np.ndarray | None:
+        """Back-propagate ``grad`` (d loss / d logits, ``(B, out)``) through the last training :meth:`forward`,
+        filling every layer's grads (see :meth:`gradients` for ``update``).
 
-        Returns d loss / d input when ``input_grad`` (otherwise that GEMM is skipped).
+        Returns d loss / d input when ``input_grad`` (otherwise that product is skipped).
         """
-        for layer in reversed(self.layers[1:]):
-            grad = layer.backward(grad)
-        return self.layers[0].backward(grad, input_grad=input_grad)
+        if not self._batch:
+            raise RuntimeError("backward needs a training pass first: forward(x, train=True)")
+        blocks = self._batch["blocks"]
+        dx = np.empty_like(self._batch["x"]) if input_grad else None
+        self.workers.run(lambda k: self._backward_block(grad[blocks[k]], blocks[k], dx), len(blocks))
+        self._batch["grad"] = grad
+        self.gradients(update)
+        return dx
+
+    def train_batch(
+        self,
+        x: np.ndarray,
+        targets: np.ndarray,
+        loss: Loss,
+        scale: float | None = None,
+        prepare: Callable[[slice], None] | None = None,
+    ) -> tuple[float, np.ndarray]:
+        """Forward, loss and back-propagation of one training batch, each row block in one piece of work.
+
+        ``prepare(rows)``, if given, first fills those rows of ``x`` and ``targets`` (making the batch
+        in parallel too). The loss gradient (of the batch mean) is multiplied by ``scale`` if given.
+        Returns the batch's mean loss and its logits (a buffer, valid until the next pass); then call
+        :meth:`gradients`.
+        """
+        bufs, masks, blocks = self._start(x, train=True)
+        grad = bufs["loss_grad"][0]  # (B, out)
+        totals = [0.0] * len(blocks)
+        n, t = len(x), self.dtype.type
+
+        def block(k: int) -> None:
+            rows = blocks[k]
+            if prepare is not None:
+                prepare(rows)
+            totals[k], g = loss.rows(self._forward_block(x, bufs, masks, rows), targets[rows])
+            g /= t(n)
+            if scale is not None:
+                g *= t(scale)
+            grad[rows] = g
+            self._backward_block(grad[rows], rows, None)
+
+        self.workers.run(block, len(blocks))
+        self._batch["grad"] = grad
+        return sum(totals) / n, bufs["z"][-1]
+
+    def gradients(self, update: Callable[[int, slice], None] | None = None) -> None:
+        """Every parameter's gradient from the last back-propagated pass, in pieces (rows of a weight
+        matrix, or a bias) on the workers' threads.
+
+        ``update(i, rows)``, if given, is called once per piece as soon as it is ready, ``i`` indexing
+        :meth:`parameters` and ``rows`` the rows of that parameter; the pieces cover every parameter
+        once, and may run on several threads at once.
+        """
+        bufs, grad = self._batch["bufs"], self._batch["grad"]
+        deltas = [*bufs["g"], grad]  # d loss / d z per layer
+        inputs = [self._batch["x"], *bufs["d"]]  # what each Dense layer saw
+
+        def piece(k: int) -> None:
+            for i, rows in self._pieces[k]:
+                if rows is None:
+                    self.dense[i].bias_grad(deltas[i])
+                else:
+                    self.dense[i].weight_grad(inputs[i], deltas[i], rows)
+                if update is not None:
+                    update(2 * i + 1, slice(None)) if rows is None else update(2 * i, rows)
+
+        self.workers.run(piece, len(self._pieces))
 
     def parameters(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
         """``(name, param, grad)`` for every parameter, in layer order."""

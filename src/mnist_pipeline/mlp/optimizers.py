@@ -1,6 +1,9 @@
 """Optimizers: update parameters in place from their gradients.
 
 ``step(lr)`` applies one update to every parameter, a block of rows at a time (:func:`row_blocks`);
+``start_step`` then ``step_rows`` per parameter and rows does the same piece by piece (the trainer
+updates each piece of a weight matrix as soon as its gradient is ready, on any thread; every
+formula is element-wise, so the pieces give the bits of the whole);
 per-parameter state (velocities, moments) lives in lists aligned with the parameters; sgd, momentum and ema_momentum
 update in place through preallocated scratch, the others make temporaries. ``step(lr, l2)`` and
 ``step_prescaled(decay)`` both add the L2 gradient to weight matrices (``ndim >= 2``) only, never to
@@ -102,18 +105,31 @@ class Optimizer:
     def state(self, i: int) -> tuple[np.ndarray, ...]:
         return ()
 
+    def start_step(self, l2: float = 0.0) -> None:
+        """Begin one update: count it (adam's bias correction) and make the L2 scratch on first need.
+
+        Then :meth:`step_rows` (or :meth:`step_rows_prescaled`) must cover every parameter once; they
+        may run for different parameters or rows on several threads at once.
+        """
+        self.t += 1
+        if l2 and not self.l2_scratch:
+            self.l2_scratch = self.zeros()
+
     def step(self, lr: float, l2: float = 0.0) -> None:
         """One update from plain gradients; ``l2`` first adds ``l2 * w`` to the gradient of weight matrices."""
-        self.t += 1
-        for i, (p, g) in enumerate(zip(self.params, self.grads, strict=True)):
-            decayed = bool(l2) and p.ndim >= 2
-            if decayed and not self.l2_scratch:
-                self.l2_scratch = self.zeros()
-            extra = (self.l2_scratch[i],) if decayed else ()
-            for pb, gb, *rest in row_blocks(p, g, *extra, *self.state(i)):
-                if decayed:
-                    gb += np.multiply(pb, p.dtype.type(l2), out=rest.pop(0))  # l2 * w, into its scratch
-                self.update(pb, gb, *rest, p.dtype.type(lr))
+        self.start_step(l2)
+        for i in range(len(self.params)):
+            self.step_rows(i, slice(None), lr, l2)
+
+    def step_rows(self, i: int, rows: slice, lr: float, l2: float = 0.0) -> None:
+        """:meth:`step` for the rows ``rows`` of parameter ``i`` only (after :meth:`start_step`)."""
+        p, g = self.params[i], self.grads[i]
+        decayed = bool(l2) and p.ndim >= 2
+        extra = (self.l2_scratch[i][rows],) if decayed else ()
+        for pb, gb, *rest in row_blocks(p[rows], g[rows], *extra, *(s[rows] for s in self.state(i))):
+            if decayed:
+                gb += np.multiply(pb, p.dtype.type(l2), out=rest.pop(0))  # l2 * w, into its scratch
+            self.update(pb, gb, *rest, p.dtype.type(lr))
 
     def update(self, p: np.ndarray, g: np.ndarray, *state_and_lr) -> None:
         raise NotImplementedError
@@ -125,10 +141,15 @@ class Optimizer:
         """
         if not self.prescaled:
             raise NotImplementedError(f"{type(self).__name__} takes plain gradients: call step(lr)")
-        self.t += 1
-        for i, (p, d) in enumerate(zip(self.params, self.grads, strict=True)):
-            for blocks in row_blocks(p, d, *self.state(i)):
-                self.update_prescaled(*blocks, p.dtype.type(decay if p.ndim >= 2 else 0))
+        self.start_step()
+        for i in range(len(self.params)):
+            self.step_rows_prescaled(i, slice(None), decay)
+
+    def step_rows_prescaled(self, i: int, rows: slice, decay: float = 0.0) -> None:
+        """:meth:`step_prescaled` for the rows ``rows`` of parameter ``i`` only (after :meth:`start_step`)."""
+        p = self.params[i]
+        for blocks in row_blocks(p[rows], self.grads[i][rows], *(s[rows] for s in self.state(i))):
+            self.update_prescaled(*blocks, p.dtype.type(decay if p.ndim >= 2 else 0))
 
     def update_prescaled(self, p: np.ndarray, d: np.ndarray, *state_and_decay) -> None:
         raise NotImplementedError

@@ -3,8 +3,10 @@
 Per epoch: one permutation from the stage's ``rng``; each batch is gathered into a reused contiguous
 buffer (elastically distorted if ``augment_elastic_alpha > 0``, then randomly shifted if
 ``augment_shift > 0``; with shifts the batch is gathered grouped by offset, which changes nothing but
-the order of its rows), then does forward -> loss -> backward ->
-L2 -> optimizer step (learning rate from the per-step schedule) -> max-norm. For optimizers linear
+the order of its rows), then does forward -> loss -> backward, where each piece of the weight
+gradients is followed at once by its L2 term and optimizer step (learning rate from the per-step
+schedule), then max-norm. The network computes in the fixed row blocks of its ``chunks`` on its
+workers' threads (see :mod:`~mnist_pipeline.mlp.network`). For optimizers linear
 in ``lr * g`` the loss gradient is multiplied by ``-lr`` before back-propagation (see
 :mod:`~mnist_pipeline.mlp.optimizers`). After the epoch the validation split is evaluated with plain
 cross-entropy. With ``early_stop`` the best epoch's weights are kept and restored at the end.
@@ -20,6 +22,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -144,6 +147,64 @@ def best_by_monitor(rows: list[dict], monitor: str) -> int:
     return min(rows, key=lambda r: (sign * r[monitor], r["epoch"]))["epoch"]
 
 
+class BatchMaker:
+    """Training batches in reused buffers, made row block by row block inside the network's pass.
+
+    :meth:`next` draws what a batch needs from ``rng`` here, in the caller's thread (shift offsets,
+    then the elastic field, which also distorts the whole batch here); the per-row work (gathering
+    the shuffled rows, shifting, casting to the network's dtype) is left to ``prepare(rows)``, which
+    :meth:`Network.train_batch` runs for each row block before its forward pass. Every row comes out
+    as if the whole batch had been made at once.
+    """
+
+    def __init__(self, train: Split, cfg: TrainConfig, dtype: np.dtype, image_shape: tuple[int, int] | None) -> None:
+        self.train, self.cfg, self.image_shape = train, cfg, image_shape
+        b = cfg.batch_size
+        self.x = np.empty((b, train.x.shape[1]), train.x.dtype)  # (B, D) gathered
+        self.t = np.empty((b, train.onehot.shape[1]), train.onehot.dtype)  # (B, C)
+        self.shifted = np.empty_like(self.x) if cfg.augment_shift else None
+        cast = train.x.dtype != dtype or train.onehot.dtype != dtype
+        self.x_cast = np.empty(self.x.shape, dtype) if cast else None
+        self.t_cast = np.empty(self.t.shape, dtype) if cast else None
+        # Pixels shifted in from outside: the training set's background (its minimum), the same for every batch.
+        self.background = train.x.min() if cfg.augment_shift and train.x.size else 0
+
+    def next(self, idx: np.ndarray, rng: np.random.Generator):
+        """``(idx, x, targets, prepare)`` for the rows ``idx`` of the training set: ``idx`` in batch order
+        (grouped by shift offset), and ``x``/``targets`` the buffers that ``prepare(rows)`` fills."""
+        cfg, b = self.cfg, len(idx)
+        if cfg.augment_shift:  # gather the batch grouped by offset: each group then shifts as one block
+            order, counts = draw_shifts(b, cfg.augment_shift, rng)
+            idx = idx[order]
+            ends = np.cumsum(counts)
+            starts = ends - counts
+        source = self.x[:b]
+        if cfg.augment_elastic_alpha:  # draws the whole batch's field here, so the batch is made here
+            np.take(self.train.x, idx, axis=0, out=source, mode="clip")
+            source = elastic_distort(
+                source, self.image_shape, cfg.augment_elastic_alpha, cfg.augment_elastic_sigma, rng
+            )
+        shifted = self.shifted[:b] if self.shifted is not None else None
+        x = self.x_cast[:b] if self.x_cast is not None else (shifted if shifted is not None else source)
+        t = self.t_cast[:b] if self.t_cast is not None else self.t[:b]
+
+        def prepare(rows: slice) -> None:
+            if not cfg.augment_elastic_alpha:
+                np.take(self.train.x, idx[rows], axis=0, out=source[rows], mode="clip")  # (b, D)
+            np.take(self.train.onehot, idx[rows], axis=0, out=self.t[rows], mode="clip")  # (b, C)
+            done = source
+            if shifted is not None:
+                a, z = rows.indices(b)[:2]
+                part = np.clip(np.minimum(ends, z) - np.maximum(starts, a), 0, None)  # group sizes within rows
+                shift_grouped(source[rows], self.image_shape, cfg.augment_shift, part, shifted[rows], self.background)
+                done = shifted
+            if self.x_cast is not None:
+                np.copyto(x[rows], done[rows])
+                np.copyto(t[rows], self.t[rows])
+
+        return idx, x, t, prepare
+
+
 def fit(
     net: Network,
     train: Split,
@@ -183,31 +244,16 @@ def fit(
     rows, seconds = [], []
     best, best_state, waited = None, None, 0
     step = 0
-    # Per-batch buffers, reused every step: gathering a batch of the shuffled set into
-    # contiguous memory costs far less than copying the whole training set each epoch.
-    x_buf = np.empty((cfg.batch_size, train.x.shape[1]), dtype=train.x.dtype)
-    t_buf = np.empty((cfg.batch_size, train.onehot.shape[1]), dtype=train.onehot.dtype)
-    shift_buf = np.empty_like(x_buf) if cfg.augment_shift else None
+    batches = BatchMaker(train, cfg, net.dtype, image_shape)
     for epoch in range(1, cfg.epochs + 1):
         start = time.perf_counter()
         perm = rng.permutation(n)
         loss_sum, correct = 0.0, 0
         for i in range(0, n, cfg.batch_size):
-            idx = perm[i : i + cfg.batch_size]
-            b = len(idx)
-            if cfg.augment_shift:  # gather the batch grouped by offset: each group then shifts as one block
-                order, shift_counts = draw_shifts(b, cfg.augment_shift, rng)
-                idx = idx[order]
-            xb = np.take(train.x, idx, axis=0, out=x_buf[:b], mode="clip")  # (B, D)
-            tb = np.take(train.onehot, idx, axis=0, out=t_buf[:b], mode="clip")  # (B, C)
-            if cfg.augment_elastic_alpha:
-                alpha, sigma = cfg.augment_elastic_alpha, cfg.augment_elastic_sigma
-                xb = elastic_distort(xb, image_shape, alpha, sigma, rng)
-            if cfg.augment_shift:
-                xb = shift_grouped(xb, image_shape, cfg.augment_shift, shift_counts, out=shift_buf[:b])
-            xb, tb = xb.astype(net.dtype, copy=False), tb.astype(net.dtype, copy=False)
-            logits = net.forward(xb, train=True)
-            loss = loss_fn.forward(logits, tb)
+            idx, xb, tb, prepare = batches.next(perm[i : i + cfg.batch_size], rng)
+            lr = schedule.lr_at(step)
+            # Optimizers linear in lr * g get every gradient times -lr by scaling the (B, C) loss gradient once.
+            loss, logits = net.train_batch(xb, tb, loss_fn, -lr if opt.prescaled else None, prepare)
             if not math.isfinite(loss):
                 raise MLPError(
                     f"training diverged: loss is {loss} at epoch {epoch} step {step}; "
@@ -215,15 +261,11 @@ def fit(
                 )
             loss_sum += loss * len(xb)
             correct += int((logits.argmax(axis=1) == train.y[idx]).sum())
-            lr = schedule.lr_at(step)
-            delta = loss_fn.backward()
-            if opt.prescaled:  # every gradient times -lr: scale the (B, C) loss gradient once
-                delta *= net.dtype.type(-lr)
-                net.backward(delta)
-                opt.step_prescaled(-lr * cfg.l2)
+            opt.start_step(cfg.l2)
+            if opt.prescaled:
+                net.gradients(partial(opt.step_rows_prescaled, decay=-lr * cfg.l2))
             else:
-                net.backward(delta)
-                opt.step(lr, cfg.l2)
+                net.gradients(partial(opt.step_rows, lr=lr, l2=cfg.l2))
             if cfg.max_norm:
                 apply_max_norm(weights, cfg.max_norm)
             step += 1

@@ -40,8 +40,8 @@ log = logging.getLogger(__name__)
 
 def main() -> None:
     cfg = config.load()
-    fingerprint = compute.apply(cfg.compute.kernels, cfg.compute.blas_threads)
-    net, meta = load_network(MODEL_FILE)
+    fingerprint, threads = compute.apply(cfg.compute.kernels, cfg.compute.chunks)
+    net, meta = load_network(MODEL_FILE, threads)
     d, c = cfg.dataset.num_features, cfg.dataset.num_classes
     if net.sizes[0] != d or net.sizes[-1] != c or meta.get("dataset") != cfg.dataset.name:
         raise DataError(

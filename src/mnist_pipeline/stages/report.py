@@ -227,9 +227,9 @@ def _read_json(path: Path) -> Any:
         raise DataError(f"{path} is missing; run `dvc repro`") from exc
 
 
-def load_run(cfg: Config) -> RunOutputs:
+def load_run(cfg: Config, threads: int = 1) -> RunOutputs:
     """Load one run's outputs, checking that the model reproduces ``predictions.csv``."""
-    net, meta = load_network(MODEL_FILE)
+    net, meta = load_network(MODEL_FILE, threads)
     test = load_npz(FEATURES_DIR / "test.npz", ["x", "y", "meta"])
     norm = npz_meta(test, FEATURES_DIR / "test.npz")
     proba = net.predict_proba(test["x"], cfg.evaluate.batch_size)  # (N, C), as evaluate computes it
@@ -255,8 +255,8 @@ def load_run(cfg: Config) -> RunOutputs:
 
 def main() -> None:
     cfg = config.load()
-    compute.apply(cfg.compute.kernels, cfg.compute.blas_threads)
-    run = load_run(cfg)
+    _, threads = compute.apply(cfg.compute.kernels, cfg.compute.chunks)
+    run = load_run(cfg, threads)
     for name, png in render_figures(cfg, run).items():
         with atomic_write(FIGURES_DIR / f"{name}.png") as f:
             f.write(png)

@@ -1,0 +1,173 @@
+"""The shared-machine table: the default ``train`` stage alone, pinned to one CPU, two at once, beside a CPU hog.
+
+Every run is ``python -m mnist_pipeline.stages.train`` in a copy of the pipeline's fresh clone (its own
+``params.yaml`` and outputs, ``data/features`` linked), as ``dvc repro`` runs it; its time is the stage's
+own ``reports/timing.json`` (training seconds, no interpreter start or data loading). Rounds interleave
+the scenarios and the table gives medians, each scenario also as a ratio to the same round's run alone.
+Every run's ``model.npz`` is hashed: the compute threads change with the scenario (two CPUs, one, or
+two shared), the bytes must not.
+
+Then parallel experiments: ``make sweep`` of four default runs (seeds) with ``-j 1`` and of four more
+with ``-j 2`` (``dvc queue start -j N``), wall seconds of each.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from mnist_pipeline.paths import FEATURES_DIR, MODEL_FILE, TIMING_FILE
+
+log = logging.getLogger(__name__)
+
+SCENARIOS = ("alone", "one CPU", "two at once", "beside a hog")
+LIMITS = {"one CPU": 2.2, "two at once": 2.2, "beside a hog": 2.5}  # x the same round's run alone
+QUEUE_LIMIT = 0.75  # sweep -j 2 over -j 1
+ROUNDS = 3
+TIMEOUT = 900  # seconds per run: a collapse like 33x is measured, not waited for without end
+HOG = "while True: pass"
+
+
+def copy_workspace(workspace: Path, dest: Path) -> Path:
+    """``dest`` laid out for the train stage: ``workspace``'s params.yaml and a link to its features."""
+    (dest / FEATURES_DIR).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(workspace / "params.yaml", dest / "params.yaml")
+    (dest / FEATURES_DIR).symlink_to((workspace / FEATURES_DIR).resolve(), target_is_directory=True)
+    return dest
+
+
+def start(cmd: list[str], cwd: Path, env: dict[str, str], cpus: set[int] | None = None) -> subprocess.Popen:
+    pin = None if cpus is None else (lambda: os.sched_setaffinity(0, cpus))
+    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=pin)
+
+
+def finish(proc: subprocess.Popen, ws: Path) -> dict[str, Any]:
+    """Wait for a train run; its training seconds, median epoch seconds and model hash."""
+    _, err = proc.communicate(timeout=TIMEOUT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"train in {ws} failed ({proc.returncode}): {err.decode()[-2000:]}")
+    timing = json.loads((ws / TIMING_FILE).read_text())
+    threads = [line for line in err.decode().splitlines() if " chunks on " in line]
+    return {
+        "train_seconds": timing["train_seconds"],
+        "epoch_median": statistics.median(timing["epoch_seconds"]),
+        "model_sha256": hashlib.sha256((ws / MODEL_FILE).read_bytes()).hexdigest()[:16],
+        "compute_line": threads[-1].split(": ", 1)[-1] if threads else "",
+    }
+
+
+def run_scenario(name: str, spaces: list[Path], env: dict[str, str], cpu: int) -> list[dict[str, Any]]:
+    train = [sys.executable, "-m", "mnist_pipeline.stages.train"]
+    if name == "two at once":
+        procs = [start(train, ws, env) for ws in spaces]
+        return [finish(p, ws) for p, ws in zip(procs, spaces, strict=True)]
+    hog = start([sys.executable, "-c", HOG], spaces[0], env, {cpu}) if name == "beside a hog" else None
+    try:
+        return [finish(start(train, spaces[0], env, {cpu} if name == "one CPU" else None), spaces[0])]
+    finally:
+        if hog is not None:
+            hog.kill()
+            hog.wait()
+
+
+def measure(workspace: Path, workdir: Path, env: dict[str, str], rounds: int = ROUNDS) -> dict[str, Any]:
+    """Every scenario ``rounds`` times, interleaved; per scenario the runs and medians (see the module doc)."""
+    began = time.perf_counter()
+    spaces = [copy_workspace(workspace, workdir / f"shared-{i}") for i in (1, 2)]
+    cpu = min(os.sched_getaffinity(0))
+    runs: dict[str, list[list[dict[str, Any]]]] = {s: [] for s in SCENARIOS}
+    for r in range(rounds):
+        for name in SCENARIOS:
+            runs[name].append(run_scenario(name, spaces, env, cpu))
+            log.info("shared machine, round %d: %s %s s", r + 1, name, [x["train_seconds"] for x in runs[name][-1]])
+    alone = [rnd[0]["train_seconds"] for rnd in runs["alone"]]
+    summary = {}
+    for name, rnds in runs.items():
+        seconds = [x["train_seconds"] for rnd in rnds for x in rnd]
+        ratios = [x["train_seconds"] / a for rnd, a in zip(rnds, alone, strict=True) for x in rnd]
+        summary[name] = {
+            "train_seconds": statistics.median(seconds),
+            "worst_ratio": max(ratios),
+            "median_ratio": statistics.median(ratios),
+            "compute_line": rnds[0][0]["compute_line"],
+        }
+    hashes = sorted({x["model_sha256"] for rnds in runs.values() for rnd in rnds for x in rnd})
+    seconds = time.perf_counter() - began
+    return {"rounds": rounds, "runs": runs, "summary": summary, "model_sha256": hashes, "seconds": seconds}
+
+
+def measure_queue(workspace: Path, env: dict[str, str]) -> dict[str, Any]:
+    """Wall seconds of ``make sweep`` (four default runs by seed) with ``-j 1``, then four others with ``-j 2``."""
+    out: dict[str, Any] = {}
+    began = time.perf_counter()
+    for jobs, seeds in ((1, "11,12,13,14"), (2, "15,16,17,18")):
+        cmd = [sys.executable, "-m", "mnist_pipeline.sweep", "-S", f"train.seed={seeds}", "-j", str(jobs)]
+        start_time = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=workspace, env=env, capture_output=True, text=True, timeout=3 * TIMEOUT)
+        if proc.returncode != 0:
+            raise RuntimeError(f"sweep -j {jobs} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+        out[f"j{jobs}"] = time.perf_counter() - start_time
+        log.info("sweep of 4 default runs, -j %d: %.1f s", jobs, out[f"j{jobs}"])
+    out["ratio"] = out["j2"] / out["j1"]
+    out["seconds"] = time.perf_counter() - began
+    return out
+
+
+def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The shared-machine targets: each scenario's worst ratio to alone, the bits, the queue's speed-up."""
+    shared = result.get("shared")
+    if not shared:
+        return []
+    rows = []
+    for name, limit in LIMITS.items():
+        worst = shared["summary"][name]["worst_ratio"]
+        rows.append({"target": f"train {name} ≤ {limit}× alone", "measured": worst, "unit": "×", "met": worst <= limit})
+    n = len(shared["model_sha256"])
+    rows.append({"target": "one model.npz in every scenario", "measured": n, "unit": " hash(es)", "met": n == 1})
+    queue = result.get("queue")
+    if queue:
+        ratio = queue["ratio"]
+        rows.append(
+            {"target": f"sweep -j 2 ≤ {QUEUE_LIMIT}× -j 1", "measured": ratio, "unit": "×", "met": ratio <= QUEUE_LIMIT}
+        )
+    return rows
+
+
+def lines(result: dict[str, Any]) -> list[str]:
+    """The shared-machine section of ``reports/benchmark.md``."""
+    shared = result.get("shared")
+    if not shared:
+        return []
+    out = [
+        "## Shared machine: the default `train` stage",
+        "",
+        f"`python -m mnist_pipeline.stages.train` in copies of the fresh clone, {shared['rounds']} interleaved rounds; "
+        "training seconds from each run's `reports/timing.json`, ratios to the same round's run alone. "
+        f"Model hashes over every run: {', '.join(shared['model_sha256'])}.",
+        "",
+        "| scenario | train s (median) | × alone (median) | × alone (worst) | compute |",
+        "|---|---|---|---|---|",
+    ]
+    for name in SCENARIOS:
+        s = shared["summary"][name]
+        out.append(
+            f"| {name} | {s['train_seconds']:.2f} | {s['median_ratio']:.2f} | {s['worst_ratio']:.2f} "
+            f"| {s['compute_line']} |"
+        )
+    queue = result.get("queue")
+    if queue:
+        out += [
+            "",
+            f"Parallel experiments: `make sweep` of 4 default runs (seeds) took {queue['j1']:.1f} s with `-j 1` "
+            f"and {queue['j2']:.1f} s with `-j 2` ({queue['ratio']:.2f}×).",
+        ]
+    return [*out, ""]

@@ -1,0 +1,186 @@
+"""The network's fixed decomposition: the bits depend on ``chunks``, never on the number of threads.
+
+Training with :func:`~mnist_pipeline.mlp.trainer.fit` (ReLU, dropout, L2; a prescaled and a plain
+optimizer) gives byte-identical weights on 1, 2, 3 and 4 threads for each ``chunks``; inference of a
+chunked network is the unsplit network applied block by block; ``chunks`` changes the gradients by
+rounding only; ``gradients(update)`` reports every row of every parameter exactly once, when final.
+
+The first weight matrix (40 x 900) is large enough to be cut into row blocks
+(:data:`~mnist_pipeline.mlp.network.MIN_SPLIT_ELEMENTS`), the second is not, so both kinds of
+gradient piece run. BLAS computes each call on one thread, as the stages set it
+(:func:`mnist_pipeline.compute.apply`). One ``Workers`` per thread count serves the whole module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import threadpoolctl
+
+from mnist_pipeline.mlp import network
+from mnist_pipeline.mlp.losses import make_loss
+from mnist_pipeline.mlp.network import Network
+from mnist_pipeline.mlp.optimizers import OPTIMIZERS, OptimizerConfig
+from mnist_pipeline.mlp.parallel import Workers, split
+from mnist_pipeline.mlp.schedules import ScheduleConfig
+from mnist_pipeline.mlp.trainer import Split, TrainConfig, fit
+
+SIZES = [40, 900, 24, 3]
+DIM, CLASSES = SIZES[0], SIZES[-1]
+THREADS = (1, 2, 3, 4)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_blas_thread() -> Iterator[None]:
+    with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+@pytest.fixture(scope="module")
+def workers() -> dict[int, Workers]:
+    return {t: Workers(t) for t in THREADS}
+
+
+def blobs(n: int, seed: int, dtype=np.float32) -> Split:
+    """Three Gaussian classes in ``DIM`` dimensions."""
+    rng = np.random.default_rng(seed)
+    centers = np.random.default_rng(42).standard_normal((CLASSES, DIM))
+    y = rng.integers(0, CLASSES, n)
+    x = (centers[y] + rng.standard_normal((n, DIM))).astype(dtype)  # (N, D)
+    return Split(x, y, np.eye(CLASSES, dtype=dtype)[y])
+
+
+def make_net(chunks: int, workers: Workers, seed: int = 3, dtype=np.float32, dropout: float = 0.3) -> Network:
+    rng = np.random.default_rng(seed)
+    return Network(SIZES, "relu", "he_normal", rng, dtype, dropout, chunks=chunks, workers=workers)
+
+
+def test_the_first_weight_matrix_is_cut_into_pieces_and_the_second_is_not() -> None:
+    sizes = [d.params["W"].size for d in make_net(1, Workers(1)).dense]
+    assert sizes[0] >= network.MIN_SPLIT_ELEMENTS > sizes[1]
+
+
+# --- training: the same bytes on any number of threads -----------------------------------------
+
+TRAIN, VAL = blobs(66, seed=1), blobs(20, seed=2)  # 66 = four batches of 16 and one of 2
+LR = {"momentum": 0.05, "adam": 0.01}
+
+
+def trained(chunks: int, workers: Workers, optimizer: str) -> tuple[dict[str, np.ndarray], list[dict]]:
+    """Weights and log rows after 2 epochs (10 steps) of ``fit``, initialized and shuffled from seed 3."""
+    net = make_net(chunks, workers)
+    cfg = TrainConfig(epochs=2, batch_size=16, lr=LR[optimizer], l2=1e-3, seed=3, dtype="float32")
+    opt = OptimizerConfig(optimizer, momentum=0.9)
+    rows, _ = fit(net, TRAIN, VAL, cfg, opt, ScheduleConfig("constant"), np.random.default_rng(4))
+    return net.state(), rows
+
+
+def test_the_optimizers_take_both_paths() -> None:
+    # momentum: gradients prescaled by -lr, step_rows_prescaled; adam: plain gradients, step_rows
+    assert OPTIMIZERS.get("momentum").prescaled and not OPTIMIZERS.get("adam").prescaled
+
+
+@pytest.mark.parametrize("optimizer", ["momentum", "adam"])
+@pytest.mark.parametrize("chunks", [1, 2, 3])
+def test_training_gives_the_same_bytes_on_any_number_of_threads(workers, chunks: int, optimizer: str) -> None:
+    reference, reference_rows = trained(chunks, workers[1], optimizer)
+    initial = make_net(chunks, workers[1]).state()
+    assert all(not np.array_equal(reference[k], initial[k]) for k in initial)  # every parameter trained
+    for threads in THREADS[1:]:
+        state, rows = trained(chunks, workers[threads], optimizer)
+        assert state.keys() == reference.keys()
+        for name, value in state.items():
+            assert value.tobytes() == reference[name].tobytes(), f"{name} on {threads} threads"
+        assert rows == reference_rows, f"log on {threads} threads"
+
+
+def test_unsplit_training_on_three_threads_equals_one_thread(workers) -> None:
+    # chunks=1 still spreads the gradient pieces (one per weight matrix and bias) over the threads
+    one, rows_one = trained(1, workers[1], "adam")
+    three, rows_three = trained(1, workers[3], "adam")
+    assert all(one[k].tobytes() == three[k].tobytes() for k in one)
+    assert rows_one == rows_three
+
+
+# --- inference and gradients -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunks", [2, 3, 5])
+def test_inference_is_the_unsplit_network_applied_block_by_block(workers, chunks: int) -> None:
+    x = np.random.default_rng(5).standard_normal((37, DIM)).astype(np.float32)
+    unsplit = make_net(1, workers[1])
+    by_blocks = np.concatenate([unsplit.forward(x[rows]) for rows in split(len(x), chunks)])
+    for threads in THREADS:
+        out = make_net(chunks, workers[threads]).forward(x)
+        assert out.tobytes() == by_blocks.tobytes(), f"{threads} threads"
+    whole = unsplit.forward(x)
+    np.testing.assert_allclose(by_blocks, whole, rtol=1e-5, atol=1e-5 * np.abs(whole).max())
+
+
+def gradients_of(net: Network, x: np.ndarray, targets: np.ndarray, path: str) -> dict[str, np.ndarray]:
+    """Every parameter's gradient (and, through ``backward``, d loss / d input) of one training pass."""
+    loss = make_loss("cross_entropy")
+    if path == "backward":
+        loss.forward(net.forward(x, train=True), targets)
+        extra = {"input": net.backward(loss.backward(), input_grad=True)}
+    else:
+        value, _ = net.train_batch(x, targets, loss)
+        net.gradients()
+        extra = {"loss": np.array(value)}
+    return {name: g.copy() for name, _, g in net.parameters()} | extra
+
+
+@pytest.mark.parametrize("path", ["backward", "train_batch"])
+@pytest.mark.parametrize(("dtype", "rtol"), [(np.float32, 1e-5), (np.float64, 1e-12)])
+def test_chunks_change_the_gradients_by_rounding_only(workers, dtype, rtol: float, path: str) -> None:
+    data = blobs(24, seed=6, dtype=dtype)
+
+    def grads(chunks: int, threads: int) -> dict[str, np.ndarray]:
+        # same seed: same weights and the same dropout masks (drawn for the whole batch)
+        return gradients_of(make_net(chunks, workers[threads], dtype=dtype), data.x, data.onehot, path)
+
+    unsplit, halves = grads(1, 1), grads(2, 1)
+    assert unsplit.keys() == halves.keys()
+    for name, expected in unsplit.items():
+        assert np.abs(expected).max() > 0, name
+        np.testing.assert_allclose(halves[name], expected, rtol=rtol, atol=rtol * np.abs(expected).max(), err_msg=name)
+    for name, value in grads(2, 3).items():  # and chunks=2 gives the same bits on 3 threads
+        assert value.tobytes() == halves[name].tobytes(), name
+
+
+# --- gradients(update): every row of every parameter, once, when final ---------------------------
+
+
+@pytest.mark.parametrize("path", ["train_batch", "backward"])
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("chunks", [1, 2, 3])
+def test_update_is_called_once_per_piece_covering_every_row_once(workers, chunks: int, threads: int, path: str):
+    net = make_net(chunks, workers[threads], dropout=0.0)
+    params = net.parameters()
+    data = blobs(24, seed=7)
+    reported: list[tuple[int, range, np.ndarray]] = []  # parameter, its rows, their gradient when reported
+
+    def update(i: int, rows: slice) -> None:
+        grad = params[i][2]
+        reported.append((i, range(len(grad))[rows], grad[rows].copy()))
+
+    loss = make_loss("cross_entropy")
+    if path == "train_batch":
+        net.train_batch(data.x, data.onehot, loss)
+        net.gradients(update)
+    else:
+        loss.forward(net.forward(data.x, train=True), data.onehot)
+        net.backward(loss.backward(), update=update)
+    counts = [np.zeros(len(p), dtype=int) for _, p, _ in params]
+    for i, rows, _ in reported:
+        counts[i][rows.start : rows.stop] += 1
+    assert all(np.all(c == 1) for c in counts)  # every row of every parameter exactly once
+    # W0 comes in `chunks` row blocks (those of split), every other parameter whole
+    assert [sum(i == k for i, _, _ in reported) for k in range(len(params))] == [chunks, 1, 1, 1, 1, 1]
+    w0_rows = sorted((rows.start, rows.stop) for i, rows, _ in reported if i == 0)
+    assert w0_rows == [(s.start, s.stop) for s in split(DIM, chunks)]
+    for i, rows, seen in reported:  # each piece was reported once its gradient was final
+        assert np.array_equal(seen, params[i][2][rows.start : rows.stop]), params[i][0]
+    assert all(np.abs(g).max() > 0 for _, _, g in params)  # ... and real (not the zeros they start as)

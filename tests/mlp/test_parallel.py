@@ -1,0 +1,167 @@
+"""The fixed decomposition and its threads: :func:`split` cuts ``n`` rows into consecutive slices of
+near-equal length; :class:`Workers` runs every piece exactly once, on several threads at once, and
+re-raises a piece's exception (then keeps working).
+
+Concurrency is shown with a :class:`threading.Barrier` as wide as the thread count: its pieces can
+only pass it when that many of them run at the same time, and its timeout turns a missing thread into
+a prompt failure instead of a hang. Every ``run`` also happens on a watchdog thread (:func:`bounded`),
+so a call that deadlocks fails the test after ``TIMEOUT`` seconds. One ``Workers`` per thread count
+serves the whole module: its helper threads live as long as the process.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from mnist_pipeline.mlp.parallel import Workers, split
+
+TIMEOUT = 30.0  # seconds before a hung run fails; far above what any call here takes
+BARRIER_TIMEOUT = 10.0  # seconds a piece waits for the others before the barrier breaks
+THREADS = (1, 2, 3, 4)
+
+
+@pytest.fixture(scope="module")
+def workers() -> dict[int, Workers]:
+    return {t: Workers(t) for t in THREADS}
+
+
+def bounded(w: Workers, fn: Callable[[int], None], n: int) -> None:
+    """``w.run(fn, n)`` on a watchdog thread: re-raise what it raises, fail if it hangs for ``TIMEOUT``."""
+    raised: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            w.run(fn, n)
+        except BaseException as exc:  # handed to the test's thread
+            raised.append(exc)
+
+    caller = threading.Thread(target=call, name="run-caller", daemon=True)
+    caller.start()
+    caller.join(TIMEOUT)
+    if caller.is_alive():
+        pytest.fail(f"Workers({w.threads}).run(fn, {n}) did not return within {TIMEOUT} s")
+    if raised:
+        raise raised[0]
+
+
+# --- split -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 10, 64, 1000])
+@pytest.mark.parametrize("parts", [1, 2, 3, 4, 7, 64, 100])
+def test_split_covers_every_row_once_in_consecutive_near_equal_slices(n: int, parts: int) -> None:
+    slices = split(n, parts)
+    assert len(slices) == min(parts, n)
+    assert all(s.step is None for s in slices)
+    assert slices[0].start == 0 and slices[-1].stop == n
+    assert all(a.stop == b.start for a, b in itertools.pairwise(slices))  # consecutive, in order
+    lengths = [s.stop - s.start for s in slices]
+    assert min(lengths) >= 1 and max(lengths) - min(lengths) <= 1
+    covered = np.zeros(n, dtype=int)
+    for s in slices:
+        covered[s] += 1
+    assert np.all(covered == 1)
+
+
+def test_split_by_hand() -> None:
+    assert split(7, 3) == [slice(0, 2), slice(2, 4), slice(4, 7)]
+    assert split(2, 5) == [slice(0, 1), slice(1, 2)]  # never an empty slice
+    assert split(5, 1) == [slice(0, 5)]
+
+
+# --- Workers -----------------------------------------------------------------------------------
+
+
+def test_workers_need_at_least_one_thread() -> None:
+    with pytest.raises(ValueError, match="threads must be at least 1, got 0"):
+        Workers(0)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("n", [1, 2, 7])
+@pytest.mark.parametrize("threads", THREADS)
+def test_run_calls_every_piece_exactly_once_and_waits_for_all(workers, threads: int, n: int) -> None:
+    w = workers[threads]
+    for _ in range(10):  # the same helpers serve call after call
+        done: list[int] = []
+
+        def piece(i: int, done: list[int] = done) -> None:
+            time.sleep(0.001)  # run must wait for pieces still in progress on other threads
+            done.append(i)
+
+        bounded(w, piece, n)
+        assert sorted(done) == list(range(n))
+
+
+class Boom(Exception):
+    pass
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("threads", THREADS)
+def test_run_reraises_a_pieces_exception_and_stays_usable(workers, threads: int) -> None:
+    w = workers[threads]
+    error = Boom("piece 3")
+
+    def piece(i: int) -> None:
+        if i == 3:
+            raise error
+
+    with pytest.raises(Boom) as info:
+        bounded(w, piece, 7)
+    assert info.value is error
+    done: list[int] = []
+    bounded(w, done.append, 7)
+    assert sorted(done) == list(range(7))
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("threads", [2, 3, 4])
+def test_an_exception_raised_on_a_helper_thread_reaches_the_caller(workers, threads: int) -> None:
+    w = workers[threads]
+    barrier = threading.Barrier(threads, timeout=BARRIER_TIMEOUT)  # one piece per thread, all at once
+    error = Boom("raised on a helper")
+
+    def piece(i: int) -> None:
+        barrier.wait()
+        if threading.current_thread().name != "run-caller":  # a helper: not the thread that called run
+            raise error
+
+    with pytest.raises(Boom) as info:
+        bounded(w, piece, threads)
+    assert info.value is error
+    done: list[int] = []
+    bounded(w, done.append, 5)
+    assert sorted(done) == list(range(5))
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("threads", [2, 3, 4])
+def test_pieces_run_on_all_threads_at_once(workers, threads: int) -> None:
+    w = workers[threads]
+    for _ in range(5):
+        # Each piece blocks until `threads` pieces wait together: on fewer threads it times out.
+        barrier = threading.Barrier(threads, timeout=BARRIER_TIMEOUT)
+        idents: list[int] = []
+
+        def piece(i: int, barrier=barrier, idents=idents) -> None:
+            idents.append(threading.get_ident())
+            barrier.wait()
+
+        try:
+            bounded(w, piece, threads)
+        except threading.BrokenBarrierError:
+            pytest.fail(f"{threads} pieces never ran at the same time on Workers({threads})")
+        assert len(set(idents)) == threads
+
+
+def test_one_thread_runs_the_pieces_in_order_in_the_callers_thread(workers) -> None:
+    seen: list[tuple[int, int]] = []
+    workers[1].run(lambda i: seen.append((i, threading.get_ident())), 7)
+    assert seen == [(i, threading.get_ident()) for i in range(7)]
