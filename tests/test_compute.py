@@ -18,6 +18,7 @@ import pytest
 import threadpoolctl
 
 from mnist_pipeline import compute, paths
+from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.io import load_npz, npz_meta
 from mnist_pipeline.stages import featurize, prepare
 
@@ -132,7 +133,7 @@ def test_threads_is_the_least_of_cpus_and_chunks_or_what_the_environment_says(mo
     assert compute.threads(4, {compute.THREADS_VAR: "3"}) == (3, "MNIST_PIPELINE_THREADS=3, compute.chunks=4")
     assert compute.threads(2, {compute.THREADS_VAR: "8"})[0] == 2
     for bad in ("0", "-1", "two", "1.5"):
-        with pytest.raises(ValueError, match="MNIST_PIPELINE_THREADS"):
+        with pytest.raises(ConfigError, match="MNIST_PIPELINE_THREADS"):
             compute.threads(2, {compute.THREADS_VAR: bad})
 
 
@@ -236,3 +237,17 @@ def test_model_bytes_do_not_depend_on_the_thread_count_or_the_affinity(tiny_work
     same = all(np.array_equal(native[k], weights[k]) for k in weights)
     assert same != NATIVE_ABOVE_V3
     assert (native_meta["compute"]["numpy_simd"] == fp["numpy_simd"]) != NATIVE_ABOVE_V3
+
+
+def test_a_bad_thread_count_in_the_environment_stops_the_stage_with_one_line(tiny_workspace) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "mnist_pipeline.stages.train"],
+        env=_clean_env(MNIST_PIPELINE_THREADS="two"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode != 0
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "MNIST_PIPELINE_THREADS='two' must be a positive integer" in lines[0], out.stderr
+    assert not (tiny_workspace.root / paths.MODEL_FILE).exists()

@@ -35,6 +35,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from mnist_pipeline.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 KERNELS = ("portable", "native")
@@ -198,7 +200,9 @@ def threads(chunks: int, environ: Mapping[str, str] = os.environ) -> tuple[int, 
     given = environ.get(THREADS_VAR, "").strip()
     if given:
         if not given.isdigit() or int(given) < 1:
-            raise ValueError(f"{THREADS_VAR}={given!r} must be a positive integer (the compute threads), or unset")
+            raise ConfigError(
+                f"{THREADS_VAR}={given!r} must be a positive integer (the compute threads); set one or unset it"
+            )
         limits = [(int(given), f"{THREADS_VAR}={given}")]
     else:
         affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

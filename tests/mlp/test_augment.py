@@ -255,6 +255,40 @@ def test_fit_training_images_are_translations_of_the_permuted_set() -> None:
     assert np.array_equal(targets[0], train.onehot[perm[order]])  # each image keeps its own label
 
 
+@pytest.mark.parametrize("chunks", [1, 3])
+def test_fit_fills_shifted_in_pixels_with_the_training_sets_background_in_every_batch(chunks: int) -> None:
+    # Every image's pixels are >= 0.5 but one image's, which are >= -1: a batch without that image
+    # still gets -1 (the training set's minimum), not its own minimum, where pixels shifted in.
+    n = 12
+    x = images(n, seed=9, low=0.5)
+    x[0] = images(1, seed=10, low=-1.0)[0]
+    y = np.arange(n) % 3
+    train = Split(x, y, np.eye(3, dtype=np.float32)[y])
+    net = Network([35, 3], "identity", "zeros", np.random.default_rng(0), chunks=chunks)
+    batches: list[np.ndarray] = []
+    train_batch = net.train_batch
+
+    def spy_train_batch(xb, t, loss, scale=None, prepare=None):
+        out = train_batch(xb, t, loss, scale, prepare)
+        batches.append(xb.copy())
+        return out
+
+    net.train_batch = spy_train_batch
+    cfg = TrainConfig(epochs=1, batch_size=4, lr=0.1, l2=0.0, seed=0, dtype="float32", augment_shift=1)
+    fit(net, train, train, cfg, OptimizerConfig("sgd"), ScheduleConfig("constant"), np.random.default_rng(2), SHAPE)
+    replay = np.random.default_rng(2)
+    perm = replay.permutation(n)
+    without_first = 0
+    for i, got in zip(range(0, n, 4), batches, strict=True):
+        order, counts = draw_shifts(4, 1, replay)
+        rows = perm[i : i + 4][order]
+        assert np.array_equal(got, shift_grouped(x[rows], SHAPE, 1, counts, background=np.float32(-1.0)))
+        if 0 not in rows and counts[4] < 4:  # a batch without the dark image, and some image moved
+            without_first += 1
+            assert got.min() == -1.0 < x[rows].min()
+    assert without_first
+
+
 def test_fit_training_accuracy_counts_each_shifted_image_against_its_own_label() -> None:
     # Images with a zero border of k pixels: a shift by up to k loses no ink, so each image's pixel sum
     # (distinct per image) survives it. A network that reads the label back from that sum is right on
