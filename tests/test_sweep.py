@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_pipeline import sweep
+from mnist_pipeline import compute, sweep
 from mnist_pipeline.errors import PipelineError
 
 # `dvc exp run --queue -S train.lr=0.7 -S model=mlp_64_sigmoid,softmax_regression` (DVC 3.67).
@@ -122,7 +122,8 @@ FAKE_DVC = """\
 import json, os, sys
 args = sys.argv[1:]
 with open(os.environ["FAKE_DVC_LOG"], "a") as log:
-    log.write(json.dumps(args) + "\\n")
+    threads = ["threads=" + os.environ.get("MNIST_PIPELINE_THREADS", "unset")] if args[:2] == ["queue", "start"] else []
+    log.write(json.dumps(args + threads) + "\\n")
 if args[:3] == ["exp", "run", "--queue"]:
     sys.stdout.write(os.environ["FAKE_QUEUE_OUTPUT"])
 elif args[:2] == ["queue", "status"]:
@@ -159,7 +160,7 @@ def test_main_queues_runs_and_ranks(fake_dvc: Path, capsys: pytest.CaptureFixtur
     )
     assert _calls(fake_dvc) == [
         ["exp", "run", "--queue", "-S", "train.lr=0.7", "-S", "model=mlp_64_sigmoid,softmax_regression"],
-        ["queue", "start", "-j", "2"],
+        ["queue", "start", "-j", "2", f"threads={max(1, min(n for n, _ in compute.available_cpus()) // 2)}"],
         ["queue", "status"],
         ["queue", "stop"],
         ["exp", "show", "--json"],
@@ -209,7 +210,7 @@ class ScriptedDvc:
     def __init__(self, script: list[dict[str, str]]) -> None:
         self.script, self.calls = script, []
 
-    def __call__(self, *args: str, capture: bool = True) -> str:
+    def __call__(self, *args: str, capture: bool = True, env=None) -> str:
         self.calls.append(list(args))
         if list(args[:2]) != ["queue", "status"]:
             return ""
@@ -261,3 +262,11 @@ def test_run_queue_is_bounded_by_its_timeout() -> None:
 def test_jobs_must_be_positive() -> None:
     with pytest.raises(SystemExit):
         sweep.parse_args(["-j", "0"])
+
+
+def test_queue_workers_share_the_cpus_out_unless_the_user_chose(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(compute, "available_cpus", lambda: [(8, "8 CPUs"), (6, "a cgroup quota of 5.5 CPUs")])
+    assert compute.shared_by(2, {"PATH": "/bin"}) == {"PATH": "/bin", "MNIST_PIPELINE_THREADS": "3"}
+    assert compute.shared_by(1, {})["MNIST_PIPELINE_THREADS"] == "6"
+    assert compute.shared_by(16, {})["MNIST_PIPELINE_THREADS"] == "1"  # never zero
+    assert compute.shared_by(2, {"MNIST_PIPELINE_THREADS": "4"}) == {"MNIST_PIPELINE_THREADS": "4"}

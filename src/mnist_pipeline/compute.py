@@ -205,14 +205,29 @@ def threads(chunks: int, environ: Mapping[str, str] = os.environ) -> tuple[int, 
             )
         limits = [(int(given), f"{THREADS_VAR}={given}")]
     else:
-        affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        limits = [(affinity, f"{affinity} CPU{'s' * (affinity != 1)} in the affinity mask")]
-        quota = cgroup_cpu_limit()
-        limits.append(
-            (max(1, math.ceil(quota)), f"a cgroup quota of {quota:g} CPUs") if quota else (affinity, "no CPU quota")
-        )
+        limits = available_cpus()
     limits.append((chunks, f"compute.chunks={chunks}"))
     return min(n for n, _ in limits), ", ".join(why for _, why in limits)
+
+
+def available_cpus() -> list[tuple[int, str]]:
+    """The limits on the CPUs this process may use, each ``(CPUs, why)``: its affinity mask and its
+    cgroup's CPU quota rounded up."""
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = cgroup_cpu_limit()
+    return [
+        (affinity, f"{affinity} CPU{'s' * (affinity != 1)} in the affinity mask"),
+        (max(1, math.ceil(quota)), f"a cgroup quota of {quota:g} CPUs") if quota else (affinity, "no CPU quota"),
+    ]
+
+
+def shared_by(jobs: int, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """``environ`` for ``jobs`` runs side by side: each gets its share of the CPUs (at least one) as
+    ``$MNIST_PIPELINE_THREADS``, unless that is set already. Results do not depend on it."""
+    if environ.get(THREADS_VAR, "").strip():
+        return dict(environ)
+    cpus = min(n for n, _ in available_cpus())
+    return {**environ, THREADS_VAR: str(max(1, cpus // max(1, jobs)))}
 
 
 def apply(kernels: str, chunks: int) -> tuple[dict[str, Any], int]:

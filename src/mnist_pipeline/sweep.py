@@ -23,12 +23,12 @@ import logging
 import re
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mnist_pipeline import paths
+from mnist_pipeline import compute, paths
 from mnist_pipeline.check_metrics import align
 from mnist_pipeline.errors import PipelineError
 
@@ -144,8 +144,9 @@ class Dvc:
     def __init__(self, executable: str = "dvc", cwd: Path | None = None) -> None:
         self.executable, self.cwd = executable, cwd
 
-    def __call__(self, *args: str, capture: bool = True) -> str:
-        """Run ``dvc *args``; return its output, or let it print to the terminal if not ``capture``."""
+    def __call__(self, *args: str, capture: bool = True, env: Mapping[str, str] | None = None) -> str:
+        """Run ``dvc *args`` (in ``env`` if given); return its output, or let it print to the terminal if not
+        ``capture``."""
         log.info("$ dvc %s", " ".join(args))
         pipe = subprocess.PIPE if capture else None
         proc = subprocess.run(
@@ -154,6 +155,7 @@ class Dvc:
             stdout=pipe,
             stderr=subprocess.STDOUT if capture else None,
             text=True,
+            env=None if env is None else dict(env),
         )
         if proc.returncode != 0:
             tail = " | ".join((proc.stdout or "").strip().splitlines()[-3:]) or "see its output above"
@@ -193,7 +195,8 @@ def run_queue(
         On timeout, or if the workers stall again; the message names the experiments left and
         what to do. They stay in DVC's queue either way.
     """
-    dvc("queue", "start", "-j", str(jobs))
+    # The queue's workers pass their environment on: each experiment computes on its share of the CPUs.
+    dvc("queue", "start", "-j", str(jobs), env=compute.shared_by(jobs))
     start = last_progress = clock()
     restarted, done = False, -1
     while True:
@@ -221,7 +224,7 @@ def run_queue(
                 )
             log.warning("queued experiments and nothing running for %gs: restarting the queue workers", STALL_SECONDS)
             dvc("queue", "stop", "--kill")
-            dvc("queue", "start", "-j", str(jobs))
+            dvc("queue", "start", "-j", str(jobs), env=compute.shared_by(jobs))
             restarted, last_progress = True, now
         sleep(poll)
     dvc("queue", "stop")  # idle workers exit
