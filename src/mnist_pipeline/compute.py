@@ -183,8 +183,8 @@ def cgroup_cpu_limit(root: Path = CGROUP_ROOT, own: str | None = None) -> float 
             continue
     for folder in [*v1, root / "cpu"]:
         try:
-            quota, period = (int((folder / f"cpu.cfs_{k}_us").read_text()) for k in ("quota", "period"))
-            return quota / period if quota > 0 and period > 0 else None
+            microseconds, per = (int((folder / f"cpu.cfs_{k}_us").read_text()) for k in ("quota", "period"))
+            return microseconds / per if microseconds > 0 and per > 0 else None
         except (OSError, ValueError):
             continue
     return None

@@ -101,8 +101,13 @@ def measure(workspace: Path, workdir: Path, env: dict[str, str], rounds: int = R
             "compute_line": rnds[0][0]["compute_line"],
         }
     hashes = sorted({x["model_sha256"] for rnds in runs.values() for rnd in rnds for x in rnd})
-    seconds = time.perf_counter() - began
-    return {"rounds": rounds, "runs": runs, "summary": summary, "model_sha256": hashes, "seconds": seconds}
+    return {
+        "rounds": rounds,
+        "runs": runs,
+        "summary": summary,
+        "model_sha256": hashes,
+        "seconds": time.perf_counter() - began,
+    }
 
 
 def measure_queue(workspace: Path, env: dict[str, str]) -> dict[str, Any]:

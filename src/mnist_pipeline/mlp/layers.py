@@ -10,6 +10,8 @@ itself unless the activation sets ``keeps_input`` (its backward reads ``z``).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from mnist_pipeline.mlp.initializers import INITIALIZERS
@@ -153,10 +155,11 @@ class Dropout:
     def __init__(self, p: float, rng: np.random.Generator) -> None:
         self.p, self.rng = p, rng
 
-    def mask(self, shape: tuple[int, ...], dtype: np.typing.DTypeLike) -> np.ndarray:
-        """A fresh keep-mask ``(B, H)`` of booleans, each True with probability ``1 - p``."""
-        dtype = np.dtype(dtype)
-        return self.rng.random(shape, dtype=dtype) < dtype.type(1 - self.p)
+    def mask(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        """A fresh keep-mask ``(B, H)`` of booleans, each True with probability ``1 - p`` (``dtype``: float32
+        or float64, the draws' precision)."""
+        kind = np.dtype(dtype)
+        return self.rng.random(shape, dtype=kind) < kind.type(1 - self.p)
 
     def forward(self, x: np.ndarray, mask: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         out = np.multiply(x, mask, out=out)

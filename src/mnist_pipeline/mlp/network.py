@@ -64,13 +64,13 @@ class Network:
         # Gradient pieces: row blocks of the big weight matrices, largest first, then one piece with
         # the small matrices and every bias (their per-call overhead would cost more than threads win).
         # Each unit is (layer, rows of W) or (layer, None) for b.
-        big = [
+        big: list[list[tuple[int, slice | None]]] = [
             [(i, rows)]
             for i, d in enumerate(self.dense)
             if d.params["W"].size >= MIN_SPLIT_ELEMENTS
             for rows in split(len(d.params["W"]), chunks)
         ]
-        big.sort(key=lambda piece: -self.dense[piece[0][0]].params["W"][piece[0][1]].size)
+        big.sort(key=lambda piece: -self.dense[piece[0][0]].params["W"][piece[0][1] or slice(None)].size)
         small: list[tuple[int, slice | None]] = [
             (i, slice(None)) for i, d in enumerate(self.dense) if d.params["W"].size < MIN_SPLIT_ELEMENTS
         ]
@@ -114,25 +114,26 @@ class Network:
 
     def _forward_block(self, x: np.ndarray, bufs: dict[str, list[np.ndarray]], masks: list[np.ndarray], rows: slice):
         """The logits of the rows ``rows`` of ``x``, every layer's arrays kept in ``bufs``."""
-        h = x[rows]
+        h, drop = x[rows], self.drop if masks else None
         for i, dense in enumerate(self.dense):
             z = dense.forward(h, out=bufs["z"][i][rows])  # (b, out)
             if i == len(self.dense) - 1:
                 return z
             a = bufs["a"][i]
             h = self.act.forward(z, out=z if a is bufs["z"][i] else a[rows])
-            if masks:
-                h = self.drop.forward(h, masks[i][rows], out=bufs["d"][i][rows])
+            if drop is not None:
+                h = drop.forward(h, masks[i][rows], out=bufs["d"][i][rows])
         raise AssertionError("a network has at least one Dense layer")
 
     def _backward_block(self, g: np.ndarray, rows: slice, dx: np.ndarray | None) -> None:
         """Back-propagate ``g`` (d loss / d logits of the rows ``rows``) to every hidden layer's ``z``
         (into the pass's ``g`` buffers) and, if ``dx`` is given, to the input (into ``dx[rows]``)."""
         bufs, masks = self._batch["bufs"], self._batch["masks"]
+        drop = self.drop if masks else None
         for i in range(len(self.dense) - 1, 0, -1):
             g = self.dense[i].input_grad(g, out=bufs["g"][i - 1][rows])
-            if masks:
-                g = self.drop.backward(g, masks[i - 1][rows])
+            if drop is not None:
+                g = drop.backward(g, masks[i - 1][rows])
             g = self.act.backward(g, bufs["z"][i - 1][rows], bufs["a"][i - 1][rows])  # in place
         if dx is not None:
             self.dense[0].input_grad(g, out=dx[rows])

@@ -158,7 +158,10 @@ class BatchMaker:
     """
 
     def __init__(self, train: Split, cfg: TrainConfig, dtype: np.dtype, image_shape: tuple[int, int] | None) -> None:
-        self.train, self.cfg, self.image_shape = train, cfg, image_shape
+        for key in ("augment_shift", "augment_elastic_alpha"):
+            if getattr(cfg, key) and image_shape is None:
+                raise ValueError(f"{key} needs image_shape")
+        self.train, self.cfg, self.image_shape = train, cfg, image_shape or (0, 0)  # (0, 0): no augmentation
         b = cfg.batch_size
         self.x = np.empty((b, train.x.shape[1]), train.x.dtype)  # (B, D) gathered
         self.t = np.empty((b, train.onehot.shape[1]), train.onehot.dtype)  # (B, C)
@@ -232,9 +235,7 @@ def fit(
     n = len(train.y)
     if cfg.batch_size > n:
         raise MLPError(f"train.batch_size={cfg.batch_size} exceeds the {n} training examples; lower it")
-    for key in ("augment_shift", "augment_elastic_alpha"):
-        if getattr(cfg, key) and image_shape is None:
-            raise ValueError(f"{key} needs image_shape")
+    batches = BatchMaker(train, cfg, net.dtype, image_shape)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     schedule = Schedule(sched_cfg, cfg.lr, cfg.epochs * steps_per_epoch, steps_per_epoch)
     loss_fn = make_loss(cfg.loss, cfg.label_smoothing)
@@ -244,7 +245,6 @@ def fit(
     rows, seconds = [], []
     best, best_state, waited = None, None, 0
     step = 0
-    batches = BatchMaker(train, cfg, net.dtype, image_shape)
     for epoch in range(1, cfg.epochs + 1):
         start = time.perf_counter()
         perm = rng.permutation(n)
