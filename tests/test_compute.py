@@ -132,7 +132,7 @@ def test_threads_is_the_least_of_cpus_and_chunks_or_what_the_environment_says(mo
     # The environment sets the count, above the CPUs too, but never above the chunks.
     assert compute.threads(4, {compute.THREADS_VAR: "3"}) == (3, "MNIST_PIPELINE_THREADS=3, compute.chunks=4")
     assert compute.threads(2, {compute.THREADS_VAR: "8"})[0] == 2
-    for bad in ("0", "-1", "two", "1.5"):
+    for bad in ("0", "-1", "two", "1.5", "²"):
         with pytest.raises(ConfigError, match="MNIST_PIPELINE_THREADS"):
             compute.threads(2, {compute.THREADS_VAR: bad})
 
@@ -153,6 +153,18 @@ def test_cgroup_cpu_limit_reads_v2_then_v1_in_the_own_group_then_the_root(tmp_pa
     assert compute.cgroup_cpu_limit(tmp_path, own_v1) == 0.5
     (v1 / "cpu.cfs_quota_us").write_text("-1\n")
     assert compute.cgroup_cpu_limit(tmp_path, own_v1) is None
+    (tmp_path / "cpu" / "jobs" / "cpu.cfs_quota_us").write_text("25000\n")  # a parent's quota binds too
+    (tmp_path / "cpu" / "jobs" / "cpu.cfs_period_us").write_text("100000\n")
+    assert compute.cgroup_cpu_limit(tmp_path, own_v1) == 0.25
+
+
+def test_cgroup_cpu_limit_is_the_least_quota_up_the_v2_tree(tmp_path) -> None:
+    for folder, text in (("", "max 100000"), ("pod", "300000 100000"), ("pod/app", "500000 100000")):
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+        (tmp_path / folder / "cpu.max").write_text(text + "\n")
+    assert compute.cgroup_cpu_limit(tmp_path, "0::/pod/app\n") == 3.0
+    (tmp_path / "pod" / "cpu.max").write_text("100000 0\n")  # a zero period is no quota, not a crash
+    assert compute.cgroup_cpu_limit(tmp_path, "0::/pod/app\n") == 5.0
 
 
 # --- subprocesses: the restart, and the same model bytes whatever the environment's thread count -----

@@ -158,10 +158,11 @@ def fingerprint(chunks: int | None = None) -> dict[str, Any]:
 
 
 def cgroup_cpu_limit(root: Path = CGROUP_ROOT, own: str | None = None) -> float | None:
-    """The CPUs this process's cgroup may use per second (``quota / period``), or None without a quota.
+    """The CPUs this process's cgroups may use per second, or None without a quota.
 
-    cgroup v2 (``cpu.max``), then v1 (``cpu/cpu.cfs_quota_us``), each in the process's own group then
-    at the root. ``own`` is ``/proc/self/cgroup``'s text (read when None).
+    The least ``quota / period`` over the process's own group and every group above it (a quota on a
+    parent, as on a Kubernetes pod or a systemd slice, binds too): cgroup v2 ``cpu.max``, else v1
+    ``cpu/cpu.cfs_quota_us``. ``own`` is ``/proc/self/cgroup``'s text (read when None).
     """
     if own is None:
         try:
@@ -172,22 +173,35 @@ def cgroup_cpu_limit(root: Path = CGROUP_ROOT, own: str | None = None) -> float 
     for line in own.splitlines():
         _, controllers, group = (line.split(":", 2) + ["", ""])[:3]
         if not controllers:
-            v2.append(root / group.lstrip("/"))
+            v2 += _ancestors(root, group)
         elif "cpu" in controllers.split(","):
-            v1.append(root / "cpu" / group.lstrip("/"))
-    for folder in [*v2, root]:
-        try:
-            quota, period = (folder / "cpu.max").read_text().split()[:2]
-            return None if quota == "max" else int(quota) / int(period)
-        except (OSError, ValueError):
-            continue
-    for folder in [*v1, root / "cpu"]:
-        try:
-            microseconds, per = (int((folder / f"cpu.cfs_{k}_us").read_text()) for k in ("quota", "period"))
-            return microseconds / per if microseconds > 0 and per > 0 else None
-        except (OSError, ValueError):
-            continue
-    return None
+            v1 += _ancestors(root / "cpu", group)
+    limits = [q for q in map(_v2_quota, v2 or [root]) if q is not None]
+    if not limits:
+        limits = [q for q in map(_v1_quota, v1 or [root / "cpu"]) if q is not None]
+    return min(limits, default=None)
+
+
+def _ancestors(root: Path, group: str) -> list[Path]:
+    """``root/a/b``, ``root/a`` and ``root`` for the group ``/a/b``."""
+    parts = [p for p in group.split("/") if p]
+    return [root.joinpath(*parts[:k]) for k in range(len(parts), -1, -1)]
+
+
+def _v2_quota(folder: Path) -> float | None:
+    try:
+        quota, period = (folder / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" or int(period) <= 0 else int(quota) / int(period)
+    except (OSError, ValueError):
+        return None
+
+
+def _v1_quota(folder: Path) -> float | None:
+    try:
+        quota, period = (int((folder / f"cpu.cfs_{k}_us").read_text()) for k in ("quota", "period"))
+    except (OSError, ValueError):
+        return None
+    return quota / period if quota > 0 and period > 0 else None
 
 
 def threads(chunks: int, environ: Mapping[str, str] = os.environ) -> tuple[int, str]:
@@ -199,7 +213,7 @@ def threads(chunks: int, environ: Mapping[str, str] = os.environ) -> tuple[int, 
     """
     given = environ.get(THREADS_VAR, "").strip()
     if given:
-        if not given.isdigit() or int(given) < 1:
+        if not (given.isascii() and given.isdigit()) or int(given) < 1:
             raise ConfigError(
                 f"{THREADS_VAR}={given!r} must be a positive integer (the compute threads); set one or unset it"
             )

@@ -104,6 +104,37 @@ def test_unsplit_training_on_three_threads_equals_one_thread(workers) -> None:
     assert rows_one == rows_three
 
 
+IMAGE = (5, 8)  # DIM = 40 pixels: shifts and elastic distortions apply
+
+
+@pytest.mark.parametrize(
+    ("activation", "dtype", "options"),
+    [
+        ("gelu", np.float32, {"augment_shift": 2, "label_smoothing": 0.1}),
+        ("tanh", np.float64, {"augment_shift": 1, "augment_elastic_alpha": 2.0, "augment_elastic_sigma": 1.0}),
+        ("sigmoid", np.float32, {"max_norm": 0.5, "augment_elastic_alpha": 1.0, "augment_elastic_sigma": 1.5}),
+    ],
+)
+def test_every_option_gives_the_same_bytes_on_any_number_of_threads(workers, activation, dtype, options) -> None:
+    # Batches are made inside the row blocks (gather, shift, cast to float64), GELU keeps its input,
+    # max-norm runs between steps: none of it may depend on the thread count.
+    train = Split(TRAIN.x, TRAIN.y, TRAIN.onehot)
+
+    def run(threads: int) -> tuple[dict[str, np.ndarray], list[dict]]:
+        net = Network(SIZES, activation, "glorot_uniform", np.random.default_rng(5), dtype, 0.2, 3, workers[threads])
+        dtype_name = np.dtype(dtype).name
+        cfg = TrainConfig(epochs=2, batch_size=16, lr=0.05, l2=1e-3, seed=5, dtype=dtype_name, **options)
+        opt = OptimizerConfig("nesterov", momentum=0.9)
+        rows, _ = fit(net, train, VAL, cfg, opt, ScheduleConfig("cosine"), np.random.default_rng(6), IMAGE)
+        return net.state(), rows
+
+    reference, reference_rows = run(1)
+    for threads in THREADS[1:]:
+        state, rows = run(threads)
+        assert all(state[k].tobytes() == reference[k].tobytes() for k in reference), f"{threads} threads"
+        assert rows == reference_rows
+
+
 # --- inference and gradients -------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ serves the whole module: its helper threads live as long as the process.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import threading
 import time
@@ -165,3 +166,20 @@ def test_one_thread_runs_the_pieces_in_order_in_the_callers_thread(workers) -> N
     seen: list[tuple[int, int]] = []
     workers[1].run(lambda i: seen.append((i, threading.get_ident())), 7)
     assert seen == [(i, threading.get_ident()) for i in range(7)]
+
+
+def test_helper_threads_end_when_the_workers_are_collected() -> None:
+    def helpers() -> int:
+        return sum(t.name == "mlp-worker" and t.is_alive() for t in threading.enumerate())
+
+    before = helpers()
+    workers = Workers(3)
+    box = [0]
+    workers.run(lambda i: box.__setitem__(0, box[0] + 1), 5)  # a closure the helpers ran
+    assert helpers() == before + 2 and box == [5]
+    del workers
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while helpers() > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert helpers() == before

@@ -52,7 +52,12 @@ def start(cmd: list[str], cwd: Path, env: dict[str, str], cpus: set[int] | None 
 
 def finish(proc: subprocess.Popen, ws: Path) -> dict[str, Any]:
     """Wait for a train run; its training seconds, median epoch seconds and model hash."""
-    _, err = proc.communicate(timeout=TIMEOUT)
+    try:
+        _, err = proc.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
     if proc.returncode != 0:
         raise RuntimeError(f"train in {ws} failed ({proc.returncode}): {err.decode()[-2000:]}")
     timing = json.loads((ws / TIMING_FILE).read_text())
@@ -69,7 +74,13 @@ def run_scenario(name: str, spaces: list[Path], env: dict[str, str], cpu: int) -
     train = [sys.executable, "-m", "mnist_pipeline.stages.train"]
     if name == "two at once":
         procs = [start(train, ws, env) for ws in spaces]
-        return [finish(p, ws) for p, ws in zip(procs, spaces, strict=True)]
+        try:
+            return [finish(p, ws) for p, ws in zip(procs, spaces, strict=True)]
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
     hog = start([sys.executable, "-c", HOG], spaces[0], env, {cpu}) if name == "beside a hog" else None
     try:
         return [finish(start(train, spaces[0], env, {cpu} if name == "one CPU" else None), spaces[0])]

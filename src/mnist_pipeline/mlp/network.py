@@ -48,6 +48,8 @@ class Network:
         chunks: int = 1,
         workers: Workers | None = None,
     ) -> None:
+        if chunks < 1:
+            raise ValueError(f"chunks must be at least 1 (the row blocks of a batch), got {chunks}")
         self.sizes = list(sizes)
         self.activation = activation
         self.dtype = np.dtype(dtype)
@@ -64,17 +66,20 @@ class Network:
         # Gradient pieces: row blocks of the big weight matrices, largest first, then one piece with
         # the small matrices and every bias (their per-call overhead would cost more than threads win).
         # Each unit is (layer, rows of W) or (layer, None) for b.
-        big: list[list[tuple[int, slice | None]]] = [
-            [(i, rows)]
-            for i, d in enumerate(self.dense)
-            if d.params["W"].size >= MIN_SPLIT_ELEMENTS
-            for rows in split(len(d.params["W"]), chunks)
-        ]
-        big.sort(key=lambda piece: -self.dense[piece[0][0]].params["W"][piece[0][1] or slice(None)].size)
-        small: list[tuple[int, slice | None]] = [
+        big = sorted(
+            (
+                (i, rows)
+                for i, d in enumerate(self.dense)
+                if d.params["W"].size >= MIN_SPLIT_ELEMENTS
+                for rows in split(len(d.params["W"]), chunks)
+            ),
+            key=lambda piece: -self.dense[piece[0]].params["W"][piece[1]].size,
+        )
+        rest: list[tuple[int, slice | None]] = [
             (i, slice(None)) for i, d in enumerate(self.dense) if d.params["W"].size < MIN_SPLIT_ELEMENTS
         ]
-        self._pieces: list[list[tuple[int, slice | None]]] = big + [small + [(i, None) for i in range(len(self.dense))]]
+        rest += [(i, None) for i in range(len(self.dense))]
+        self._pieces: list[list[tuple[int, slice | None]]] = [[(i, rows)] for i, rows in big] + [rest]
         self._train_buffers: dict[int, dict[str, list[np.ndarray]]] = {}
         self._batch: dict[str, Any] = {}
 
@@ -205,6 +210,8 @@ class Network:
         :meth:`parameters` and ``rows`` the rows of that parameter; the pieces cover every parameter
         once, and may run on several threads at once.
         """
+        if "grad" not in self._batch:
+            raise RuntimeError("gradients needs a back-propagated pass first: train_batch(...) or backward(...)")
         bufs, grad = self._batch["bufs"], self._batch["grad"]
         deltas = [*bufs["g"], grad]  # d loss / d z per layer
         inputs = [self._batch["x"], *bufs["d"]]  # what each Dense layer saw
@@ -216,7 +223,7 @@ class Network:
                 else:
                     self.dense[i].weight_grad(inputs[i], deltas[i], rows)
                 if update is not None:
-                    update(2 * i + 1, slice(None)) if rows is None else update(2 * i, rows)
+                    update(2 * i + (rows is None), rows or slice(None))
 
         self.workers.run(piece, len(self._pieces))
 

@@ -11,7 +11,9 @@ threads sleep (no spinning), and pieces nobody has started yet go to whoever is 
 thread that the scheduler delays only delays the piece it holds.
 
 numpy releases the GIL inside BLAS calls and large element-wise loops, so the threads of one
-process do run at once.
+process do run at once. The caller sets its BLAS to one thread per call first
+(:func:`mnist_pipeline.compute.apply` does): a BLAS that threads each call itself would round by its
+own thread count again. Each thread has its own ``numpy.errstate``.
 """
 
 from __future__ import annotations
@@ -86,7 +88,7 @@ class Workers:
             return
         job = self._slot[0] = _Job(fn, n)
         for wake in self._wakes[: n - 1]:
-            if wake.locked():  # its helper sleeps (else it is awake and will find this job)
+            if wake.locked():  # not already released: a sleeping or busy helper; it wakes to this job
                 wake.release()
         job.work()
         job.finished.acquire()
@@ -106,6 +108,7 @@ def _serve(wake: threading.Lock, slot: list[_Job | None]) -> None:
             return
         if job is not None:
             job.work()
+        job = None  # hold no finished job: its closure would keep the caller's objects alive
 
 
 def _stop(wakes: list[threading.Lock], slot: list[_Job | None]) -> None:

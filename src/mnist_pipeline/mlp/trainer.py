@@ -261,7 +261,7 @@ def fit(
                 )
             loss_sum += loss * len(xb)
             correct += int((logits.argmax(axis=1) == train.y[idx]).sum())
-            opt.start_step(cfg.l2)
+            opt.start_step(0.0 if opt.prescaled else cfg.l2)  # prescaled: L2 rides on the spent gradient
             if opt.prescaled:
                 net.gradients(partial(opt.step_rows_prescaled, decay=-lr * cfg.l2))
             else:
