@@ -345,18 +345,21 @@ def test_shared_machine_targets_hold_each_scenario_to_its_limit_and_the_bits_to_
     )
     assert rows["train two at once ≤ 2.2× alone"]["met"] is True
     assert rows["one model.npz in every scenario"]["met"] is True
-    assert rows["sweep -j 2 ≤ 0.75× -j 1"]["met"] is True
+    assert rows["4 experiments 2 at a time ≤ 0.75× 1 at a time"]["met"] is True
     result = {"shared": _shared_result(two_at_once=2.5, hashes=("ab12", "cd34"))}
     rows = {t["target"]: t for t in shared.targets(result)}
     assert rows["train two at once ≤ 2.2× alone"]["met"] is False
-    assert rows["one model.npz in every scenario"]["met"] is False and "sweep -j 2 ≤ 0.75× -j 1" not in rows
+    assert (
+        rows["one model.npz in every scenario"]["met"] is False
+        and "4 experiments 2 at a time ≤ 0.75× 1 at a time" not in rows
+    )
     assert shared.targets({}) == [] and shared.lines({}) == []
     text = "\n".join(
         shared.lines(
             {"shared": _shared_result(), "queue": result.get("queue") or {"j1": 60.0, "j2": 40.0, "ratio": 2 / 3}}
         )
     )
-    assert "| two at once | 8.00 |" in text and "60.0 s with `-j 1` and 40.0 s with `-j 2` (0.67×)" in text
+    assert "| two at once | 8.00 |" in text and "took 60.0 s one at a time and 40.0 s two at a time (0.67×" in text
 
 
 def test_shared_machine_workspace_copy_links_the_features_and_keeps_its_own_outputs(tmp_path):

@@ -34,7 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--configs", nargs="+", metavar="NAME", help=f"subset of {[c.name for c in configs.CONFIGS]}")
     p.add_argument("--quick", action="store_true", help="1 epoch, 1 repetition per config (harness check)")
     p.add_argument("--skip-pipeline", action="store_true", help="no dvc/stage timings; needs --features")
-    p.add_argument("--skip-shared", action="store_true", help="no shared-machine table (train stage, sweep -j)")
+    p.add_argument("--skip-shared", action="store_true", help="no shared-machine table (train stage, experiments)")
     only = p.add_mutually_exclusive_group()
     only.add_argument("--overhead-only", action="store_true", help="no configs: only the default's overhead")
     only.add_argument("--skip-overhead", action="store_true", help="no augmentation/regularization overhead")
@@ -79,7 +79,7 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         if not args.skip_shared:
             stage_env = pipeline.stage_env(pipe_env, ws, mirror)
             result["shared"] = shared.measure(ws, workdir, stage_env, 1 if args.quick else shared.ROUNDS)
-            result["queue"] = shared.measure_queue(ws, stage_env)
+            result["queue"] = shared.measure_experiments(ws, stage_env, pipeline.DVC)
         if args.best:
             result["best_preset"] = pipeline.best_preset(ws, pipe_env, mirror)
     if features is None:
