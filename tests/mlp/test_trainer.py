@@ -25,6 +25,7 @@ from mnist_pipeline.mlp.network import Network
 from mnist_pipeline.mlp.optimizers import OPTIMIZERS, OptimizerConfig, make_optimizer
 from mnist_pipeline.mlp.schedules import ScheduleConfig
 from mnist_pipeline.mlp.trainer import (
+    BatchMaker,
     Split,
     TrainConfig,
     apply_max_norm,
@@ -512,3 +513,23 @@ def test_prescaled_path_trains_exactly_like_step_lr(name: str, monkeypatch: pyte
     assert [r["train_loss"] for r in prescaled_rows] == pytest.approx([r["train_loss"] for r in plain_rows], rel=1e-10)
     initial = Network([DIM, 7, CLASSES], "relu", "he_normal", np.random.default_rng(4), np.float64)
     assert not np.allclose(initial.parameters()[0][1], plain_net.parameters()[0][1])  # it did train
+
+
+@pytest.mark.parametrize("options", [{}, {"augment_shift": 1}, {"augment_shift": 2, "augment_elastic_alpha": 1.0}])
+def test_a_short_batch_is_made_the_same_whole_or_block_by_block(options) -> None:
+    # The last batch of an epoch is shorter than the buffers: prepare(rows) must index the batch, not them.
+    rng = np.random.default_rng(0)
+    x = rng.random((20, 35), dtype=np.float32)
+    y = np.arange(20) % CLASSES
+    train = Split(x, y, np.eye(CLASSES)[y])  # float64 targets: cast to the net's float32 too
+    cfg = TrainConfig(epochs=1, batch_size=8, lr=0.1, l2=0.0, seed=0, dtype="float32", **options)
+    made = []
+    for blocks in ([slice(None)], [slice(0, 2), slice(2, 5)]):
+        maker = BatchMaker(train, cfg, np.dtype(np.float32), (5, 7))
+        idx, xb, tb, prepare = maker.next(np.array([3, 17, 9, 0, 12]), np.random.default_rng(1))
+        for rows in blocks:
+            prepare(rows)
+        made.append((idx.copy(), xb.copy(), tb.copy()))
+    (idx, xb, tb), (idx2, xb2, tb2) = made
+    assert xb.shape == (5, 35) and tb.dtype == np.float32 and np.array_equal(idx, idx2)
+    assert np.array_equal(xb, xb2) and np.array_equal(tb, tb2) and np.array_equal(tb, np.eye(CLASSES)[y[idx]])

@@ -189,12 +189,13 @@ class BatchMaker:
             )
         shifted = self.shifted[:b] if self.shifted is not None else None
         x = self.x_cast[:b] if self.x_cast is not None else (shifted if shifted is not None else source)
-        t = self.t_cast[:b] if self.t_cast is not None else self.t[:b]
+        gathered = self.t[:b]
+        t = self.t_cast[:b] if self.t_cast is not None else gathered
 
         def prepare(rows: slice) -> None:
             if not cfg.augment_elastic_alpha:
                 np.take(self.train.x, idx[rows], axis=0, out=source[rows], mode="clip")  # (b, D)
-            np.take(self.train.onehot, idx[rows], axis=0, out=self.t[rows], mode="clip")  # (b, C)
+            np.take(self.train.onehot, idx[rows], axis=0, out=gathered[rows], mode="clip")  # (b, C)
             done = source
             if shifted is not None:
                 a, z = rows.indices(b)[:2]
@@ -203,7 +204,7 @@ class BatchMaker:
                 done = shifted
             if self.x_cast is not None:
                 np.copyto(x[rows], done[rows])
-                np.copyto(t[rows], self.t[rows])
+                np.copyto(t[rows], gathered[rows])
 
         return idx, x, t, prepare
 
