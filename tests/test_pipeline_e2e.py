@@ -19,14 +19,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers.dvc_sandbox import copy_repo, stages_run
+from helpers.dvc_sandbox import copy_repo, real_mirror, stages_run
 from mnist_pipeline.epoch_log import files, read_history
 from mnist_pipeline.paths import LIVE_DIR
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-MIRROR = (REPO / ".." / "shared" / "datasets" / "mnist").resolve()
 BIN = Path(sys.executable).parent
 DVC = BIN / "dvc"
 CORE_STAGES = ["download", "prepare", "featurize", "train", "evaluate"]  # later issues may add more
@@ -117,8 +116,9 @@ def downstream_of(dvc_yaml: dict, start: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
-    if not (MIRROR / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"local MNIST mirror not found at {MIRROR}")
+    mirror = real_mirror()
+    if mirror is None:
+        pytest.skip("real MNIST files not found (set DATA_MIRROR or provide ../shared/datasets/mnist)")
     if not DVC.is_file():
         pytest.skip(f"dvc not installed next to {sys.executable}")
     root = tmp_path_factory.mktemp("pipeline")
@@ -127,7 +127,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # `python` in dvc.yaml = this venv
         "PYTHONPATH": str(root / "src"),  # import the copy, not the editable install
-        "DATA_MIRROR": str(MIRROR),
+        "DATA_MIRROR": str(mirror),
         "DVC_NO_ANALYTICS": "1",
         "DVC_SITE_CACHE_DIR": str(root / ".dvc-site-cache"),
         "GIT_AUTHOR_NAME": "test",
