@@ -1,6 +1,7 @@
 # Two commands set everything up on a fresh machine:
 #   make repro   create .venv, install pinned deps, run the whole DVC pipeline
-#   make test    lint + the whole test suite (slow real-data tests included)
+#   make test    lint + type check + the fast tests, on every CPU (about 2 minutes on 2 cores)
+# make test-all adds the slow ones (real MNIST end to end, real PostgreSQL, tune studies; CI runs it).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -13,7 +14,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 DATA_MIRROR ?= $(if $(wildcard ../shared/datasets/mnist),$(abspath ../shared/datasets/mnist),)
 export DATA_MIRROR
 
-.PHONY: install install-dev repro test lint format params clean
+.PHONY: install install-dev repro test test-all lint format params clean
 
 # `make repro` installs only what the pipeline needs; `make test` adds the dev tools. Versions come
 # from requirements.lock alone (uv is pinned there too). uv, bootstrapped from pip, installs in
@@ -42,14 +43,18 @@ $(DEV_STAMP): $(STAMP)
 repro: install
 	$(BIN)/dvc repro
 
-test: install-dev
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
-	$(BIN)/python -m pytest
+test: lint
+	$(BIN)/python -m pytest -m "not slow" -n auto
+
+# Everything: the fast tests as `make test` runs them, then the slow ones one at a time (they start
+# servers and whole pipelines of their own).
+test-all: test
+	$(BIN)/python -m pytest -m slow
 
 lint: install-dev
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
 
 format: install-dev
 	$(BIN)/ruff format src tests

@@ -79,7 +79,8 @@ class Network:
             (i, slice(None)) for i, d in enumerate(self.dense) if d.params["W"].size < MIN_SPLIT_ELEMENTS
         ]
         rest += [(i, None) for i in range(len(self.dense))]
-        self._pieces: list[list[tuple[int, slice | None]]] = [[(i, rows)] for i, rows in big] + [rest]
+        self._pieces: list[list[tuple[int, slice | None]]] = [[(i, rows)] for i, rows in big]
+        self._pieces.append(rest)
         self._train_buffers: dict[int, dict[str, list[np.ndarray]]] = {}
         self._batch: dict[str, Any] = {}
 
