@@ -6,14 +6,24 @@ fix; :func:`run` turns it (and any ``OSError``: missing permissions, a full disk
 into one line on stderr and exit status 1. Set ``LOGLEVEL=DEBUG`` or pass
 ``--verbose`` to see the traceback as well. Bugs (any other exception) keep
 their traceback.
+
+A stopped stage stops cleanly: SIGTERM (and SIGHUP) unwind it like Ctrl-C, so no output is left
+half-written (each file is written atomically) and the live log it was rewriting is put back as it
+was; it exits 143. And a
+stage dies with the command that started it: if ``dvc`` (or whatever ran it, through any shell in
+between) goes away, killed or crashed, the stage stops itself within a second instead of training on
+as an orphan and rewriting outputs that ``dvc.lock`` no longer describes.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
+from pathlib import Path
 
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.mlp.errors import MLPError
@@ -21,6 +31,54 @@ from mnist_pipeline.mlp.errors import MLPError
 log = logging.getLogger("mnist_pipeline")
 
 VERBOSE_FLAG = "--verbose"
+SHELLS = {"sh", "dash", "bash", "zsh", "ksh", "fish"}  # a ``sh -c`` between dvc and the stage
+WATCH_SECONDS = 0.5  # how often the stage looks whether what started it is still there
+
+
+class Stopped(BaseException):
+    """A stop signal (SIGTERM, SIGHUP) as an exception: every ``finally`` and restore runs."""
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise Stopped(signal.Signals(signum).name)
+
+
+def _identity(pid: int) -> str | None:
+    """Process ``pid``'s start time (field 22 of /proc/<pid>/stat), or None if it is gone or unknown."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def starters(pid: int | None = None) -> list[tuple[int, str]]:
+    """The processes this one dies with, as ``(pid, start time)``: its parent and, while that is a
+    shell, the shell's parent too (``dvc`` runs a stage through ``$SHELL -c``)."""
+    chain, pid = [], os.getppid() if pid is None else pid
+    while pid > 1 and (start := _identity(pid)) is not None:
+        chain.append((pid, start))
+        try:
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+            parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            break
+        if name not in SHELLS:
+            break
+        pid = parent
+    return chain
+
+
+def die_with_starters(chain: list[tuple[int, str]], period: float = WATCH_SECONDS) -> threading.Thread:
+    """A daemon thread that sends this process SIGTERM once any process of ``chain`` is gone."""
+
+    def watch() -> None:
+        while all(_identity(pid) == start for pid, start in chain):
+            threading.Event().wait(period)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=watch, name="die-with-parent", daemon=True)
+    thread.start()
+    return thread
 
 
 def setup_logging(stage: str, verbose: bool = False) -> None:
@@ -50,9 +108,12 @@ def run(main: Callable[[], None], name: str, before: Callable[[], None] | None =
         sys.argv = [arg for arg in sys.argv if arg != VERBOSE_FLAG]
     verbose = verbose or os.environ.get("LOGLEVEL", "").upper() == "DEBUG"
     setup_logging(name, verbose)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _stop)
     try:
         if before is not None:
             before()
+        die_with_starters(starters())
         main()
     except (PipelineError, MLPError, OSError) as exc:
         if verbose:
@@ -63,3 +124,6 @@ def run(main: Callable[[], None], name: str, before: Callable[[], None] | None =
     except KeyboardInterrupt:
         print(f"error: {name}: interrupted", file=sys.stderr)
         sys.exit(130)
+    except Stopped as exc:
+        print(f"error: {name}: stopped by {exc}", file=sys.stderr)
+        sys.exit(143)
