@@ -14,7 +14,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 DATA_MIRROR ?= $(if $(wildcard ../shared/datasets/mnist),$(abspath ../shared/datasets/mnist),)
 export DATA_MIRROR
 
-.PHONY: install install-dev repro test test-all lint format params clean
+.PHONY: install install-dev repro test test-all coverage lint format params clean
 
 # `make repro` installs only what the pipeline needs; `make test` adds the dev tools. Versions come
 # from requirements.lock alone (uv is pinned there too). uv, bootstrapped from pip, installs in
@@ -51,6 +51,13 @@ test: lint
 test-all: test
 	$(BIN)/python -m pytest -m slow
 
+# Which lines the fast tests run (stages started as subprocesses included): a table of the files
+# with lines never run, and htmlcov/index.html to read them. A map, not a score.
+coverage: install-dev
+	rm -f .coverage .coverage.*
+	$(BIN)/python -m pytest -m "not slow" -n auto --cov --cov-report=term --cov-report=html
+	@echo "open htmlcov/index.html"
+
 lint: install-dev
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
@@ -65,7 +72,7 @@ params: install
 	$(BIN)/python -m mnist_pipeline.compose $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache htmlcov .coverage .coverage.*
 
 # Benchmark against PyTorch CPU (see src/mnist_pipeline/bench/): its own venv, so torch never
 # enters .venv or the runtime dependencies. Writes reports/benchmark.{json,md}: about 9 minutes, 16 with

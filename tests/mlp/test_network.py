@@ -215,3 +215,19 @@ def test_update_is_called_once_per_piece_covering_every_row_once(workers, chunks
     for i, rows, seen in reported:  # each piece was reported once its gradient was final
         assert np.array_equal(seen, params[i][2][rows.start : rows.stop]), params[i][0]
     assert all(np.abs(g).max() > 0 for _, _, g in params)  # ... and real (not the zeros they start as)
+
+
+def test_misuse_gets_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="chunks must be at least 1"):
+        make_net(0, Workers(1))
+    net = make_net(2, Workers(1))
+    with pytest.raises(RuntimeError, match="backward needs a training pass first"):
+        net.backward(np.zeros((4, CLASSES), np.float32))
+    with pytest.raises(RuntimeError, match="gradients needs a back-propagated pass first"):
+        net.gradients()
+    net.forward(TRAIN.x[:4], train=True)  # a forward pass alone is not enough for gradients
+    with pytest.raises(RuntimeError, match="gradients needs a back-propagated pass first"):
+        net.gradients()
+    for n, parts in ((-1, 2), (5, 0)):
+        with pytest.raises(ValueError, match="split needs n >= 0 rows and parts >= 1"):
+            split(n, parts)

@@ -118,18 +118,18 @@ class Network:
             self._batch = {"x": x, "bufs": bufs, "masks": masks, "blocks": blocks}
         return bufs, masks, blocks
 
-    def _forward_block(self, x: np.ndarray, bufs: dict[str, list[np.ndarray]], masks: list[np.ndarray], rows: slice):
+    def _forward_block(
+        self, x: np.ndarray, bufs: dict[str, list[np.ndarray]], masks: list[np.ndarray], rows: slice
+    ) -> np.ndarray:
         """The logits of the rows ``rows`` of ``x``, every layer's arrays kept in ``bufs``."""
         h, drop = x[rows], self.drop if masks else None
-        for i, dense in enumerate(self.dense):
+        for i, dense in enumerate(self.dense[:-1]):  # hidden layers
             z = dense.forward(h, out=bufs["z"][i][rows])  # (b, out)
-            if i == len(self.dense) - 1:
-                return z
             a = bufs["a"][i]
             h = self.act.forward(z, out=z if a is bufs["z"][i] else a[rows])
             if drop is not None:
                 h = drop.forward(h, masks[i][rows], out=bufs["d"][i][rows])
-        raise AssertionError("a network has at least one Dense layer")
+        return self.dense[-1].forward(h, out=bufs["z"][-1][rows])  # (b, classes)
 
     def _backward_block(self, g: np.ndarray, rows: slice, dx: np.ndarray | None) -> None:
         """Back-propagate ``g`` (d loss / d logits of the rows ``rows``) to every hidden layer's ``z``

@@ -36,7 +36,7 @@ def split(n: int, parts: int) -> list[slice]:
 class _Job:
     """One call of :meth:`Workers.run`: pieces ``0..n-1`` of ``fn``, claimed one at a time."""
 
-    def __init__(self, fn: Callable[[int], None], n: int) -> None:
+    def __init__(self, fn: Callable[[int], object], n: int) -> None:
         self.fn, self.n = fn, n
         self.claims = itertools.count()  # next() is atomic under the GIL
         self.completions = itertools.count()
@@ -76,7 +76,7 @@ class Workers:
             threading.Thread(target=_serve, args=(wake, self._slot), name="mlp-worker", daemon=True).start()
         weakref.finalize(self, _stop, self._wakes, self._slot)
 
-    def run(self, fn: Callable[[int], None], n: int) -> None:
+    def run(self, fn: Callable[[int], object], n: int) -> None:
         """Call ``fn(i)`` for ``i in range(n)``, pieces spread over the threads; return when all are done.
 
         The pieces must touch disjoint outputs. The first exception raised by a piece is re-raised
