@@ -342,6 +342,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     label = f"{cfg.dataset.name}/{preset} in {args.gates}"
     source = args.metrics.as_posix()
     gate = select_gate(gates, cfg.dataset.name, preset, args.gates)
+    baseline: dict[str, float] | None
     if args.baseline is not None:
         baseline, old_label, why = read_metrics(args.baseline), str(args.baseline), ""
     else:

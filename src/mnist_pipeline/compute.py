@@ -61,7 +61,10 @@ def numpy_simd() -> tuple[dict[str, bool], list[str]]:
     try:
         from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
     except ImportError:  # numpy 1.x
-        from numpy.core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+        from numpy.core._multiarray_umath import (  # type: ignore[no-redef]  # the same names, numpy 1.x's home
+            __cpu_dispatch__,
+            __cpu_features__,
+        )
     return dict(__cpu_features__), list(__cpu_dispatch__)
 
 

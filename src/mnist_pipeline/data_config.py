@@ -56,7 +56,7 @@ class DatasetConfig:
     name: str
     mirrors: tuple[str, ...]
     files: dict[str, FileSpec]
-    image_shape: tuple[int, ...]
+    image_shape: tuple[int, int]  # [rows, cols], checked in validate
     class_names: tuple[str, ...]
 
     def validate(self, key: str) -> None:

@@ -84,7 +84,7 @@ def read_history(directory: Path) -> dict[str, np.ndarray]:
         If a metric's file is missing or unreadable, or the files disagree on the epochs.
     """
     history: dict[str, np.ndarray] = {}
-    epochs = None
+    epochs: np.ndarray | None = None
     for key in METRICS:
         path = metric_file(directory, key)
         steps, values = _read_tsv(path)
@@ -93,6 +93,7 @@ def read_history(directory: Path) -> dict[str, np.ndarray]:
         elif not np.array_equal(steps, epochs):
             raise DataError(f"{path} has other epochs than {metric_file(directory, 'train_loss')}; rerun `dvc repro`")
         history[key] = values
+    assert epochs is not None  # METRICS is never empty
     return {"epoch": epochs, **history}
 
 

@@ -16,6 +16,7 @@ import functools
 import io
 import math
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -31,7 +32,7 @@ SIZES: dict[str, tuple[float, float]] = {
     "weights": (10.0, 9.0),
     "per_class": (12.0, 4.8),
 }
-STYLE = {
+STYLE: dict[Any, Any] = {  # matplotlib types rc keys as literals; these are valid ones
     "font.family": "DejaVu Sans",  # ships with matplotlib: same glyphs everywhere
     "font.size": 11,
     "axes.titlesize": 12,
@@ -174,7 +175,11 @@ def weights(
     # One colour scale for all, centred on zero; clipped at the 99.5th percentile of |w| so that a few
     # large weights do not wash out the rest (the colour bar's pointed ends mark the clipping).
     limit = float(np.quantile(np.abs(tiles), 0.995)) or 1.0
-    style = {"cmap": matplotlib.colormaps["RdBu_r"].with_extremes(bad="0.6"), "vmin": -limit, "vmax": limit}
+    style: dict[str, Any] = {
+        "cmap": matplotlib.colormaps["RdBu_r"].with_extremes(bad="0.6"),
+        "vmin": -limit,
+        "vmax": limit,
+    }
     if class_names is not None:
         axes = _grid(fig, k)
         for ax, tile, name in zip(axes, tiles, class_names, strict=False):
@@ -186,7 +191,9 @@ def weights(
         ax, (r, c) = fig.subplots(), image_shape
         im = ax.imshow(_mosaic(tiles, cols), **style)
         ax.set_xticks([x * (c + 1) + c / 2 for x in range(cols)], labels=[f"+{x}" for x in range(cols)])
-        ax.set_yticks([y * (r + 1) + r / 2 for y in range(math.ceil(k / cols))], labels=range(0, k, cols))
+        ax.set_yticks(
+            [y * (r + 1) + r / 2 for y in range(math.ceil(k / cols))], labels=[str(y) for y in range(0, k, cols)]
+        )
         ax.set(xlabel="column: unit index = row label + column offset", ylabel="row: index of its first unit")
         ax.set_title(f"First-layer weights of hidden units 0-{k - 1} (of {w.shape[1]}), one {r}x{c} image each")
     fig.colorbar(im, ax=fig.axes, shrink=0.6, extend="both", label="weight (0 = white; pointed ends: clipped)")

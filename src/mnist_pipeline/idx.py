@@ -13,15 +13,22 @@ import math
 import struct
 import zlib
 from pathlib import Path
-from typing import BinaryIO
+from typing import Protocol
 
 import numpy as np
 
 from mnist_pipeline.errors import DataError
 from mnist_pipeline.paths import open_regular
 
+
+class Readable(Protocol):
+    """A binary stream as the readers here use it: an open file, a ``GzipFile``."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
 # IDX dtype code -> numpy big-endian dtype
-DTYPES = {
+DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype(">u1"),
     0x09: np.dtype(">i1"),
     0x0B: np.dtype(">i2"),
@@ -43,7 +50,7 @@ def parse(data: bytes, name: str = "<bytes>", magic: int | None = None, limit: i
     return read_stream(io.BytesIO(data), name, magic, limit)
 
 
-def read_stream(f: BinaryIO, name: str, magic: int | None = None, limit: int = MAX_IDX_BYTES) -> np.ndarray:
+def read_stream(f: Readable, name: str, magic: int | None = None, limit: int = MAX_IDX_BYTES) -> np.ndarray:
     """Read one IDX file from the binary stream ``f`` into a native-endian array, checking every header field.
 
     The header is read and checked first: its dims x itemsize must fit in ``limit`` bytes before
@@ -124,7 +131,7 @@ def read_stream(f: BinaryIO, name: str, magic: int | None = None, limit: int = M
     return array.astype(dtype.newbyteorder("="), copy=False)  # single bytes: no copy
 
 
-def _read_up_to(f: BinaryIO, n: int) -> bytes:
+def _read_up_to(f: Readable, n: int) -> bytes:
     """``n`` bytes from ``f``, or fewer at the end of the stream."""
     data = b""
     while len(data) < n and (chunk := f.read(n - len(data))):

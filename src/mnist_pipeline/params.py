@@ -104,7 +104,7 @@ def build_sections(cls: type, data: Any) -> Any:
 def _convert(tp: Any, value: Any, key: str) -> Any:
     """Convert a YAML value to the annotated type ``tp``, naming ``key`` on mismatch."""
     origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _build(tp, value, key)
     if origin is tuple:
         if not isinstance(value, list):

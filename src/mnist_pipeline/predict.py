@@ -52,7 +52,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -163,7 +163,7 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
         raise DataError(f"{name}: corrupt image ({' '.join(str(exc).split())})") from exc
 
 
-def decode_idx(f: BinaryIO, name: str, compressed: bool) -> np.ndarray:
+def decode_idx(f: IO[bytes], name: str, compressed: bool) -> np.ndarray:
     """Decode an IDX image stream (gzip-compressed if ``compressed``) to uint8 ``(N, rows, cols)``.
 
     Read incrementally, never more than :data:`MAX_INPUT_BYTES` decompressed (see :func:`idx.read_stream`).
@@ -182,7 +182,7 @@ def decode_idx(f: BinaryIO, name: str, compressed: bool) -> np.ndarray:
     return images
 
 
-def read_input(path: Path) -> tuple[list[str], Sequence[np.ndarray]]:
+def read_input(path: Path) -> tuple[list[str], Sequence[np.ndarray] | np.ndarray]:
     """The input names and grayscale ``(H, W)`` images in one file (one, or N for IDX).
 
     Raises
@@ -194,7 +194,7 @@ def read_input(path: Path) -> tuple[list[str], Sequence[np.ndarray]]:
     """
     try:
         with open_regular(path) as f:
-            head = f.peek(4)[:4]
+            head = f.peek(4)[:4]  # type: ignore[attr-defined]  # open_regular(path) is a BufferedReader
             if head.startswith(GZIP_MAGIC) or (len(head) >= 4 and head[:2] == b"\0\0" and head[2] in idx.DTYPES):
                 images = decode_idx(f, str(path), compressed=head.startswith(GZIP_MAGIC))
                 return [f"{path}[{i}]" for i in range(len(images))], images

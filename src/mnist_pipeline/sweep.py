@@ -123,7 +123,7 @@ def rank(results: list[Result]) -> list[Result]:
     """Best validation accuracy first (ties: lower validation loss); runs without metrics last."""
     scored = [r for r in results if r.val_accuracy is not None]
     unscored = [r for r in results if r.val_accuracy is None]
-    scored.sort(key=lambda r: (-r.val_accuracy, r.val_loss if r.val_loss is not None else float("inf")))
+    scored.sort(key=lambda r: (-(r.val_accuracy or 0.0), r.val_loss if r.val_loss is not None else float("inf")))
     return scored + unscored
 
 

@@ -28,7 +28,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin, urlparse
@@ -139,7 +139,7 @@ def _content_length(resp: requests.Response) -> int | None:
 
 def _stream_http(
     url: str, cap: int, cfg: DownloadConfig, session: requests.Session, deadline: float
-) -> Iterator[bytes]:
+) -> Generator[bytes, None, None]:
     received, length = 0, None
     try:
         with contextlib.closing(_get(url, cfg, session)) as resp:
@@ -177,7 +177,7 @@ def _stream_http(
         raise FetchError(f"{type(exc).__name__}: {mask_credentials(str(exc))[:200]}", transient=True) from exc
 
 
-def _stream_local(path: str, cap: int) -> Iterator[bytes]:
+def _stream_local(path: str, cap: int) -> Generator[bytes, None, None]:
     try:
         with open_regular(path) as f:
             size = os.fstat(f.fileno()).st_size

@@ -55,13 +55,15 @@ def main() -> None:
     y_pred = net.predict_proba(test.x, cfg.evaluate.batch_size).argmax(axis=1)
     names = list(cfg.dataset.class_names)
     report = classification_report(test.y, y_pred, names)
+    macro = report["macro avg"]
+    assert isinstance(macro, dict)  # the averages are dicts; "accuracy" alone is a float
     metrics = {
         "test": {
             "accuracy": test_acc,
             "loss": round(test_loss, 8),
-            "macro_precision": report["macro avg"]["precision"],
-            "macro_recall": report["macro avg"]["recall"],
-            "macro_f1": report["macro avg"]["f1-score"],
+            "macro_precision": macro["precision"],
+            "macro_recall": macro["recall"],
+            "macro_f1": macro["f1-score"],
         },
         "val": {"accuracy": val_acc, "loss": round(val_loss, 8)},
     }

@@ -21,7 +21,7 @@ PRESET_DIR = "experiment"  # conf/experiment/<name>.yaml
 def ranked(study: optuna.Study) -> list[FrozenTrial]:
     """Complete trials by validation accuracy (best first, ties by number), then the rest by number."""
     trials = storage.counted(study.get_trials(deepcopy=False))
-    done = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: (-t.value, t.number))
+    done = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: (-(t.value or 0.0), t.number))
     return done + [t for t in trials if t.state != TrialState.COMPLETE]
 
 

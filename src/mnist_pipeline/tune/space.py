@@ -52,7 +52,10 @@ class Param:
 
     def values(self) -> tuple[Scalar, ...]:
         """The values to validate: both ends of a range, or every choice."""
-        return self.choices if self.type == "categorical" else (self.low, self.high)
+        if self.type == "categorical":
+            return self.choices
+        assert self.low is not None and self.high is not None  # a range has both ends (checked when parsed)
+        return (self.low, self.high)
 
 
 @dataclass(frozen=True)
@@ -143,7 +146,7 @@ def _parse_param(where: str, name: str, spec: Any, earlier: list[Param]) -> Para
     when = _parse_when(where, spec.get("when") or {}, earlier)
     if spec["type"] == "categorical":
         choices = spec["choices"]
-        _check(f"{where}.choices", isinstance(choices, list) and choices, "a non-empty list", choices)
+        _check(f"{where}.choices", isinstance(choices, list) and bool(choices), "a non-empty list", choices)
         scalars = all(isinstance(c, bool | int | float | str) for c in choices)
         _check(f"{where}.choices", scalars and len(set(choices)) == len(choices), "distinct scalars", choices)
         return Param(name, "categorical", choices=tuple(choices), when=when)

@@ -67,7 +67,8 @@ def open_storage(url: str | None, study: str) -> optuna.storages.BaseStorage:
         url = str(JOURNAL_DIR / f"{study}.log")
     if "://" not in url:
         Path(url).parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url))
+        backend = optuna.storages.journal.JournalFileBackend(url)  # type: ignore[attr-defined]  # a lazy submodule
+        return optuna.storages.JournalStorage(backend)
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     connect_args = {"connect_timeout": CONNECT_TIMEOUT} if url.startswith("postgresql") else {}
