@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 
 def draw_shifts(n: int, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -86,7 +87,7 @@ def random_shift(x: np.ndarray, shape: tuple[int, int], k: int, rng: np.random.G
     return out
 
 
-def gaussian_matrix(n: int, sigma: float, dtype=np.float64) -> np.ndarray:
+def gaussian_matrix(n: int, sigma: float, dtype: DTypeLike = np.float64) -> np.ndarray:
     """``(n, n)`` matrix ``K`` with ``K @ v`` = ``v`` convolved with a Gaussian of std ``sigma`` (pixels).
 
     Zero outside the signal (``scipy.ndimage.gaussian_filter(..., mode="constant")``), kernel

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from mnist_pipeline.mlp.initializers import INITIALIZERS
 from mnist_pipeline.mlp.losses import sigmoid
@@ -24,7 +25,9 @@ ACTIVATIONS = Registry("activation")
 class Dense:
     """Affine map ``Z = X @ W + b``; ``W: (in, out)``, ``b: (out,)``; gradients in ``grads`` (same keys)."""
 
-    def __init__(self, fan_in: int, fan_out: int, init: str, rng: np.random.Generator, dtype=np.float32) -> None:
+    def __init__(
+        self, fan_in: int, fan_out: int, init: str, rng: np.random.Generator, dtype: DTypeLike = np.float32
+    ) -> None:
         self.params = {
             "W": INITIALIZERS.get(init)(fan_in, fan_out, rng, dtype),  # (in, out)
             "b": np.zeros(fan_out, dtype=dtype),  # (out,)

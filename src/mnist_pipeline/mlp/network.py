@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from mnist_pipeline.mlp.layers import ACTIVATIONS, Dense, Dropout
 from mnist_pipeline.mlp.losses import Loss, SoftmaxCrossEntropy, softmax
@@ -43,7 +44,7 @@ class Network:
         activation: str,
         init: str,
         rng: np.random.Generator,
-        dtype=np.float32,
+        dtype: DTypeLike = np.float32,
         dropout: float = 0.0,
         chunks: int = 1,
         workers: Workers | None = None,
@@ -187,15 +188,17 @@ class Network:
         grad = bufs["loss_grad"][0]  # (B, out)
         totals = [0.0] * len(blocks)
         n, t = len(x), self.dtype.type
+        batch = t(n)
+        factor = None if scale is None else t(scale)  # type: ignore[call-overload]  # a float dtype's scalar, never void
 
         def block(k: int) -> None:
             rows = blocks[k]
             if prepare is not None:
                 prepare(rows)
             totals[k], g = loss.rows(self._forward_block(x, bufs, masks, rows), targets[rows])
-            g /= t(n)
-            if scale is not None:
-                g *= t(scale)
+            g /= batch
+            if factor is not None:
+                g *= factor
             grad[rows] = g
             self._backward_block(grad[rows], rows, None)
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -131,7 +132,7 @@ class Optimizer:
                 gb += np.multiply(pb, p.dtype.type(l2), out=rest.pop(0))  # l2 * w, into its scratch
             self.update(pb, gb, *rest, p.dtype.type(lr))
 
-    def update(self, p: np.ndarray, g: np.ndarray, *state_and_lr) -> None:
+    def update(self, p: np.ndarray, g: np.ndarray, *state_and_lr: Any) -> None:
         raise NotImplementedError
 
     def step_prescaled(self, decay: float = 0.0) -> None:
@@ -151,7 +152,7 @@ class Optimizer:
         for blocks in row_blocks(p[rows], self.grads[i][rows], *(s[rows] for s in self.state(i))):
             self.update_prescaled(*blocks, p.dtype.type(decay if p.ndim >= 2 else 0))
 
-    def update_prescaled(self, p: np.ndarray, d: np.ndarray, *state_and_decay) -> None:
+    def update_prescaled(self, p: np.ndarray, d: np.ndarray, *state_and_decay: Any) -> None:
         raise NotImplementedError
 
 
@@ -159,17 +160,17 @@ class Optimizer:
 class SGD(Optimizer):
     prescaled = True
 
-    def __init__(self, params, grads, cfg):
+    def __init__(self, params: list[np.ndarray], grads: list[np.ndarray], cfg: OptimizerConfig) -> None:
         super().__init__(params, grads, cfg)
         self.scratch = self.zeros()  # lr * g without a temporary per step
 
-    def state(self, i):
+    def state(self, i: int) -> tuple[np.ndarray, ...]:
         return (self.scratch[i],)
 
-    def update(self, p, g, scratch, lr):
+    def update(self, p: np.ndarray, g: np.ndarray, scratch: np.ndarray, lr: np.floating[Any]) -> None:
         p -= np.multiply(g, lr, out=scratch)
 
-    def update_prescaled(self, p, d, scratch, decay):
+    def update_prescaled(self, p: np.ndarray, d: np.ndarray, scratch: np.ndarray, decay: np.floating[Any]) -> None:
         if decay:
             p *= 1 + decay  # w + decay * w + d
         p += d
@@ -179,20 +180,22 @@ class SGD(Optimizer):
 class Momentum(Optimizer):
     prescaled = True
 
-    def __init__(self, params, grads, cfg):
+    def __init__(self, params: list[np.ndarray], grads: list[np.ndarray], cfg: OptimizerConfig) -> None:
         super().__init__(params, grads, cfg)
         self.v = self.zeros()
         self.scratch = self.zeros()
 
-    def state(self, i):
+    def state(self, i: int) -> tuple[np.ndarray, ...]:
         return (self.v[i], self.scratch[i])
 
-    def update(self, p, g, v, scratch, lr):
+    def update(self, p: np.ndarray, g: np.ndarray, v: np.ndarray, scratch: np.ndarray, lr: np.floating[Any]) -> None:
         v *= p.dtype.type(self.cfg.momentum)
         v -= np.multiply(g, lr, out=scratch)
         p += v
 
-    def update_prescaled(self, p, d, v, scratch, decay):
+    def update_prescaled(
+        self, p: np.ndarray, d: np.ndarray, v: np.ndarray, scratch: np.ndarray, decay: np.floating[Any]
+    ) -> None:
         v *= p.dtype.type(self.cfg.momentum)
         v += d
         if decay:
@@ -202,14 +205,16 @@ class Momentum(Optimizer):
 
 @OPTIMIZERS.register("nesterov")
 class Nesterov(Momentum):
-    def update(self, p, g, v, scratch, lr):
+    def update(self, p: np.ndarray, g: np.ndarray, v: np.ndarray, scratch: np.ndarray, lr: np.floating[Any]) -> None:
         mu = p.dtype.type(self.cfg.momentum)
         v *= mu
         v -= np.multiply(g, lr, out=scratch)
         p += mu * v
         p -= scratch
 
-    def update_prescaled(self, p, d, v, scratch, decay):
+    def update_prescaled(
+        self, p: np.ndarray, d: np.ndarray, v: np.ndarray, scratch: np.ndarray, decay: np.floating[Any]
+    ) -> None:
         mu = p.dtype.type(self.cfg.momentum)
         if decay:
             d += np.multiply(p, decay, out=scratch)
@@ -224,7 +229,7 @@ class Nesterov(Momentum):
 class EMAMomentum(Momentum):
     prescaled = False  # v averages raw gradients; lr applies after, so -lr cannot be folded in
 
-    def update(self, p, g, v, scratch, lr):
+    def update(self, p: np.ndarray, g: np.ndarray, v: np.ndarray, scratch: np.ndarray, lr: np.floating[Any]) -> None:
         beta = p.dtype.type(self.cfg.beta)
         v *= beta
         v += np.multiply(g, 1 - beta, out=scratch)
@@ -233,14 +238,14 @@ class EMAMomentum(Momentum):
 
 @OPTIMIZERS.register("rmsprop")
 class RMSProp(Optimizer):
-    def __init__(self, params, grads, cfg):
+    def __init__(self, params: list[np.ndarray], grads: list[np.ndarray], cfg: OptimizerConfig) -> None:
         super().__init__(params, grads, cfg)
         self.s = self.zeros()
 
-    def state(self, i):
+    def state(self, i: int) -> tuple[np.ndarray, ...]:
         return (self.s[i],)
 
-    def update(self, p, g, s, lr):
+    def update(self, p: np.ndarray, g: np.ndarray, s: np.ndarray, lr: np.floating[Any]) -> None:
         t = p.dtype.type
         s *= t(self.cfg.rho)
         s += t(1 - self.cfg.rho) * g * g
@@ -249,14 +254,14 @@ class RMSProp(Optimizer):
 
 @OPTIMIZERS.register("adam")
 class Adam(Optimizer):
-    def __init__(self, params, grads, cfg):
+    def __init__(self, params: list[np.ndarray], grads: list[np.ndarray], cfg: OptimizerConfig) -> None:
         super().__init__(params, grads, cfg)
         self.m, self.s = self.zeros(), self.zeros()
 
-    def state(self, i):
+    def state(self, i: int) -> tuple[np.ndarray, ...]:
         return (self.m[i], self.s[i])
 
-    def update(self, p, g, m, s, lr):
+    def update(self, p: np.ndarray, g: np.ndarray, m: np.ndarray, s: np.ndarray, lr: np.floating[Any]) -> None:
         c, t = self.cfg, p.dtype.type
         m *= t(c.beta1)
         m += t(1 - c.beta1) * g
@@ -269,7 +274,7 @@ class Adam(Optimizer):
 
 @OPTIMIZERS.register("adamw")
 class AdamW(Adam):
-    def update(self, p, g, m, s, lr):
+    def update(self, p: np.ndarray, g: np.ndarray, m: np.ndarray, s: np.ndarray, lr: np.floating[Any]) -> None:
         if p.ndim >= 2:  # decay weight matrices, not biases
             p -= lr * p.dtype.type(self.cfg.weight_decay) * p
         super().update(p, g, m, s, lr)

@@ -8,7 +8,7 @@ from typing import Any
 from mnist_pipeline.mlp.errors import MLPError
 
 
-class Registry(dict):
+class Registry(dict[str, Any]):
     """A dict of named factories; :meth:`get` names the valid choices on a miss."""
 
     def __init__(self, kind: str) -> None:

@@ -133,18 +133,18 @@ def apply_max_norm(weights: list[np.ndarray], c: float) -> None:
         w *= limit / np.maximum(norms, limit)
 
 
-def kept_epoch(rows: list[dict], early_stop: str) -> int:
+def kept_epoch(rows: list[dict[str, float]], early_stop: str) -> int:
     """The 1-based epoch whose weights :func:`fit` returns: the last one, or with early stopping the
     best by its monitor (lowest ``val_loss`` / highest ``val_acc``; the first wins ties)."""
     if early_stop == "none":
-        return rows[-1]["epoch"]
+        return int(rows[-1]["epoch"])
     return best_by_monitor(rows, early_stop)
 
 
-def best_by_monitor(rows: list[dict], monitor: str) -> int:
+def best_by_monitor(rows: list[dict[str, float]], monitor: str) -> int:
     """The 1-based epoch with the best ``monitor``, ``val_loss`` (lowest) or ``val_acc`` (highest)."""
     sign = 1 if monitor == "val_loss" else -1
-    return min(rows, key=lambda r: (sign * r[monitor], r["epoch"]))["epoch"]
+    return int(min(rows, key=lambda r: (sign * r[monitor], r["epoch"]))["epoch"])
 
 
 class BatchMaker:
@@ -172,7 +172,9 @@ class BatchMaker:
         # Pixels shifted in from outside: the training set's background (its minimum), the same for every batch.
         self.background = train.x.min() if cfg.augment_shift and train.x.size else 0
 
-    def next(self, idx: np.ndarray, rng: np.random.Generator):
+    def next(
+        self, idx: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Callable[[slice], None]]:
         """``(idx, x, targets, prepare)`` for the rows ``idx`` of the training set: ``idx`` in batch order
         (grouped by shift offset), and ``x``/``targets`` the buffers that ``prepare(rows)`` fills."""
         cfg, b = self.cfg, len(idx)
@@ -218,8 +220,8 @@ def fit(
     sched_cfg: ScheduleConfig,
     rng: np.random.Generator,
     image_shape: tuple[int, int] | None = None,
-    on_epoch: Callable[[dict], None] | None = None,
-) -> tuple[list[dict], list[float]]:
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> tuple[list[dict[str, float]], list[float]]:
     """Train ``net`` in place; return per-epoch log rows and per-epoch seconds.
 
     ``train_loss``/``train_acc`` in a row are running means of the training
