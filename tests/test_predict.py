@@ -162,8 +162,13 @@ def test_model_normalization_comes_from_its_metadata(tmp_path: Path, model_path:
     ("overrides", "message"),
     [
         ({"class_names": CLASS_NAMES[:9]}, "9 class names for 10 output units"),
-        ({"image_shape": [20, 20]}, "image_shape [20, 20] does not fit the 784 input units"),
+        ({"image_shape": [20, 20]}, "image_shape [20, 20] must be two positive sizes whose product is the 784"),
+        ({"image_shape": [-28, -28]}, "image_shape [-28, -28] must be two positive sizes"),  # product 784
+        ({"class_names": ["0"] * 10}, "class names repeat ['0']; each class needs its own name"),
         ({"std": 0.0}, "bad normalization"),
+        ({"mean": 1e308}, "must normalize to finite float32 values"),  # finite as a float, inf in float32
+        ({"std": 1e-300}, "must normalize to finite float32 values"),  # 0 in float32: x / 0
+        ({"mean": 0.5, "std": 1e-44}, "must normalize to finite float32 values"),  # a subnormal: 0.5 / std overflows
         ({"normalize": "whiten"}, "bad normalization"),
         ({"mean": "zero"}, "corrupt model metadata"),
     ],
@@ -172,6 +177,32 @@ def test_model_metadata_inconsistent_with_network_is_refused(tmp_path: Path, ove
     save_model(tmp_path / "m.npz", **overrides)
     with pytest.raises(DataError, match=re.escape(message)):
         predict.load_model(tmp_path / "m.npz")
+
+
+@pytest.mark.parametrize(
+    "overrides", [{"mean": 1e308}, {"std": 1e-300}, {"image_shape": [-28, -28]}, {"class_names": ["0"] * 10}]
+)
+def test_meaningless_metadata_is_one_line_and_exit_1_not_a_wrong_answer(
+    tmp_path: Path, capsys: pytest.CaptureFixture, overrides: dict
+) -> None:
+    save_model(tmp_path / "m.npz", **overrides)
+    image = save_png(tmp_path / "d.png", digit())
+    for extra in ([], ["--json"]):
+        code, out, err = run_cli([*extra, "--model", str(tmp_path / "m.npz"), str(image)], capsys)
+        assert code == 1 and out == "" and err.count("\n") == 1 and "m.npz" in err, err
+
+
+def test_non_finite_probabilities_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    net = Network([784, 16, 10], "relu", "he_normal", np.random.default_rng(0))
+    net.dense[0].params["W"][...] = 3e38  # finite weights whose logits overflow float32
+    save_network(tmp_path / "huge.npz", net, model_meta())
+    image = save_png(tmp_path / "d.png", digit())
+    code, out, err = run_cli(["--model", str(tmp_path / "huge.npz"), str(image)], capsys)
+    assert code == 1 and out == ""  # the file's line, then the count of failed files, as for a bad file
+    assert err.splitlines() == [
+        f"error: predict: {image}: the model's probabilities are not finite (NaN or infinite); retrain it",
+        "error: predict: 1 of 1 input files failed",
+    ]
 
 
 def test_model_without_class_names_is_refused(tmp_path: Path) -> None:

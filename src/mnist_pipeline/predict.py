@@ -109,12 +109,24 @@ def load_model(path: str | Path) -> Model:
         mean, std = float(meta["mean"]), float(meta["std"])
     except (KeyError, TypeError, ValueError) as exc:  # metadata of the wrong types
         raise DataError(f"{path}: corrupt model metadata ({exc}); retrain with `dvc repro train`") from exc
-    if len(shape) != 2 or shape[0] * shape[1] != net.sizes[0]:
-        raise DataError(f"{path}: metadata image_shape {list(shape)} does not fit the {net.sizes[0]} input units")
+    if len(shape) != 2 or min(shape) <= 0 or shape[0] * shape[1] != net.sizes[0]:
+        raise DataError(
+            f"{path}: metadata image_shape {list(shape)} must be two positive sizes whose product is the "
+            f"{net.sizes[0]} input units"
+        )
     if len(names) != net.sizes[-1]:
         raise DataError(f"{path}: metadata has {len(names)} class names for {net.sizes[-1]} output units")
-    if meta["normalize"] not in NORMALIZATIONS or not (np.isfinite(mean) and np.isfinite(std) and std > 0):
-        raise DataError(f"{path}: bad normalization in metadata: {meta['normalize']!r}, mean {mean}, std {std}")
+    if len(set(names)) != len(names):
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        raise DataError(f"{path}: metadata class names repeat {repeated}; each class needs its own name")
+    # What normalize() computes for the darkest and brightest pixel, in its float32: both must be finite.
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # judged right below, in one line
+        ends = normalize(np.array([[[0.0, 255.0]]]), mean, std) if np.isfinite([mean, std]).all() and std > 0 else None
+    if meta["normalize"] not in NORMALIZATIONS or ends is None or not np.isfinite(ends).all():
+        raise DataError(
+            f"{path}: bad normalization in metadata: {meta['normalize']!r}, mean {mean}, std {std} "
+            "(pixels must normalize to finite float32 values)"
+        )
     return Model(net, names, (shape[0], shape[1]), mean, std)
 
 
@@ -299,7 +311,10 @@ def predict_file(model: Model, path: Path, invert: str, center: bool) -> list[di
     """Records for every input in ``path`` (raises DataError naming the file if it is unusable)."""
     names, images = read_input(path)
     pixels = np.stack([preprocess(g, model.image_shape, invert, center) for g in images])  # (N, rows, cols)
-    proba = model.net.predict_proba(normalize(pixels, model.mean, model.std))  # (N, C)
+    with np.errstate(over="ignore", invalid="ignore"):  # checked below, as one line
+        proba = model.net.predict_proba(normalize(pixels, model.mean, model.std))  # (N, C)
+    if not np.isfinite(proba).all():
+        raise DataError(f"{path}: the model's probabilities are not finite (NaN or infinite); retrain it")
     return [result(n, p, model.class_names) for n, p in zip(names, proba, strict=True)]
 
 
