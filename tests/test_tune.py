@@ -170,3 +170,22 @@ def test_pushes_only_where_a_git_and_a_dvc_remote_are_both_set(tmp_path: Path) -
     assert push_remote(dvc, tmp_path) is None  # one machine's clone: its experiments stay here
     subprocess.run([dvc, "remote", "add", "-d", "shared", str(tmp_path / "cache")], cwd=tmp_path, check=True, env=env)
     assert push_remote(dvc, tmp_path) == "upstream"
+
+
+def test_without_the_tune_extra_it_says_how_to_install_it(tmp_path: Path) -> None:
+    # An `optuna` that cannot be imported, first on the path: as if the extra were not installed.
+    (tmp_path / "optuna").mkdir()
+    (tmp_path / "optuna" / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'optuna'\", name='optuna')\n", encoding="utf-8"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    for args in (["--help"], ["--trials", "1"]):
+        out = subprocess.run(
+            [sys.executable, "-m", "mnist_pipeline.tune", *args], capture_output=True, text=True, timeout=60, env=env
+        )
+        assert out.returncode == 1 and out.stdout == ""
+        assert out.stderr.strip().splitlines() == [
+            "error: tune: optuna is not installed; run `make tune`, or install the extra: "
+            "pip install -c requirements.lock -e '.[tune]'"
+        ]
+    assert _tune("--help").returncode == 0  # with the extra, the command line as before
