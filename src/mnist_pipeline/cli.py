@@ -22,6 +22,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,28 +44,31 @@ def _stop(signum: int, frame: object) -> None:
     raise Stopped(signal.Signals(signum).name)
 
 
-def _identity(pid: int) -> str | None:
-    """Process ``pid``'s start time (field 22 of /proc/<pid>/stat), or None if it is gone or unknown."""
+def _stat(pid: int) -> tuple[str, list[str]] | None:
+    """Process ``pid``'s command name and the fields of ``/proc/<pid>/stat`` after it, or None if it is gone."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
+        head, _, rest = Path(f"/proc/{pid}/stat").read_text().rpartition(")")
+    except OSError:
         return None
+    return head.partition("(")[2], rest.split()
+
+
+def _identity(pid: int) -> str | None:
+    """Process ``pid``'s start time (field 22 of its stat), or None if it is gone or unknown."""
+    stat = _stat(pid)
+    return stat[1][19] if stat and len(stat[1]) > 19 else None
 
 
 def starters(pid: int | None = None) -> list[tuple[int, str]]:
     """The processes this one dies with, as ``(pid, start time)``: its parent and, while that is a
     shell, the shell's parent too (``dvc`` runs a stage through ``$SHELL -c``)."""
     chain, pid = [], os.getppid() if pid is None else pid
-    while pid > 1 and (start := _identity(pid)) is not None:
-        chain.append((pid, start))
-        try:
-            name = Path(f"/proc/{pid}/comm").read_text().strip()
-            parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
+    while pid > 1 and (stat := _stat(pid)) is not None and len(stat[1]) > 19:
+        name, fields = stat
+        chain.append((pid, fields[19]))
+        if name not in SHELLS or not fields[1].isdigit():
             break
-        if name not in SHELLS:
-            break
-        pid = parent
+        pid = int(fields[1])  # the parent
     return chain
 
 
@@ -73,7 +77,7 @@ def die_with_starters(chain: list[tuple[int, str]], period: float = WATCH_SECOND
 
     def watch() -> None:
         while all(_identity(pid) == start for pid, start in chain):
-            threading.Event().wait(period)
+            time.sleep(period)
         os.kill(os.getpid(), signal.SIGTERM)
 
     thread = threading.Thread(target=watch, name="die-with-parent", daemon=True)
