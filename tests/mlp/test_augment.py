@@ -61,6 +61,21 @@ def offsets_of(x: np.ndarray, out: np.ndarray, k: int, fill: float) -> list[tupl
     return found
 
 
+def record_training_batches(net: Network) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Make ``net.train_batch`` record a copy of each training batch and its targets, as the pass saw them
+    (``prepare()`` fills them inside the pass); returns the list it appends to."""
+    seen: list[tuple[np.ndarray, np.ndarray]] = []
+    train_batch = net.train_batch
+
+    def spy(x, t, loss, scale=None, prepare=None):
+        out = train_batch(x, t, loss, scale, prepare)
+        seen.append((x.copy(), t.copy()))
+        return out
+
+    net.train_batch = spy
+    return seen
+
+
 def test_k_zero_is_identity() -> None:
     x = images(6)
     rng = np.random.default_rng(0)
@@ -231,17 +246,7 @@ def test_fit_training_images_are_translations_of_the_permuted_set() -> None:
     y = np.arange(12) % 3
     train = Split(images(12, seed=4), y, np.eye(3, dtype=np.float32)[y])
     net = Network([35, 3], "identity", "zeros", np.random.default_rng(0))
-    batches: list[np.ndarray] = []
-    targets: list[np.ndarray] = []
-    train_batch = net.train_batch
-
-    def spy_train_batch(x, t, loss, scale=None, prepare=None):
-        out = train_batch(x, t, loss, scale, prepare)
-        batches.append(x.copy())  # made by prepare() inside the pass
-        targets.append(t.copy())  # what the loss is computed against
-        return out
-
-    net.train_batch = spy_train_batch
+    seen = record_training_batches(net)
     rng = np.random.default_rng(1)
     cfg = TrainConfig(epochs=1, batch_size=12, lr=0.1, l2=0.0, seed=0, dtype="float32", augment_shift=1)
     fit(net, train, train, cfg, OptimizerConfig("sgd"), ScheduleConfig("constant"), rng, SHAPE)
@@ -250,9 +255,10 @@ def test_fit_training_images_are_translations_of_the_permuted_set() -> None:
     replay = np.random.default_rng(1)
     perm = replay.permutation(12)
     order, counts = draw_shifts(12, 1, replay)
-    found = offsets_of(train.x[perm[order]], batches[0], 1, fill=0.0)
+    ((batch, targets),) = seen
+    found = offsets_of(train.x[perm[order]], batch, 1, fill=0.0)
     assert found == [(code // 3 - 1, code % 3 - 1) for code, c in enumerate(counts) for _ in range(c)]
-    assert np.array_equal(targets[0], train.onehot[perm[order]])  # each image keeps its own label
+    assert np.array_equal(targets, train.onehot[perm[order]])  # each image keeps its own label (loss targets)
 
 
 @pytest.mark.parametrize("chunks", [1, 3])
@@ -265,21 +271,13 @@ def test_fit_fills_shifted_in_pixels_with_the_training_sets_background_in_every_
     y = np.arange(n) % 3
     train = Split(x, y, np.eye(3, dtype=np.float32)[y])
     net = Network([35, 3], "identity", "zeros", np.random.default_rng(0), chunks=chunks)
-    batches: list[np.ndarray] = []
-    train_batch = net.train_batch
-
-    def spy_train_batch(xb, t, loss, scale=None, prepare=None):
-        out = train_batch(xb, t, loss, scale, prepare)
-        batches.append(xb.copy())
-        return out
-
-    net.train_batch = spy_train_batch
+    seen = record_training_batches(net)
     cfg = TrainConfig(epochs=1, batch_size=4, lr=0.1, l2=0.0, seed=0, dtype="float32", augment_shift=1)
     fit(net, train, train, cfg, OptimizerConfig("sgd"), ScheduleConfig("constant"), np.random.default_rng(2), SHAPE)
     replay = np.random.default_rng(2)
     perm = replay.permutation(n)
     without_first = 0
-    for i, got in zip(range(0, n, 4), batches, strict=True):
+    for i, (got, _) in zip(range(0, n, 4), seen, strict=True):
         order, counts = draw_shifts(4, 1, replay)
         rows = perm[i : i + 4][order]
         assert np.array_equal(got, shift_grouped(x[rows], SHAPE, 1, counts, background=np.float32(-1.0)))
@@ -323,15 +321,7 @@ def test_fit_draws_shifts_then_elastic_fields_batch_by_batch(monkeypatch: pytest
     y = np.arange(12) % 3
     train = Split(images(12, seed=7), y, np.eye(3, dtype=np.float32)[y])
     net = Network([35, 3], "identity", "zeros", np.random.default_rng(0))
-    batches: list[np.ndarray] = []
-    train_batch = net.train_batch
-
-    def spy_train_batch(x, t, loss, scale=None, prepare=None):
-        out = train_batch(x, t, loss, scale, prepare)
-        batches.append(x.copy())
-        return out
-
-    net.train_batch = spy_train_batch
+    seen = record_training_batches(net)
     cfg = TrainConfig(
         epochs=2, batch_size=4, lr=0.1, l2=0.0, seed=0, dtype="float32", augment_shift=2, augment_elastic_alpha=1.5
     )
@@ -343,8 +333,8 @@ def test_fit_draws_shifts_then_elastic_fields_batch_by_batch(monkeypatch: pytest
             order, counts = draw_shifts(4, 2, replay)
             distorted = elastic_distort(train.x[perm[i : i + 4][order]], SHAPE, 1.5, 4.0, replay)
             expected.append(shift_grouped(distorted, SHAPE, 2, counts, background=train.x.min()))
-    assert len(batches) == 6
-    for got, want in zip(batches, expected, strict=True):
+    assert len(seen) == 6
+    for (got, _), want in zip(seen, expected, strict=True):
         assert np.array_equal(got, want)
 
 

@@ -54,6 +54,16 @@ def bounded(w: Workers, fn: Callable[[int], None], n: int) -> None:
 # --- split -------------------------------------------------------------------------------------
 
 
+def raises_then_runs_again(w: Workers, piece: Callable[[int], None], n: int, error: BaseException, after: int) -> None:
+    """``run(piece, n)`` re-raises ``error`` itself, and the same workers then run ``after`` pieces each once."""
+    with pytest.raises(Boom) as info:
+        bounded(w, piece, n)
+    assert info.value is error
+    done: list[int] = []
+    bounded(w, done.append, after)
+    assert sorted(done) == list(range(after))
+
+
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 10, 64, 1000])
 @pytest.mark.parametrize("parts", [1, 2, 3, 4, 7, 64, 100])
 def test_split_covers_every_row_once_in_consecutive_near_equal_slices(n: int, parts: int) -> None:
@@ -114,12 +124,7 @@ def test_run_reraises_a_pieces_exception_and_stays_usable(workers, threads: int)
         if i == 3:
             raise error
 
-    with pytest.raises(Boom) as info:
-        bounded(w, piece, 7)
-    assert info.value is error
-    done: list[int] = []
-    bounded(w, done.append, 7)
-    assert sorted(done) == list(range(7))
+    raises_then_runs_again(w, piece, 7, error, 7)
 
 
 @pytest.mark.timeout(120)
@@ -134,12 +139,7 @@ def test_an_exception_raised_on_a_helper_thread_reaches_the_caller(workers, thre
         if threading.current_thread().name != "run-caller":  # a helper: not the thread that called run
             raise error
 
-    with pytest.raises(Boom) as info:
-        bounded(w, piece, threads)
-    assert info.value is error
-    done: list[int] = []
-    bounded(w, done.append, 5)
-    assert sorted(done) == list(range(5))
+    raises_then_runs_again(w, piece, threads, error, 5)
 
 
 @pytest.mark.timeout(120)
