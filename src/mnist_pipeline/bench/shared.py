@@ -52,8 +52,8 @@ def start(cmd: list[str], cwd: Path, env: dict[str, str], cpus: set[int] | None 
     return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=pin)
 
 
-def finish(proc: subprocess.Popen, ws: Path) -> dict[str, Any]:
-    """Wait for a train run; its training seconds, median epoch seconds and model hash."""
+def wait(proc: subprocess.Popen, what: str) -> str:
+    """Wait for ``proc`` (killed after :data:`TIMEOUT`); its stderr, or RuntimeError naming ``what`` if it failed."""
     try:
         _, err = proc.communicate(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
@@ -61,9 +61,15 @@ def finish(proc: subprocess.Popen, ws: Path) -> dict[str, Any]:
         proc.communicate()
         raise
     if proc.returncode != 0:
-        raise RuntimeError(f"train in {ws} failed ({proc.returncode}): {err.decode()[-2000:]}")
+        raise RuntimeError(f"{what} failed ({proc.returncode}): {err.decode()[-2000:]}")
+    return err.decode()
+
+
+def finish(proc: subprocess.Popen, ws: Path) -> dict[str, Any]:
+    """Wait for a train run; its training seconds, median epoch seconds and model hash."""
+    err = wait(proc, f"train in {ws}")
     timing = json.loads((ws / TIMING_FILE).read_text())
-    threads = [line for line in err.decode().splitlines() if " chunks on " in line]
+    threads = [line for line in err.splitlines() if " chunks on " in line]
     return {
         "train_seconds": timing["train_seconds"],
         "epoch_median": statistics.median(timing["epoch_seconds"]),
@@ -134,14 +140,8 @@ def measure_experiments(workspace: Path, env: dict[str, str], dvc: str) -> dict[
         start_time = time.perf_counter()
         for k in range(0, len(seeds), jobs):
             cmds = [[dvc, "exp", "run", "--temp", "-S", f"train.seed={s}"] for s in seeds[k : k + jobs]]
-            procs = [
-                subprocess.Popen(c, cwd=workspace, env=job_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-                for c in cmds
-            ]
-            for proc in procs:
-                _, err = proc.communicate(timeout=TIMEOUT)
-                if proc.returncode != 0:
-                    raise RuntimeError(f"dvc exp run failed ({proc.returncode}): {err.decode()[-2000:]}")
+            for proc in [start(c, workspace, job_env) for c in cmds]:
+                wait(proc, "dvc exp run")
         out[f"j{jobs}"] = time.perf_counter() - start_time
         log.info("4 default experiments, %d at a time: %.1f s", jobs, out[f"j{jobs}"])
     out["ratio"] = out["j2"] / out["j1"]
