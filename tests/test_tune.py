@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from helpers.tune_space import TINY_SPACE as SPACE
-from mnist_pipeline import compose
+from mnist_pipeline import compose, config
 from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.tune import report, storage
 from mnist_pipeline.tune.experiment import push_remote
@@ -90,6 +90,84 @@ def test_overrides_read_back_as_the_same_values() -> None:
 def test_bad_space_is_a_config_error_naming_the_key(tmp_path: Path, space: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("[", r"\[")):
         load_space(str(_write(tmp_path, space)), REPO / "conf")
+
+
+def _count_compositions(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The overrides of every Hydra composition from now on (compose.compose still runs)."""
+    calls: list[list[str]] = []
+    real = compose.compose
+
+    def counted(overrides: list[str] | None = None, conf_dir: str | Path = compose.CONF_DIR) -> str:
+        calls.append(list(overrides or []))
+        return real(overrides, conf_dir)
+
+    monkeypatch.setattr(compose, "compose", counted)
+    return calls
+
+
+def test_a_space_with_too_many_choices_is_refused_before_any_composition(tmp_path, monkeypatch) -> None:
+    calls = _count_compositions(monkeypatch)
+    space = _with_param(**{"preset.name": {"type": "categorical", "choices": [f"c{i}" for i in range(5000)]}})
+    with pytest.raises(ConfigError, match=r"params\.preset\.name\.choices has 5000 choices, more than the 1000"):
+        load_space(str(_write(tmp_path, space)), REPO / "conf")
+    many = _with_param(**{f"preset.c{i}": {"type": "float", "low": 0, "high": 1} for i in range(600)})
+    with pytest.raises(ConfigError, match="1210 choices and range ends in all, more than the 1000"):
+        load_space(str(_write(tmp_path, many)), REPO / "conf")
+    assert calls == []
+
+
+@pytest.mark.parametrize("last", [0.5, 1.5])
+def test_a_thousand_choices_are_each_validated_without_a_composition_each(tmp_path, monkeypatch, last) -> None:
+    calls = _count_compositions(monkeypatch)
+    choices = [round(0.0001 * i, 4) for i in range(1, 985)] + [last]  # 985 + the other params' 10 values
+    space = _with_param(**{"train.label_smoothing": {"type": "categorical", "choices": choices}})
+    path = _write(tmp_path, space)
+    if last > 1:  # the last of them is impossible: found all the same (not one composition each)
+        with pytest.raises(ConfigError, match=r"params\.train\.label_smoothing=1\.5: train\.label_smoothing=1\.5"):
+            load_space(str(path), REPO / "conf")
+    else:
+        loaded = load_space(str(path), REPO / "conf")
+        assert next(p for p in loaded.params if p.name == "train.label_smoothing").choices == tuple(choices)
+    assert 0 < len(calls) < 20, f"{len(calls)} compositions for {len(choices)} choices"
+
+
+CHOICES = [
+    ("train.lr", 0.05),
+    ("train.lr", -1.0),
+    ("train.lr", "fast"),
+    ("train.lr", True),
+    ("train.lr", 1),
+    ("train.epochs", 2.5),
+    ("train.epochs", "3"),
+    ("train.loss", "mse_softmax"),
+    ("train.loss", "hinge"),
+    ("featurize.stratify", "false"),
+    ("featurize.stratify", 0),
+    ("preset.name", "${train.lr}"),
+    ("preset.name", "${nowhere}"),
+    ("preset.name", "a,b"),
+    ("preset.name", "null"),
+    ("preset.name", "[1]"),
+    ("preset.name", "x y"),
+    ("train.dtype", "float64"),
+]
+
+
+@pytest.mark.parametrize(("key", "value"), CHOICES)
+def test_a_choice_is_accepted_exactly_when_composing_it_validates(tmp_path, key, value) -> None:
+    try:
+        text = compose.compose([override(key, value)], REPO / "conf")
+        config.from_dict(yaml.safe_load(text))
+        composes = True
+    except ConfigError:
+        composes = False
+    space = {"params": {key: {"type": "categorical", "choices": [value]}}}
+    try:
+        load_space(str(_write(tmp_path, space)), REPO / "conf")
+        accepted = True
+    except ConfigError:
+        accepted = False
+    assert accepted == composes
 
 
 def _tune(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:

@@ -83,9 +83,8 @@ def parse_metrics(text: str, source: str) -> dict[str, float]:
 
 
 def read_text(path: str | Path) -> str:
-    """The text of ``path``, a regular file (a FIFO or device is refused, never waited on)."""
-    with paths.open_regular(path, "r", encoding="utf-8") as f:
-        return f.read()
+    """The text of ``path``, a regular file of at most ``paths.TEXT_CAP`` bytes (checked before reading)."""
+    return paths.read_capped_text(path, "is it the right file?")
 
 
 def read_metrics(path: str | Path) -> dict[str, float]:
@@ -102,17 +101,31 @@ def git_metrics(rev: str, path: str = METRICS_FILE) -> tuple[dict[str, float] | 
     return (None, why) if text is None else (parse_metrics(text, f"{rev}:{path}"), "")
 
 
-def git_show(rev: str, path: str) -> tuple[str | None, str]:
-    """The text of ``path`` at ``rev`` (relative to the current directory), or ``(None, why not)``."""
-    try:
-        result = subprocess.run(
-            ["git", "show", f"{rev}:./{path}"], capture_output=True, text=True, timeout=60, check=False
+def git_show(rev: str, path: str, cwd: Path | None = None) -> tuple[str | None, str]:
+    """The text of ``path`` at ``rev`` (relative to ``cwd``, default the current directory), or ``(None, why not)``.
+
+    Its size is asked first (``git cat-file -s``): over ``paths.TEXT_CAP`` bytes it is a DataError, unread.
+    """
+    size, why = _git(["cat-file", "-s", f"{rev}:./{path}"], cwd)
+    if size is None:
+        return None, f"git show {rev}:{path} failed: {why}"
+    if int(size) > paths.TEXT_CAP:
+        raise DataError(
+            f"{rev}:{path} is {int(size):,} bytes, over the {paths.TEXT_CAP:,}-byte cap on files read whole; "
+            "is it the right file?"
         )
+    text, why = _git(["show", f"{rev}:./{path}"], cwd)
+    return (text, "") if text is not None else (None, f"git show {rev}:{path} failed: {why}")
+
+
+def _git(args: list[str], cwd: Path | None) -> tuple[str | None, str]:
+    """The output of ``git args`` run in ``cwd``, or ``(None, its last error line)``."""
+    try:
+        result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False)
     except OSError as exc:
         return None, f"git unavailable ({exc.strerror})"
     if result.returncode != 0:
-        reason = (result.stderr.strip().splitlines() or ["unknown error"])[-1]
-        return None, f"git show {rev}:{path} failed: {reason}"
+        return None, (result.stderr.strip().splitlines() or ["unknown error"])[-1]
     return result.stdout, ""
 
 

@@ -14,6 +14,7 @@ import yaml
 from mnist_pipeline import config
 from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.params import PARAMS_FILE
+from mnist_pipeline.paths import read_capped_text
 
 CONF_DIR = "conf"
 
@@ -23,6 +24,8 @@ def compose(overrides: list[str] | None = None, conf_dir: str | Path = CONF_DIR)
 
     Raises
     ------
+    DataError
+        If a file under ``conf_dir`` is over :data:`~mnist_pipeline.paths.TEXT_CAP` bytes or no regular file.
     ConfigError
         If Hydra or OmegaConf cannot compose it (an unknown group option, a bad override, a YAML
         error or tag in a config file, a missing interpolation, nesting too deep), with their
@@ -35,6 +38,8 @@ def compose(overrides: list[str] | None = None, conf_dir: str | Path = CONF_DIR)
     from omegaconf.errors import OmegaConfBaseException
 
     overrides = list(overrides or [])
+    for path in sorted(Path(conf_dir).rglob("*.yaml")):  # what Hydra may read: each capped, before it does
+        read_capped_text(path, "a config file is a few lines")
     try:
         with initialize_config_dir(str(Path(conf_dir).resolve()), version_base=None):
             cfg = hydra_compose(config_name="config", overrides=overrides)
@@ -42,10 +47,10 @@ def compose(overrides: list[str] | None = None, conf_dir: str | Path = CONF_DIR)
         return OmegaConf.to_yaml(cfg)
     except (HydraException, OmegaConfBaseException, yaml.YAMLError, RecursionError) as exc:
         given = f" with overrides {' '.join(overrides)}" if overrides else ""
-        raise ConfigError(f"cannot compose {conf_dir}/{given}: {_reason(exc)}") from exc
+        raise ConfigError(f"cannot compose {conf_dir}/{given}: {one_line(exc)}") from exc
 
 
-def _reason(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     """The useful part of a Hydra, OmegaConf or YAML error, in one line (no config search path)."""
     if isinstance(exc, RecursionError):
         return "a config file is nested too deeply"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import re
 import typing
@@ -23,7 +24,7 @@ import yaml
 
 from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.mlp.errors import MLPError
-from mnist_pipeline.paths import open_regular
+from mnist_pipeline.paths import read_capped_text
 
 PARAMS_FILE = "params.yaml"
 # Every top-level section params.yaml has (mnist_pipeline.config.Config has one field each; tested).
@@ -64,10 +65,9 @@ def as_config_error() -> Iterator[None]:
 
 
 def read(path: str | Path = PARAMS_FILE) -> Any:
-    """The parsed YAML of ``path``; ConfigError if it cannot be read or parsed (DataError if it is no regular file)."""
+    """The parsed YAML of ``path``; ConfigError if it cannot be read or parsed (DataError: no regular file, too big)."""
     try:
-        with open_regular(path, "r", encoding="utf-8") as f:
-            text = f.read()
+        text = read_capped_text(path, "run `make params` to rewrite it")
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}; run `make params`") from exc
     try:
@@ -93,7 +93,7 @@ def build_sections(cls: type, data: Any) -> Any:
     missing = [k for k in sorted(wanted) if k not in data]
     if missing:
         raise ConfigError(f"missing top-level key {missing[0]!r} in {PARAMS_FILE}; run `make params`")
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     built = cls(**{k: _convert(hints[k], data[k], k) for k in sorted(wanted)})
     if hasattr(built, "validate"):  # checks across sections
         with as_config_error():
@@ -135,10 +135,16 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
     raise TypeError(f"unsupported config type {tp!r} for {key}")  # a bug, not user error
 
 
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """``typing.get_type_hints(cls)``, evaluated once per class (it compiles every annotation)."""
+    return typing.get_type_hints(cls)
+
+
 def _build(cls: type, data: Any, key: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{key} must be a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:

@@ -70,3 +70,33 @@ def _check_regular(path: str | Path, mode: int) -> None:
     if not stat.S_ISREG(mode):
         kind = _KINDS.get(stat.S_IFMT(mode), "a special file")
         raise DataError(f"{path} is {kind}, not a regular file; refusing to read it")
+
+
+TEXT_CAP = 256 << 10  # bytes: the largest config, gate, metrics or search-space file any command reads whole
+
+
+def read_capped_text(path: str | Path, fix: str, cap: int = TEXT_CAP) -> str:
+    """The UTF-8 text of the regular file ``path``, refused before it is read if it is over ``cap`` bytes.
+
+    Every file a command reads whole and parses (params.yaml, conf/, gates, metrics, fingerprints,
+    search spaces) is a few kilobytes; a gigabyte of padding would take seconds and gigabytes to
+    parse only to be refused later, or worse, accepted.
+
+    Raises
+    ------
+    DataError
+        If ``path`` is over the cap (``fix`` says what to do), not a regular file, or not UTF-8.
+    OSError
+        As :func:`open` does.
+    """
+    with open_regular(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        data = b"" if size > cap else f.read(cap + 1)  # it may grow between the stat and the read
+    if size > cap or len(data) > cap:
+        raise DataError(
+            f"{path} is {max(size, len(data)):,} bytes, over the {cap:,}-byte cap on files read whole; {fix}"
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not UTF-8 text (byte {exc.start}); {fix}") from exc

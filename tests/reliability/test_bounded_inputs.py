@@ -15,7 +15,9 @@ One test per kind of attack:
 4. images over the pixel cap and Pillow's decompression-bomb check (``predict.decode_image``);
 5. deep nesting in ``params.yaml`` and in model metadata, and ``make params`` errors (``compose``);
 6. credentials in mirror URLs (``data_config.mask_credentials``, used for every line ``download`` prints);
-7. sizes that would exhaust memory or time, refused by validation (``Config.validate`` and friends).
+7. sizes that would exhaust memory or time, refused by validation (``Config.validate`` and friends);
+8. files read whole and parsed (params.yaml, conf/, gates, metrics, search spaces), refused by size
+   before a byte is parsed (``paths.read_capped_text``).
 """
 
 from __future__ import annotations
@@ -340,3 +342,50 @@ def test_every_preset_is_within_the_bounds(repo_root):
 
     for preset in sorted(p.stem for p in (repo_root / "conf" / "experiment").glob("*.yaml")):
         config.from_dict(yaml.safe_load(compose.compose([f"experiment={preset}"], repo_root / "conf")))
+
+
+# --- 8. files read whole: their size against a cap, before a byte is parsed ----------------------
+
+PADDED_MIB = 100  # what a padded config file holds: real text, parsed for minutes without the cap
+METRICS = '{"test": {"accuracy": 0.99}}'
+
+
+def padded(path: Path, head: str, tail: str = "", mib: int = PADDED_MIB) -> None:
+    """``head``, ``mib`` MiB of the letter x, then ``tail``: a valid file of its kind, only huge."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(head)
+        for _ in range(mib):
+            f.write("x" * bombs.MIB)
+        f.write(tail)
+
+
+def check_metrics(cwd: Path, *args: str | Path) -> Capped:
+    return run_capped(python_module("mnist_pipeline.check_metrics", *args), cwd, timeout=30)
+
+
+@pytest.mark.parametrize("case", ["metrics-json-1gb", "params-yaml-string", "gates-yaml-comment", "conf-comment"])
+def test_files_read_whole_are_refused_by_size_before_parsing(tmp_path, repo_root, case):
+    shutil.copytree(repo_root / "conf", tmp_path / "conf")
+    shutil.copy(repo_root / "params.yaml", tmp_path)
+    (tmp_path / "metrics.json").write_text(METRICS, encoding="utf-8")
+    gates = ("--metrics", "metrics.json", "--gates", "conf/gates.yaml")
+    if case == "metrics-json-1gb":  # a valid accuracy, then a gigabyte (sparse on disk) in one key
+        with open(tmp_path / "metrics.json", "w", encoding="utf-8") as f:
+            f.write(METRICS[:-1] + ', "pad": "')
+            f.truncate(1 << 30)
+        run, named = check_metrics(tmp_path, *gates), "metrics.json is 1,073,741,824 bytes"
+    elif case == "params-yaml-string":
+        padded(tmp_path / "params.yaml", "preset: {name: '", "'}\n" + (repo_root / "params.yaml").read_text())
+        run, named = stage("evaluate", tmp_path, timeout=30), "params.yaml is 104,85"
+    elif case == "gates-yaml-comment":
+        padded(tmp_path / "conf" / "gates.yaml", "# ", "\n" + (repo_root / "conf" / "gates.yaml").read_text())
+        run, named = check_metrics(tmp_path, *gates), "conf/gates.yaml is 104,85"
+    else:
+        model = tmp_path / "conf" / "model" / "mlp_256_128.yaml"
+        padded(model, "# ", "\n" + model.read_text(), mib=2)
+        run, named = run_capped(python_module("mnist_pipeline.compose"), tmp_path, timeout=30), "mlp_256_128.yaml is"
+        assert (tmp_path / "params.yaml").read_bytes() == (repo_root / "params.yaml").read_bytes()
+
+    line = assert_refused(run, named, "-byte cap on files read whole")
+    assert run.stdout == ""
+    assert "OK" not in line

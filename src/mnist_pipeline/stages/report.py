@@ -47,6 +47,7 @@ from mnist_pipeline.paths import (
     REPORT_FILE,
     TIMING_FILE,
     open_regular,
+    read_capped_text,
 )
 
 log = logging.getLogger(__name__)
@@ -221,10 +222,13 @@ def _read_csv(path: Path) -> dict[str, list[str]]:
 
 def _read_json(path: Path) -> Any:
     try:
-        with open_regular(path, "r", encoding="utf-8") as f:
-            return json.load(f)
+        text = read_capped_text(path, "rerun `dvc repro evaluate`")
     except FileNotFoundError as exc:
         raise DataError(f"{path} is missing; run `dvc repro`") from exc
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise DataError(f"{path} is not valid JSON ({exc}); rerun `dvc repro evaluate`") from exc
 
 
 def load_run(cfg: Config, threads: int = 1) -> RunOutputs:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mnist_pipeline import paths
-from mnist_pipeline.check_metrics import flatten
+from mnist_pipeline.check_metrics import flatten, git_show, json_object
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.sweep import Dvc
 
@@ -98,8 +98,8 @@ def remove_stale_runs(names: set[str], cwd: Path | None = None) -> list[str]:
     root = (cwd or Path()) / EXPS_TMP
     for info_file in root.glob("run/*/*.run"):
         try:
-            info = json.loads(info_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            info = json.loads(paths.read_capped_text(info_file, "it is DVC's"))
+        except (OSError, ValueError, PipelineError):
             continue
         copy = Path(str(info.get("root_dir", "")))
         if info.get("name") in names and info.get("location") == "tempdir" and copy.is_dir():
@@ -135,15 +135,23 @@ def read_outcome(name: str, cwd: Path | None = None) -> Outcome:
         If the metrics are missing or the accuracy is not a finite number (a diverged run).
     """
     ref = experiment_ref(name, cwd)
-    metrics = flatten(json.loads(_git(["show", f"{ref}:{paths.METRICS_FILE.as_posix()}"], cwd)))
+    metrics = flatten(json_object(_show(ref, paths.METRICS_FILE, cwd), f"experiment {name}'s {paths.METRICS_FILE}"))
     accuracy = metrics.get(OBJECTIVE)
     if accuracy is None or not math.isfinite(accuracy):
         raise PipelineError(f"experiment {name} diverged or has no {OBJECTIVE}: {accuracy}")
     try:
-        timing = flatten(json.loads(_git(["show", f"{ref}:{paths.TIMING_FILE.as_posix()}"], cwd)))
-    except (PipelineError, ValueError):
+        timing = flatten(json_object(_show(ref, paths.TIMING_FILE, cwd), str(paths.TIMING_FILE)))
+    except PipelineError:
         timing = {}
     return Outcome(float(accuracy), timing.get("train_seconds"))
+
+
+def _show(ref: str, path: Path, cwd: Path | None) -> str:
+    """``path`` as committed in ``ref`` (capped in size, see :func:`check_metrics.git_show`)."""
+    text, why = git_show(ref, path.as_posix(), cwd)
+    if text is None:
+        raise PipelineError(why)
+    return text
 
 
 def push_remote(dvc: str, cwd: Path | None = None) -> str | None:

@@ -4,14 +4,16 @@ A space file names the params to search (``params:``, in order; each a dotted ke
 params.yaml or a conf group such as ``model``), the overrides every trial shares (``fixed:``), the
 budget (``trials``, ``minutes``) and the sampler's ``seed``. :func:`load_space` checks it like
 every other config: an unknown key, an empty range or an unknown type is a one-line
-:class:`~mnist_pipeline.errors.ConfigError` naming it, and every range end and choice is composed
-with Hydra and validated as a whole params.yaml, so no trial is spent on a value the train stage
-would refuse. :func:`suggest` turns one Optuna trial into ``dvc exp run -S`` overrides.
+:class:`~mnist_pipeline.errors.ConfigError` naming it, and every range end and choice is read as
+Hydra reads it and validated as a whole params.yaml, so no trial is spent on a value the train
+stage would refuse. :func:`suggest` turns one Optuna trial into ``dvc exp run -S`` overrides.
 """
 
 from __future__ import annotations
 
+import copy
 import math
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,8 +23,10 @@ import yaml
 from mnist_pipeline import compose, config
 from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.params import _Yaml12Loader
+from mnist_pipeline.paths import read_capped_text
 
 SPACE_DIR = "tune"  # conf/tune/<name>.yaml
+MAX_VALUES = 1000  # choices and range ends of a whole space: each is validated, and TPE gains nothing from more
 TOP_KEYS = {"params", "fixed", "trials", "minutes", "seed", "startup_trials"}
 # Per type, the keys a param may have (besides `type` and `when`) and the ones it must have.
 TYPES = {
@@ -103,7 +107,8 @@ def load_space(name: str, conf_dir: str | Path = compose.CONF_DIR) -> Space:
     """Read and validate a search space (see the module docstring); ConfigError names what is wrong."""
     path = space_file(name, conf_dir)
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Yaml12Loader)  # noqa: S506 - safe, reads 1e-6 as a float
+        text = read_capped_text(path, "a search space is a few lines")
+        data = yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - safe, reads 1e-6 as a float
     except OSError as exc:
         raise ConfigError(f"cannot read search space {path}: {exc.strerror}") from exc
     except yaml.YAMLError as exc:
@@ -123,6 +128,11 @@ def parse_space(name: str, data: Any, source: str) -> Space:
     params: list[Param] = []
     for key, spec in data["params"].items():
         params.append(_parse_param(f"{source}: params.{key}", str(key), spec, params))
+    if (count := sum(len(p.values()) for p in params)) > MAX_VALUES:
+        raise ConfigError(
+            f"{source}: {count} choices and range ends in all, more than the {MAX_VALUES} a space may hold; "
+            "search fewer values"
+        )
     fixed = data.get("fixed") or {}
     if not isinstance(fixed, dict):
         raise ConfigError(f"{source}: `fixed` must map keys to values")
@@ -147,6 +157,10 @@ def _parse_param(where: str, name: str, spec: Any, earlier: list[Param]) -> Para
     if spec["type"] == "categorical":
         choices = spec["choices"]
         _check(f"{where}.choices", isinstance(choices, list) and bool(choices), "a non-empty list", choices)
+        if len(choices) > MAX_VALUES:
+            raise ConfigError(
+                f"{where}.choices has {len(choices)} choices, more than the {MAX_VALUES} a space may hold"
+            )
         scalars = all(isinstance(c, bool | int | float | str) for c in choices)
         _check(f"{where}.choices", scalars and len(set(choices)) == len(choices), "distinct scalars", choices)
         return Param(name, "categorical", choices=tuple(choices), when=when)
@@ -177,7 +191,12 @@ def _parse_when(where: str, when: Any, earlier: list[Param]) -> dict[str, tuple[
 
 
 def check_against_conf(space: Space, conf_dir: str | Path, source: str) -> None:
-    """Every key exists (a params.yaml key or a conf group) and every range end and choice composes and validates."""
+    """Every key exists (a params.yaml key or a conf group) and every range end and choice composes and validates.
+
+    A conf group's options are composed with Hydra one by one (there are as many as files in the
+    group). A value of a params.yaml key is parsed by Hydra's override grammar, as ``dvc exp run -S``
+    parses it, put into the composed params and validated: a thousand choices take well under a second.
+    """
     groups = [override(k, v) for k, v in space.fixed.items() if _is_group(k, conf_dir)]
     with_groups = _validated(groups, conf_dir, f"{source}: fixed")
     for key in space.fixed:
@@ -188,12 +207,49 @@ def check_against_conf(space: Space, conf_dir: str | Path, source: str) -> None:
     for p in space.params:
         condition = [override(k, values[0]) for k, values in p.when.items()]
         where = f"{source}: params.{p.name}"
-        if not _is_group(p.name, conf_dir):
-            context = _validated(fixed + condition, conf_dir, where) if condition else base
-            if not _has_key(context, p.name):
-                raise ConfigError(f"{where} is an unknown key (neither a params.yaml key nor a conf group)")
+        if _is_group(p.name, conf_dir):
+            options = sorted(f.stem for f in (Path(conf_dir) / p.name).glob("*.yaml"))
+            for value in p.values():
+                if str(value) not in options:
+                    raise ConfigError(f"{where}={value}: not a conf/{p.name} option (have: {', '.join(options)})")
+                _validated(fixed + condition + [override(p.name, value)], conf_dir, f"{where}={value}")
+            continue
+        context = _validated(fixed + condition, conf_dir, where) if condition else base
+        if not _has_key(context, p.name):
+            raise ConfigError(f"{where} is an unknown key (neither a params.yaml key nor a conf group)")
         for value in p.values():
-            _validated(fixed + condition + [override(p.name, value)], conf_dir, f"{where}={value}")
+            overrides = fixed + condition + [override(p.name, value)]
+            _validated_value(context, overrides, conf_dir, f"{where}={value}")
+
+
+def _validated_value(context: dict[str, Any], overrides: list[str], conf_dir: str | Path, where: str) -> None:
+    """The params ``context`` with the last of ``overrides`` applied, validated (composed only if it must be).
+
+    A plain scalar is set in place of a full Hydra composition (what takes the time); a sweep, an
+    interpolation or anything else Hydra would treat specially is composed as ``dvc exp run`` would.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_override(overrides[-1])
+    except HydraException as exc:
+        raise ConfigError(f"{where}: {compose.one_line(exc)}") from exc
+    value = parsed.value()
+    plain = isinstance(value, bool | int | float) or (isinstance(value, str) and "${" not in value)
+    if parsed.is_sweep_override() or parsed.is_add() or parsed.is_delete() or not plain:
+        _validated(overrides, conf_dir, where)
+        return
+    data = copy.deepcopy(context)
+    *parents, last = parsed.key_or_group.split(".")
+    node = data
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    try:
+        config.from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
 
 
 def _validated(overrides: list[str], conf_dir: str | Path, where: str) -> dict[str, Any]:
@@ -222,9 +278,14 @@ def _no_unknown(where: str, data: dict, allowed: set[str], what: str) -> None:
         raise ConfigError(f"{where}: unknown {what} {unknown[0]!r}; valid: {', '.join(sorted(allowed))}")
 
 
+_SHORT = reprlib.Repr()  # a value in a message: its first items, not all of a thousand
+_SHORT.maxlist = _SHORT.maxdict = 6
+_SHORT.maxstring = _SHORT.maxother = 60
+
+
 def _check(where: str, ok: bool, expected: str, value: Any) -> None:
     if not ok:
-        raise ConfigError(f"{where} must be {expected}, not {value!r}")
+        raise ConfigError(f"{where} must be {expected}, not {_SHORT.repr(value)}")
 
 
 def _is_int(value: Any) -> bool:
