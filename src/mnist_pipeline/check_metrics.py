@@ -33,6 +33,7 @@ import yaml
 
 from mnist_pipeline import compose, compute, config, params, paths
 from mnist_pipeline.errors import ConfigError, DataError
+from mnist_pipeline.text import terminal
 
 METRICS_FILE = paths.METRICS_FILE.as_posix()  # as DVC and git name it
 COMPUTE_FILE = paths.COMPUTE_FILE.as_posix()
@@ -257,7 +258,12 @@ def _fmt(value: float | None) -> str:
 
 
 def align(rows: list[list[str]]) -> str:
-    """Rows of cells as left-aligned columns two spaces apart (the layout of ``dvc metrics diff``)."""
+    """Rows of cells as left-aligned columns two spaces apart (the layout of ``dvc metrics diff``).
+
+    Every cell is shown as :func:`~mnist_pipeline.text.terminal` shows it: a metric, experiment or
+    param name cannot add a line to the table or send the terminal an escape sequence.
+    """
+    rows = [[terminal(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
 
@@ -311,8 +317,10 @@ def reproduction(
     tol = DRIFT_TOL if args.drift_tol is None else dict.fromkeys(DRIFT_TOL, args.drift_tol)
     bounds = " and ".join(f"{metric} within {bound:g}" for metric, bound in tol.items())
     print(
-        f"{PREFIX}: compute fingerprint differs from {then_source} in {'; '.join(diffs)}: rounding differs, "
-        f"so {bounds} of the baseline are required (losses are not compared)"
+        terminal(
+            f"{PREFIX}: compute fingerprint differs from {then_source} in {'; '.join(diffs)}: rounding differs, "
+            f"so {bounds} of the baseline are required (losses are not compared)"
+        )
     )
     return drift_failures(current, baseline, label, tol, source)
 
@@ -362,18 +370,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         (baseline, why), old_label = git_metrics(args.rev, source), args.rev
     print(format_table(current, baseline, old_label, gate, source))
     for line in filter(None, (note, why and f"no baseline: {why}")):
-        print(f"{PREFIX}: {line}")
+        print(f"{PREFIX}: {terminal(line)}")
     failures = gate_failures(current, gate, label, source)
     if args.reproduce:
         if baseline is None:
             raise DataError(f"--reproduce needs a baseline, and there is none: {why}")
         failures += reproduction(args, current, baseline, f"{old_label}:{source}", source)
     for failure in failures:
-        print(f"{PREFIX}: FAIL: {failure}", file=sys.stderr)
+        print(f"{PREFIX}: FAIL: {terminal(failure)}", file=sys.stderr)
     if failures:
         sys.exit(1)
     checks = ", ".join(f"{m} {current[m]} >= {v}" for m, v in gate.items())
-    print(f"{PREFIX}: OK: {checks} ({label})" + (f"; reproduces {old_label}" if args.reproduce else ""))
+    print(terminal(f"{PREFIX}: OK: {checks} ({label})" + (f"; reproduces {old_label}" if args.reproduce else "")))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.mlp.errors import MLPError
+from mnist_pipeline.text import terminal
 
 log = logging.getLogger("mnist_pipeline")
 
@@ -88,11 +89,21 @@ def die_with_starters(chain: list[tuple[int, str]], period: float = WATCH_SECOND
 def setup_logging(stage: str, verbose: bool = False) -> None:
     """Configure the root logger from ``LOGLEVEL`` (default INFO; DEBUG if ``verbose``).
 
-    Records read ``<stage>: message``; verbose ones name the module instead.
+    Records read ``<stage>: message``; verbose ones name the module instead. Each is one line
+    with control characters shown escaped (:func:`mnist_pipeline.text.terminal`): a file name or a
+    server's reason phrase cannot split it or reach the terminal as an escape sequence.
     """
     level = logging.getLevelName("DEBUG" if verbose else os.environ.get("LOGLEVEL", "INFO").upper())
-    fmt = "%(name)s: %(message)s" if verbose else f"{stage}: %(message)s"
-    logging.basicConfig(level=level if isinstance(level, int) else logging.INFO, format=fmt)
+    handler = logging.StreamHandler()
+    handler.setFormatter(_TerminalFormatter("%(name)s: %(message)s" if verbose else f"{stage}: %(message)s"))
+    logging.basicConfig(level=level if isinstance(level, int) else logging.INFO, handlers=[handler])
+
+
+class _TerminalFormatter(logging.Formatter):
+    """A log record's line through :func:`~mnist_pipeline.text.terminal`; a traceback after it keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        return terminal(super().formatMessage(record))
 
 
 def one_line(text: str) -> str:
@@ -123,7 +134,7 @@ def run(main: Callable[[], None], name: str, before: Callable[[], None] | None =
         if verbose:
             log.exception("%s failed", name)
         message = str(exc) if isinstance(exc, PipelineError | MLPError) else f"{type(exc).__name__}: {exc}"
-        print(f"error: {name}: {one_line(message)}", file=sys.stderr)
+        print(f"error: {name}: {terminal(one_line(message))}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print(f"error: {name}: interrupted", file=sys.stderr)

@@ -47,10 +47,10 @@ def compose(overrides: list[str] | None = None, conf_dir: str | Path = CONF_DIR)
         return OmegaConf.to_yaml(cfg)
     except (HydraException, OmegaConfBaseException, yaml.YAMLError, RecursionError) as exc:
         given = f" with overrides {' '.join(overrides)}" if overrides else ""
-        raise ConfigError(f"cannot compose {conf_dir}/{given}: {one_line(exc)}") from exc
+        raise ConfigError(f"cannot compose {conf_dir}/{given}: {reason(exc)}") from exc
 
 
-def one_line(exc: BaseException) -> str:
+def reason(exc: BaseException) -> str:
     """The useful part of a Hydra, OmegaConf or YAML error, in one line (no config search path)."""
     if isinstance(exc, RecursionError):
         return "a config file is nested too deeply"

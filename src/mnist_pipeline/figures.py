@@ -24,6 +24,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from mnist_pipeline.text import terminal
+
 # Figure name -> size in inches; the PNG is round(w * dpi) x round(h * dpi) pixels.
 SIZES: dict[str, tuple[float, float]] = {
     "learning_curves": (12.0, 4.8),
@@ -42,6 +44,7 @@ STYLE: dict[Any, Any] = {  # matplotlib types rc keys as literals; these are val
     "image.interpolation": "nearest",
     "figure.facecolor": "white",
 }
+NAMES = {"parse_math": False}  # text properties of a user's string (a class name): a $ is a dollar sign, not mathtext
 
 
 def _png(name: str) -> Callable:
@@ -105,8 +108,9 @@ def confusion_matrix(fig: Figure, cm: np.ndarray, class_names: Sequence[str]) ->
     for i, j in np.ndindex(cm.shape):
         color = "white" if frac[i, j] > 0.5 else "black"
         ax.text(j, i, str(cm[i, j]), ha="center", va="center", color=color, fontsize=size)
-    ax.set_xticks(range(c), labels=class_names, rotation=90 if max(map(len, class_names)) > 3 else 0)
-    ax.set_yticks(range(c), labels=class_names)
+    labels = [terminal(name) for name in class_names]
+    ax.set_xticks(range(c), labels=labels, rotation=90 if max(map(len, labels)) > 3 else 0, **NAMES)
+    ax.set_yticks(range(c), labels=labels, **NAMES)
     ax.set(xlabel="predicted label", ylabel="true label")
     ax.set_title(f"Confusion matrix, test set ({int(cm.sum())} examples; counts annotated)")
     fig.colorbar(im, ax=ax, shrink=0.8, label="fraction of the true class (row-normalized)")
@@ -141,7 +145,8 @@ def misclassified(
         pred = int(proba[i].argmax())
         ax.imshow(images[i], cmap="gray_r", vmin=0.0, vmax=1.0)
         sure = math.floor(float(proba[i, pred]) * 1000) / 10  # truncated: 99.96% shows as 99.9%, not 100.0%
-        ax.set_title(f"true {class_names[y_true[i]]}, pred {class_names[pred]}\n{sure:.1f}% sure", fontsize=10)
+        true, predicted = terminal(class_names[y_true[i]]), terminal(class_names[pred])
+        ax.set_title(f"true {true}, pred {predicted}\n{sure:.1f}% sure", fontsize=10, **NAMES)
     if not len(idx):
         fig.text(0.5, 0.5, "no misclassified test images", ha="center", va="center")
     fig.suptitle(
@@ -184,7 +189,7 @@ def weights(
         axes = _grid(fig, k)
         for ax, tile, name in zip(axes, tiles, class_names, strict=False):
             im = ax.imshow(tile, **style)
-            ax.set_title(f"class {name}")
+            ax.set_title(f"class {terminal(name)}", **NAMES)
         fig.suptitle("First-layer weights: one template per class (model without hidden layers)")
     else:
         cols = math.ceil(math.sqrt(k))
@@ -210,8 +215,8 @@ def per_class(fig: Figure, report: Mapping[str, Mapping[str, float]], class_name
     x, width = np.arange(len(class_names)), 0.27
     for i, label in enumerate(labels):
         ax.bar(x + (i - 1) * width, values[:, i] - bottom, width, bottom=bottom, label=label)
-    ticks = [f"{name}\nn={int(report[name]['support'])}" for name in class_names]
-    ax.set_xticks(x, labels=ticks)
+    ticks = [f"{terminal(name)}\nn={int(report[name]['support'])}" for name in class_names]
+    ax.set_xticks(x, labels=ticks, **NAMES)
     ax.set_ylim(bottom, 1.0)
     ax.set(xlabel="class (test support)", ylabel=f"score (axis starts at {bottom:.2f})")
     ax.set_title("Per-class precision, recall and F1, test set")

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mnist_pipeline.text import terminal
+
 METRIC_KEYS = ("precision", "recall", "f1-score", "support")
 AVERAGES = ("macro avg", "weighted avg")
 
@@ -81,14 +83,15 @@ def classification_report(
 
 def format_report(report: dict, class_names: Sequence[str], digits: int = 4) -> str:
     """Render a report as scikit-learn's fixed-width text table, character for character."""
-    width = max(len(n) for n in [*class_names, "weighted avg", "x" * digits])
+    shown = {name: terminal(name) for name in class_names}  # a name cannot split a line or colour the terminal
+    width = max(len(n) for n in [*shown.values(), "weighted avg", "x" * digits])
 
     def line(name: str, values: Sequence[str]) -> str:
         return f"{name:>{width}} " + "".join(f" {v:>9}" for v in values) + "\n"
 
     def row(name: str) -> str:
         r = report[name]
-        return line(name, [*(f"{r[k]:.{digits}f}" for k in METRIC_KEYS[:3]), str(int(r["support"]))])
+        return line(shown.get(name, name), [*(f"{r[k]:.{digits}f}" for k in METRIC_KEYS[:3]), str(int(r["support"]))])
 
     total = str(int(report["macro avg"]["support"]))
     return "".join(

@@ -63,6 +63,7 @@ from mnist_pipeline.mlp.network import Network
 from mnist_pipeline.model_file import load_network
 from mnist_pipeline.normalization import NORMALIZATIONS, normalize
 from mnist_pipeline.paths import MODEL_FILE, open_regular
+from mnist_pipeline.text import terminal
 
 INVERT_CHOICES = ("auto", "yes", "no")
 TOP_K = 3
@@ -302,9 +303,9 @@ def result(name: str, proba: np.ndarray, class_names: Sequence[str]) -> dict[str
 
 
 def format_line(record: dict[str, Any]) -> str:
-    """``file: prediction  (class p, class p, class p)``."""
-    top = ", ".join(f"{t['class']} {t['probability']:.4f}" for t in record["top3"])
-    return f"{record['file']}: {record['prediction']}  ({top})"
+    """``file: prediction  (class p, class p, class p)``, one terminal-safe line (names escaped)."""
+    top = ", ".join(f"{terminal(t['class'])} {t['probability']:.4f}" for t in record["top3"])
+    return f"{terminal(record['file'])}: {terminal(record['prediction'])}  ({top})"
 
 
 def predict_file(model: Model, path: Path, invert: str, center: bool) -> list[dict[str, Any]]:
@@ -341,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         try:
             found = predict_file(model, path, args.invert, args.center)
         except PipelineError as exc:
-            print(f"error: predict: {exc}", file=sys.stderr)
+            print(f"error: predict: {terminal(str(exc))}", file=sys.stderr)
             failed += 1
             continue
         records.extend(found)

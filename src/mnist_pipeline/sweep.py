@@ -31,6 +31,7 @@ from typing import Any
 from mnist_pipeline import compute, paths
 from mnist_pipeline.check_metrics import align
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.text import terminal
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +279,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(format_ranking(results))
     best = rank(results)[0]
     if best.val_accuracy is not None:
-        print(f"best by {RANK_BY}: {best.name} ({best.overrides or 'no overrides'}); `dvc exp apply {best.name}`")
+        print(
+            terminal(
+                f"best by {RANK_BY}: {best.name} ({best.overrides or 'no overrides'}); `dvc exp apply {best.name}`"
+            )
+        )
         print("every experiment, readable: `make exps`")
     failed = [r.name for r in results if r.val_accuracy is None]
     if failed:

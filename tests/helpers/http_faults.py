@@ -26,8 +26,14 @@ STALL_LIMIT = 20.0  # seconds a stalled response waits at most (teardown release
 ENDLESS_LIMIT = 256 << 20  # bytes an endless body sends at most, so a broken client cannot hang the test
 
 
-def _head(handler: BaseHTTPRequestHandler, code: int, length: int | None, extra: dict[str, str] | None = None) -> None:
-    handler.send_response(code)
+def _head(
+    handler: BaseHTTPRequestHandler,
+    code: int,
+    length: int | None,
+    extra: dict[str, str] | None = None,
+    reason: str | None = None,
+) -> None:
+    handler.send_response(code, reason)
     handler.send_header("Content-Type", "application/octet-stream")
     if length is not None:
         handler.send_header("Content-Length", str(length))
@@ -47,12 +53,12 @@ def ok(body: bytes) -> Response:
     return respond
 
 
-def status(code: int) -> Response:
-    """An error status with a short text body."""
+def status(code: int, reason: str | None = None) -> Response:
+    """An error status with a short text body; ``reason`` replaces the standard phrase, sent as it is."""
 
     def respond(handler: BaseHTTPRequestHandler) -> int:
         body = f"status {code}\n".encode()
-        _head(handler, code, len(body))
+        _head(handler, code, len(body), reason=reason)
         handler.wfile.write(body)
         return len(body)
 

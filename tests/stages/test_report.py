@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,25 +17,32 @@ import pytest
 import yaml
 from PIL import Image
 
+from helpers import hostile_text
 from mnist_pipeline import config, figures, paths
 from mnist_pipeline.errors import DataError
 from mnist_pipeline.metrics import classification_report
 from mnist_pipeline.stages import evaluate, featurize, prepare, report, train
+from mnist_pipeline.text import terminal
 
 NAMES = [str(i) for i in range(10)]
 
 
 def md_table(text: str, heading: str) -> dict[str, list[str]]:
-    """Rows of the first markdown table after ``## heading``: first cell -> the other cells."""
+    """Rows of the first markdown table after ``## heading``: first cell -> the other cells, as rendered.
+
+    Cells are split at unescaped pipes; backslash escapes and HTML entities are undone as a Markdown
+    renderer does (the hostile-text tests render with a real one).
+    """
     section = text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
-    rows = [line.strip("|").split("|") for line in section.splitlines() if line.startswith("|")]
-    return {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in rows[2:]}
+    rows = [re.split(r"(?<!\\)\|", line)[1:-1] for line in section.splitlines() if line.startswith("|")]
+    shown = [[html.unescape(re.sub(r"\\(.)", r"\1", c.strip())) for c in cells] for cells in rows[2:]]
+    return {cells[0]: cells[1:] for cells in shown}
 
 
 FINGERPRINT = {"blas": "openblas", "blas_kernel": "Haswell", "blas_threads": 2, "numpy_simd": ["X86_V3"]}
 
 
-def synthetic_run(timing: dict | None) -> report.RunOutputs:
+def synthetic_run(timing: dict | None, names: list[str] = NAMES) -> report.RunOutputs:
     rng = np.random.default_rng(0)
     y_true = np.arange(200) % 10
     proba = rng.dirichlet(np.ones(10) * 0.3, 200).astype(np.float32)
@@ -51,7 +60,7 @@ def synthetic_run(timing: dict | None) -> report.RunOutputs:
             "test": {"accuracy": float(np.mean(y_pred == y_true)), "loss": 1.23456789, "macro_f1": 0.13579},
             "val": {"accuracy": 0.6, "loss": 0.98765},
         },
-        class_report=classification_report(y_true, y_pred, NAMES),
+        class_report=classification_report(y_true, y_pred, names),
         y_true=y_true,
         proba=proba,
         images=rng.random((200, 28, 28)),
@@ -93,10 +102,37 @@ def test_markdown_shows_the_run_numbers(params_dict, timing, cells) -> None:
     }
     files = md_table(text, "Dataset")
     for spec in cfg.dataset.files.values():
-        assert files[f"`{spec.name}`"] == [str(spec.size), f"`{spec.sha256}`"]
+        assert files[spec.name] == [str(spec.size), spec.sha256]
     for name in report.FIGURE_TITLES:
         assert f"](figures/{name}.png)" in text
     assert "make repro" in text and text.endswith("\n") and not text.endswith("\n\n")
+
+
+def test_hostile_names_render_as_text_in_every_table_and_heading(params_dict) -> None:
+    names = hostile_text.class_names()
+    params_dict["dataset"].update(name="mnist<img src=x onerror=alert(1)> | **b**", class_names=names)  # no "/"
+    params_dict["preset"]["name"] = hostile_text.PAYLOADS["html"] + hostile_text.PAYLOADS["terminal"]
+    cfg = config.from_dict(params_dict)
+    text = report.render_markdown(cfg, synthetic_run(None, names))
+
+    page = hostile_text.Rendered(text)
+    assert page.active() == []
+    assert page.headings[0] == f"Run report: {cfg.dataset.name}"
+    width = {len(row) for row in page.cells}
+    assert width == {2, 3, 5}  # every row of each table keeps its columns: no pipe broke out
+    shown = {row[0]: row[1:] for row in page.cells}
+    assert [terminal(n) for n in names] == [row[0] for row in page.cells if row[0] in map(terminal, names)]
+    assert f"name={terminal(cfg.preset.name)}" in shown["preset"][0]
+    assert not any(c in text for c in hostile_text.CONTROLS)
+
+
+@pytest.mark.filterwarnings("ignore:constrained_layout not applied")  # names this long do not fit; drawn all the same
+def test_class_names_with_a_dollar_sign_draw_as_text(params_dict) -> None:
+    names = hostile_text.class_names()  # "$\\frac{$" made matplotlib's mathtext parser raise
+    params_dict["dataset"]["class_names"] = names
+    params_dict["report"].update(dpi=30, misclassified=4, max_units=9)
+    pngs = report.render_figures(config.from_dict(params_dict), synthetic_run(None, names))
+    assert set(pngs) == set(report.FIGURE_TITLES)
 
 
 def test_render_figures_makes_every_figure(params_dict) -> None:

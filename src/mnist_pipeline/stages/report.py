@@ -49,6 +49,7 @@ from mnist_pipeline.paths import (
     open_regular,
     read_capped_text,
 )
+from mnist_pipeline.text import markdown
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,9 @@ def _num(value: float) -> str:
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    """A Markdown table; every cell escaped (:func:`mnist_pipeline.text.markdown`), so it shows as itself."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return lines + ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
+    return lines + ["| " + " | ".join(markdown(str(v)) for v in row) + " |" for row in rows]
 
 
 def _scores(row: dict[str, float]) -> list[str]:
@@ -123,7 +125,7 @@ def render_markdown(cfg: Config, run: RunOutputs) -> str:
     timing = run.timing or {}
     seconds = [timing.get(k, "n/a") for k in ("train_seconds", "seconds_per_epoch")]
     lines = [
-        f"# Run report: {ds.name}",
+        f"# Run report: {markdown(ds.name)}",
         "",
         "Rendered by the `report` stage from this run's own outputs (`params.yaml`, `reports/*.json`, "
         "`reports/*.csv`, `data/model/model.npz`); no number here is written by hand.",
@@ -163,12 +165,12 @@ def render_markdown(cfg: Config, run: RunOutputs) -> str:
         "",
         "## Dataset",
         "",
-        f"`{ds.name}`: {ds.image_shape[0]}x{ds.image_shape[1]} images, {ds.num_classes} classes "
-        f"({', '.join(ds.class_names)}); validation split of {cfg.featurize.val_size} training examples "
+        f"{markdown(ds.name)}: {ds.image_shape[0]}x{ds.image_shape[1]} images, {ds.num_classes} classes "
+        f"({', '.join(map(markdown, ds.class_names))}); validation split of {cfg.featurize.val_size} training examples "
         f"(stratified: {str(cfg.featurize.stratify).lower()}, seed {cfg.featurize.seed}); "
         f"{len(run.y_true)} test examples.",
         "",
-        *_table(["file", "bytes", "sha256"], [[f"`{f.name}`", f.size, f"`{f.sha256}`"] for f in ds.files.values()]),
+        *_table(["file", "bytes", "sha256"], [[f.name, f.size, f.sha256] for f in ds.files.values()]),
         "",
         "## Configuration",
         "",

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from optuna.trial import TrialState
 
 from mnist_pipeline.errors import ConfigError, PipelineError
+from mnist_pipeline.text import terminal_lines
 from mnist_pipeline.tune import __doc__ as DOC
 from mnist_pipeline.tune import report, storage
 from mnist_pipeline.tune.experiment import push_remote
@@ -75,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         ran = optimize(study, space, budget, args.dvc, remote, cwd=None)
         log.info("this worker ran %d trial(s)", ran)
     print(report.format_study(study))
-    print(report.summary(study))
+    print(terminal_lines(report.summary(study)))
     best = [t for t in report.ranked(study)[:1] if t.state == TrialState.COMPLETE]
     if not best:
         raise PipelineError(f"study {study_name} has no complete trial yet; see the errors in the table above")

@@ -234,7 +234,7 @@ def _validated_value(context: dict[str, Any], overrides: list[str], conf_dir: st
     try:
         parsed = OverridesParser.create().parse_override(overrides[-1])
     except HydraException as exc:
-        raise ConfigError(f"{where}: {compose.one_line(exc)}") from exc
+        raise ConfigError(f"{where}: {compose.reason(exc)}") from exc
     value = parsed.value()
     plain = isinstance(value, bool | int | float) or (isinstance(value, str) and "${" not in value)
     if parsed.is_sweep_override() or parsed.is_add() or parsed.is_delete() or not plain:
