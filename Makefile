@@ -16,6 +16,16 @@ export DATA_MIRROR
 
 .PHONY: install install-dev repro test test-all coverage lint format params clean
 
+# Python before 3.13 reads .venv's .pth files in the locale's encoding: in a checkout whose path is
+# not ASCII, no .venv python can start unless the locale is UTF-8. Say so in one line up front.
+ifneq ($(MAKECMDGOALS),clean)
+ifneq ($(shell $(PYTHON) -c 'import locale, os, sys; locale.setlocale(locale.LC_CTYPE, ""); \
+  print(int(os.getcwd().isascii() or sys.version_info >= (3, 13) \
+  or locale.nl_langinfo(locale.CODESET).upper().replace("-", "") == "UTF8"))' 2>/dev/null || echo 1),1)
+$(error the path $(CURDIR) is not ASCII and the locale is not UTF-8, so Python cannot read .venv's paths: run LC_ALL=C.UTF-8 make $(MAKECMDGOALS), or clone to an ASCII path)
+endif
+endif
+
 # `make repro` installs only what the pipeline needs; `make test` adds the dev tools. Versions come
 # from requirements.lock alone (uv is pinned there too). uv, bootstrapped from pip, installs in
 # seconds; where it cannot be had, pip does the same install (tests/test_install.py: same packages).

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -34,3 +36,28 @@ def test_uv_and_pip_install_the_same_runtime_packages_from_the_lock(tmp_path: Pa
     assert not DEV_ONLY & names  # make repro installs only what the pipeline needs
     lock = {line.lower() for line in (REPO / "requirements.lock").read_text().splitlines() if "==" in line}
     assert {line.lower() for line in with_uv} <= lock  # every version is the lock's
+
+
+@pytest.mark.parametrize(
+    ("folder", "locale", "refused"),
+    [("pröject", "C", True), ("pröject", "C.UTF-8", False), ("project", "C", False)],
+)
+def test_a_path_python_could_not_read_in_this_locale_is_refused_in_one_line(
+    tmp_path: Path, folder: str, locale: str, refused: bool
+) -> None:
+    root = tmp_path / folder  # Python < 3.13 reads .venv's .pth (holding this path) in the locale's encoding
+    root.mkdir()
+    for name in ("Makefile", "pyproject.toml", "requirements.lock"):
+        shutil.copy(REPO / name, root)
+    env = {**os.environ, "LC_ALL": locale, "LANG": locale}
+
+    proc = subprocess.run(["make", "-n", "install"], cwd=root, env=env, capture_output=True, text=True, timeout=60)
+
+    if refused:
+        assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+        assert len(proc.stderr.splitlines()) == 1
+        assert "is not ASCII and the locale is not UTF-8" in proc.stderr
+        assert "run LC_ALL=C.UTF-8 make install, or clone to an ASCII path" in proc.stderr
+    else:
+        assert proc.returncode == 0, proc.stderr
+        assert "-m venv" in proc.stdout
