@@ -184,7 +184,9 @@ def detect_preset(cfg: config.Config, conf_dir: str | Path) -> str | None:
     return None
 
 
-def select_gate(gates: dict, dataset: str, preset: str, gates_file: str | Path) -> dict[str, float]:
+def select_gate(
+    gates: dict[str, dict[str, dict[str, float]]], dataset: str, preset: str, gates_file: str | Path
+) -> dict[str, float]:
     if dataset not in gates:
         raise ConfigError(
             f"{gates_file} has no gate for dataset {dataset!r} (it has: {', '.join(gates)}); add one under {dataset}:"

@@ -22,6 +22,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -45,12 +46,12 @@ def files(directory: Path) -> list[Path]:
 
 
 @contextmanager
-def live_epochs(directory: Path) -> Iterator[Callable[[dict], None]]:
+def live_epochs(directory: Path) -> Iterator[Callable[[dict[str, Any]], None]]:
     """Yield ``log(row)``, which writes one epoch's trainer row to ``directory`` with DVCLive.
 
     On an exception the directory is restored to what it held before, and the exception goes on.
     """
-    from dvclive import Live  # imports DVC: only the train stage pays for it
+    from dvclive.live import Live  # imports DVC: only the train stage pays for it
 
     backup = tempfile.TemporaryDirectory(prefix="epoch-log-")
     with backup:
@@ -60,14 +61,14 @@ def live_epochs(directory: Path) -> Iterator[Callable[[dict], None]]:
         try:
             live = Live(str(directory), save_dvc_exp=False, dvcyaml=False, report=None, monitor_system=False)
 
-            def log(row: dict) -> None:
+            def log(row: dict[str, Any]) -> None:
                 live.step = row["epoch"]
                 for key in METRICS:
                     live.log_metric(key, row[key], timestamp=False)
-                live.next_step()  # writes metrics.json, signals VS Code, posts to Studio if connected
+                live.next_step()  # type: ignore[no-untyped-call]  # dvclive leaves it unannotated; writes metrics.json, signals VS Code, posts to Studio if connected
 
             yield log
-            live.end()
+            live.end()  # type: ignore[no-untyped-call]  # dvclive leaves it unannotated
         except BaseException:
             shutil.rmtree(directory, ignore_errors=True)
             if saved.exists():

@@ -47,12 +47,12 @@ STYLE: dict[Any, Any] = {  # matplotlib types rc keys as literals; these are val
 NAMES = {"parse_math": False}  # text properties of a user's string (a class name): a $ is a dollar sign, not mathtext
 
 
-def _png(name: str) -> Callable:
+def _png(name: str) -> Callable[[Callable[..., None]], Callable[..., bytes]]:
     """Run the decorated drawer on a fresh ``SIZES[name]`` figure under ``STYLE``; return PNG bytes."""
 
     def decorate(draw: Callable[..., None]) -> Callable[..., bytes]:
         @functools.wraps(draw)
-        def render(*args, dpi: int = 100, **kwargs) -> bytes:
+        def render(*args: Any, dpi: int = 100, **kwargs: Any) -> bytes:
             with matplotlib.rc_context(STYLE):
                 fig = Figure(figsize=SIZES[name], dpi=dpi, layout="constrained")
                 FigureCanvasAgg(fig)

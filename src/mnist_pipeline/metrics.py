@@ -10,6 +10,7 @@ that never occurs has recall 0.0 (``zero_division=0``).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -81,7 +82,7 @@ def classification_report(
     return report
 
 
-def format_report(report: dict, class_names: Sequence[str], digits: int = 4) -> str:
+def format_report(report: dict[str, Any], class_names: Sequence[str], digits: int = 4) -> str:
     """Render a report as scikit-learn's fixed-width text table, character for character."""
     shown = {name: terminal(name) for name in class_names}  # a name cannot split a line or colour the terminal
     width = max(len(n) for n in [*shown.values(), "weighted avg", "x" * digits])

@@ -47,12 +47,12 @@ def copy_workspace(workspace: Path, dest: Path) -> Path:
     return dest
 
 
-def start(cmd: list[str], cwd: Path, env: dict[str, str], cpus: set[int] | None = None) -> subprocess.Popen:
+def start(cmd: list[str], cwd: Path, env: dict[str, str], cpus: set[int] | None = None) -> subprocess.Popen[bytes]:
     pin = None if cpus is None else (lambda: os.sched_setaffinity(0, cpus))
     return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=pin)
 
 
-def wait(proc: subprocess.Popen, what: str) -> str:
+def wait(proc: subprocess.Popen[bytes], what: str) -> str:
     """Wait for ``proc`` (killed after :data:`TIMEOUT`); its stderr, or RuntimeError naming ``what`` if it failed."""
     try:
         _, err = proc.communicate(timeout=TIMEOUT)
@@ -65,7 +65,7 @@ def wait(proc: subprocess.Popen, what: str) -> str:
     return err.decode()
 
 
-def finish(proc: subprocess.Popen, ws: Path) -> dict[str, Any]:
+def finish(proc: subprocess.Popen[bytes], ws: Path) -> dict[str, Any]:
     """Wait for a train run; its training seconds, median epoch seconds and model hash."""
     err = wait(proc, f"train in {ws}")
     timing = json.loads((ws / TIMING_FILE).read_text())

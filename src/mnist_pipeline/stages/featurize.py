@@ -16,6 +16,7 @@ Run: ``python -m mnist_pipeline.stages.featurize``.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +28,7 @@ from mnist_pipeline.paths import FEATURES_DIR, PREPARED_DIR
 log = logging.getLogger(__name__)
 
 
-def one_hot(y: np.ndarray, num_classes: int, dtype=np.float32) -> np.ndarray:
+def one_hot(y: np.ndarray, num_classes: int, dtype: type[np.floating[Any]] = np.float32) -> np.ndarray:
     """``(N,)`` integer labels -> ``(N, C)`` one-hot rows."""
     out = np.zeros((len(y), num_classes), dtype=dtype)
     out[np.arange(len(y)), y] = 1
@@ -46,7 +47,9 @@ def stratified_counts(y: np.ndarray, val_size: int, num_classes: int) -> np.ndar
     return take
 
 
-def split(y: np.ndarray, val_size: int, stratify: bool, num_classes: int, rng: np.random.Generator):
+def split(
+    y: np.ndarray, val_size: int, stratify: bool, num_classes: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Return shuffled, disjoint ``(train_idx, val_idx)`` covering ``range(len(y))``."""
     if not 0 < val_size < len(y):
         raise ConfigError(f"featurize.val_size={val_size} must be between 1 and {len(y) - 1} (training set size - 1)")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +47,7 @@ def check_split(images: np.ndarray, labels: np.ndarray, dataset: DatasetConfig, 
         raise DataError(f"{name}: label {bad} outside 0..{dataset.num_classes - 1}")
 
 
-def normalize_splits(train: np.ndarray, test: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray, dict]:
+def normalize_splits(train: np.ndarray, test: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Flatten uint8 images and normalize both splits with training statistics.
 
     Returns float32 ``(train, test, stats)``; ``stats`` has ``normalize``,

@@ -273,7 +273,7 @@ def _has_key(data: Any, dotted: str) -> bool:
     return True
 
 
-def _no_unknown(where: str, data: dict, allowed: set[str], what: str) -> None:
+def _no_unknown(where: str, data: dict[Any, Any], allowed: set[str], what: str) -> None:
     if unknown := sorted(str(k) for k in set(data) - allowed):
         raise ConfigError(f"{where}: unknown {what} {unknown[0]!r}; valid: {', '.join(sorted(allowed))}")
 
