@@ -19,7 +19,8 @@ export DATA_MIRROR
 # Python before 3.13 reads .venv's .pth files in the locale's encoding: in a checkout whose path is
 # not ASCII, no .venv python can start unless the locale is UTF-8. Say so in one line up front.
 ifneq ($(MAKECMDGOALS),clean)
-ifneq ($(shell $(PYTHON) -c 'import locale, os, sys; locale.setlocale(locale.LC_CTYPE, ""); \
+# (Python's own start-up sets the locale; one that is not installed leaves C, as it does for .venv.)
+ifneq ($(shell $(PYTHON) -c 'import locale, os, sys; \
   print(int(os.getcwd().isascii() or sys.version_info >= (3, 13) \
   or locale.nl_langinfo(locale.CODESET).upper().replace("-", "") == "UTF8"))' 2>/dev/null || echo 1),1)
 $(error the path $(CURDIR) is not ASCII and the locale is not UTF-8, so Python cannot read .venv's paths: run LC_ALL=C.UTF-8 make $(MAKECMDGOALS), or clone to an ASCII path)

@@ -40,7 +40,7 @@ def test_uv_and_pip_install_the_same_runtime_packages_from_the_lock(tmp_path: Pa
 
 @pytest.mark.parametrize(
     ("folder", "locale", "refused"),
-    [("pröject", "C", True), ("pröject", "C.UTF-8", False), ("project", "C", False)],
+    [("pröject", "C", True), ("pröject", "xx_XX.UTF-8", True), ("pröject", "C.UTF-8", False), ("project", "C", False)],
 )
 def test_a_path_python_could_not_read_in_this_locale_is_refused_in_one_line(
     tmp_path: Path, folder: str, locale: str, refused: bool

@@ -133,6 +133,7 @@ elif args[:2] == ["queue", "status"]:
     print(f"20e0b0a  inner-vase  11:47 AM   {state}")
     print("\\nWorker status: 0 active, 1 idle")
 elif args[:2] == ["exp", "show"]:
+    sys.stderr.write(os.environ.get("FAKE_SHOW_WARNING", ""))
     sys.stdout.write(open(os.environ["FAKE_SHOW"]).read())
 """
 
@@ -192,6 +193,18 @@ def test_main_reports_failed_experiments(
         sweep.main(["--dvc", str(fake_dvc)])
     table = capsys.readouterr().out
     assert "inner-vase" in table and "no result" in table  # what did run is still shown
+
+
+@pytest.mark.parametrize(("show", "message"), [("{}", "printed no list"), ("<html>", "printed no JSON")])
+def test_a_warning_beside_exp_show_is_no_json_and_no_json_is_one_error(
+    fake_dvc: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, show: str, message: str
+) -> None:
+    monkeypatch.setenv("FAKE_SHOW_WARNING", "WARNING: a newer version of dvc is available\n")
+    sweep.main(["--dvc", str(fake_dvc)])  # the warning goes to stderr, not into the JSON
+    assert capsys.readouterr().out.splitlines()[1].split()[:2] == ["1", "inner-vase"]
+    (fake_dvc.parent / "show.json").write_text(show, "utf-8")
+    with pytest.raises(PipelineError, match=message):
+        sweep.main(["--dvc", str(fake_dvc)])
 
 
 def test_main_fails_when_nothing_was_queued(fake_dvc: Path, monkeypatch: pytest.MonkeyPatch) -> None:

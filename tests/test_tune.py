@@ -116,6 +116,22 @@ def test_a_space_with_too_many_choices_is_refused_before_any_composition(tmp_pat
     assert calls == []
 
 
+def test_a_space_of_interpolations_or_aliases_is_refused_before_composing_them(tmp_path, monkeypatch) -> None:
+    calls = _count_compositions(monkeypatch)
+    decoded = [f"${{oc.decode:'0.000{i}'}}" for i in range(100, 140)]  # each would need a whole composition
+    space = _with_param(**{"train.label_smoothing": {"type": "categorical", "choices": decoded}})
+    with pytest.raises(ConfigError, match="44 values need a Hydra composition each .* more than the 32"):
+        load_space(str(_write(tmp_path, space)), REPO / "conf")
+    assert calls == []
+    path = tmp_path / "aliases.yaml"
+    path.write_text("params:\n  train.lr: &p {type: float, low: 0.01, high: 0.1}\n  train.l2: *p\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"not valid YAML: YAML aliases \(\*p\) are not accepted"):
+        load_space(str(path), REPO / "conf")
+    many = {"params": {f"preset.k{i}": {"type": "int", "low": 0, "high": 1} for i in range(1500)}}
+    with pytest.raises(ConfigError, match="1500 params, more than the 1000 values a space may hold"):
+        load_space(str(_write(tmp_path, many)), REPO / "conf")
+
+
 @pytest.mark.parametrize("last", [0.5, 1.5])
 def test_a_thousand_choices_are_each_validated_without_a_composition_each(tmp_path, monkeypatch, last) -> None:
     calls = _count_compositions(monkeypatch)

@@ -31,8 +31,9 @@ from typing import Any
 
 import yaml
 
-from mnist_pipeline import compose, compute, config, params, paths
+from mnist_pipeline import cli, compose, compute, config, params, paths
 from mnist_pipeline.errors import ConfigError, DataError
+from mnist_pipeline.params import YamlLoader
 from mnist_pipeline.text import terminal
 
 METRICS_FILE = paths.METRICS_FILE.as_posix()  # as DVC and git name it
@@ -147,7 +148,7 @@ def read_text_if_present(path: Path) -> str | None:
 def load_gates(path: str | Path) -> dict[str, dict[str, dict[str, float]]]:
     """``{dataset: {preset: {metric: minimum}}}`` from the gate file, validated."""
     try:
-        data = yaml.safe_load(read_text(path))
+        data = yaml.load(read_text(path), Loader=YamlLoader)  # noqa: S506 - safe, no aliases
     except OSError as exc:
         raise ConfigError(f"cannot read gate file {path}: {exc.strerror}") from exc
     except yaml.YAMLError as exc:
@@ -310,11 +311,11 @@ def reproduction(
     then, then_source = baseline_fingerprints(args)
     if now is None or then is None:
         missing = args.compute if now is None else then_source
-        print(f"{PREFIX}: no compute fingerprint in {missing}; the reproduction must be exact")
+        print(terminal(f"{PREFIX}: no compute fingerprint in {missing}; the reproduction must be exact"))
         return reproduce_failures(current, baseline, label, args.rel_tol, source)
     diffs = compute.differences(now, then)
     if not diffs:
-        print(f"{PREFIX}: compute fingerprint equals {then_source}; the reproduction must be exact")
+        print(terminal(f"{PREFIX}: compute fingerprint equals {then_source}; the reproduction must be exact"))
         return reproduce_failures(current, baseline, label, args.rel_tol, source)
     tol = DRIFT_TOL if args.drift_tol is None else dict.fromkeys(DRIFT_TOL, args.drift_tol)
     bounds = " and ".join(f"{metric} within {bound:g}" for metric, bound in tol.items())
@@ -328,7 +329,7 @@ def reproduction(
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=PREFIX, description=__doc__.split("\n\n")[0])
+    parser = cli.ArgumentParser(prog=PREFIX, description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--rev", default="HEAD", help="git revision holding the baseline metrics (default HEAD)")
     source.add_argument("--baseline", type=Path, help="a metrics.json file to use as the baseline instead of git")

@@ -17,6 +17,7 @@ as an orphan and rewriting outputs that ``dvc.lock`` no longer describes.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import signal
@@ -25,10 +26,11 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NoReturn
 
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.mlp.errors import MLPError
-from mnist_pipeline.text import terminal
+from mnist_pipeline.text import terminal, terminal_lines
 
 log = logging.getLogger("mnist_pipeline")
 
@@ -100,10 +102,20 @@ def setup_logging(stage: str, verbose: bool = False) -> None:
 
 
 class _TerminalFormatter(logging.Formatter):
-    """A log record's line through :func:`~mnist_pipeline.text.terminal`; a traceback after it keeps its lines."""
+    """A log record through :func:`~mnist_pipeline.text.terminal`: its line, and each line of a traceback after it."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
         return terminal(super().formatMessage(record))
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802 - logging's name
+        return terminal_lines(super().formatException(ei))
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, whose errors are one terminal-safe line (it echoes the arguments it refuses)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {terminal(message)}; see --help\n")
 
 
 def one_line(text: str) -> str:

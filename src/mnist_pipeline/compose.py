@@ -6,6 +6,7 @@ the result is validated before it is written.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import yaml
 
 from mnist_pipeline import config
 from mnist_pipeline.errors import ConfigError
-from mnist_pipeline.params import PARAMS_FILE
+from mnist_pipeline.params import PARAMS_FILE, YamlLoader
 from mnist_pipeline.paths import read_capped_text
 
 CONF_DIR = "conf"
@@ -27,9 +28,10 @@ def compose(overrides: list[str] | None = None, conf_dir: str | Path = CONF_DIR)
     DataError
         If a file under ``conf_dir`` is over :data:`~mnist_pipeline.paths.TEXT_CAP` bytes or no regular file.
     ConfigError
-        If Hydra or OmegaConf cannot compose it (an unknown group option, a bad override, a YAML
-        error or tag in a config file, a missing interpolation, nesting too deep), with their
-        message folded into one line.
+        If an override sets ``hydra.*`` (its search path would read files outside ``conf_dir``), a
+        config file holds a YAML alias, or Hydra or OmegaConf cannot compose it (an unknown group
+        option, a bad override, a YAML error or tag, a missing interpolation, nesting too deep),
+        with their message folded into one line.
     """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
@@ -38,16 +40,37 @@ def compose(overrides: list[str] | None = None, conf_dir: str | Path = CONF_DIR)
     from omegaconf.errors import OmegaConfBaseException
 
     overrides = list(overrides or [])
-    for path in sorted(Path(conf_dir).rglob("*.yaml")):  # what Hydra may read: each capped, before it does
-        read_capped_text(path, "a config file is a few lines")
+    given = f" with overrides {' '.join(overrides)}" if overrides else ""
+    for item in overrides:
+        if item.lstrip("+~").split("=", 1)[0].split(".", 1)[0] == "hydra":
+            raise ConfigError(
+                f"cannot compose {conf_dir}/: {item!r} sets Hydra itself, which no params key needs; drop it"
+            )
+    for path in _conf_files(Path(conf_dir)):  # every file Hydra may read, checked before it reads it
+        try:
+            yaml.load(read_capped_text(path, "a config file is a few lines"), Loader=YamlLoader)  # noqa: S506 - safe
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"cannot compose {conf_dir}/{given}: {path}: {reason(exc)}") from exc
     try:
         with initialize_config_dir(str(Path(conf_dir).resolve()), version_base=None):
             cfg = hydra_compose(config_name="config", overrides=overrides)
         OmegaConf.resolve(cfg)
         return OmegaConf.to_yaml(cfg)
     except (HydraException, OmegaConfBaseException, yaml.YAMLError, RecursionError) as exc:
-        given = f" with overrides {' '.join(overrides)}" if overrides else ""
         raise ConfigError(f"cannot compose {conf_dir}/{given}: {reason(exc)}") from exc
+
+
+def _conf_files(conf_dir: Path) -> list[Path]:
+    """The YAML files under ``conf_dir``, through linked folders too (as Hydra follows them), each folder once."""
+    files, seen = [], set()
+    for root, dirs, names in os.walk(conf_dir, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a link back up the tree
+            dirs.clear()
+            continue
+        seen.add(real)
+        files += [Path(root, name) for name in sorted(names) if name.endswith((".yaml", ".yml"))]
+    return files
 
 
 def reason(exc: BaseException) -> str:

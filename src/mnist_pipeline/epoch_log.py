@@ -16,6 +16,7 @@ Importing this module does not import DVCLive (and DVC with it): only :func:`liv
 from __future__ import annotations
 
 import csv
+import io
 import math
 import shutil
 import tempfile
@@ -27,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from mnist_pipeline.errors import DataError
-from mnist_pipeline.paths import open_regular
+from mnist_pipeline.paths import read_capped_text
 
 # The trainer's row keys, logged under the same names: plots/metrics/val_acc.tsv, "val_acc" in
 # metrics.json. Flat names, so that none collides with evaluate's val.accuracy and val.loss in
@@ -101,10 +102,11 @@ def read_history(directory: Path) -> dict[str, np.ndarray]:
 def _read_tsv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     fix = "rerun `dvc repro -f train`"
     try:
-        with open_regular(path, "r", encoding="utf-8", newline="") as f:
-            rows = list(csv.reader(f, delimiter="\t"))
+        rows = list(csv.reader(io.StringIO(read_capped_text(path, fix), newline=""), delimiter="\t"))
     except FileNotFoundError as exc:
         raise DataError(f"{path} is missing; {fix}") from exc
+    except csv.Error as exc:
+        raise DataError(f"{path} is not a DVCLive metric file ({exc}); {fix}") from exc
     if len(rows) < 2 or rows[0][:1] != ["step"] or any(len(r) != 2 for r in rows):
         raise DataError(f"{path} is not a DVCLive metric file (step<TAB>value rows); {fix}")
     try:

@@ -44,11 +44,24 @@ SECTIONS = (
 )
 
 
-class _Yaml12Loader(yaml.SafeLoader):
-    """SafeLoader that also reads ``1e-3`` as a float (YAML 1.2, as DVC and OmegaConf do)."""
+class YamlLoader(yaml.SafeLoader):
+    """SafeLoader that reads ``1e-3`` as a float (YAML 1.2, as DVC and OmegaConf do) and refuses aliases.
+
+    An alias (``*name``) repeats an anchored node without copying it, so a file of a few hundred
+    bytes can stand for a billion items that any later ``str`` or walk would expand; the configs
+    here never need one (Hydra has ``${...}`` interpolation).
+    """
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]  # PyYAML's stubs leave it unannotated
+            raise yaml.composer.ComposerError(
+                None, None, f"YAML aliases (*{event.anchor}) are not accepted; write the value out", event.start_mark
+            )
+        return super().compose_node(parent, index)
 
 
-_Yaml12Loader.add_implicit_resolver(
+YamlLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
     list("-+0123456789"),
@@ -71,7 +84,7 @@ def read(path: str | Path = PARAMS_FILE) -> Any:
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}; run `make params`") from exc
     try:
-        return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=YamlLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
     except RecursionError as exc:  # the YAML parser recurses once per level of nesting

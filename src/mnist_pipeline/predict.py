@@ -57,7 +57,7 @@ from typing import IO, Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from mnist_pipeline import idx
+from mnist_pipeline import cli, idx
 from mnist_pipeline.errors import DataError, PipelineError
 from mnist_pipeline.mlp.network import Network
 from mnist_pipeline.model_file import load_network
@@ -320,7 +320,7 @@ def predict_file(model: Model, path: Path, invert: str, center: bool) -> list[di
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m mnist_pipeline.predict",
         description="Predict the class of images (PNG, JPEG, ...) and IDX image files with a trained model.",
     )

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mnist_pipeline import compute, paths
+from mnist_pipeline import cli, compute, paths
 from mnist_pipeline.check_metrics import align
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.text import terminal
@@ -145,21 +145,24 @@ class Dvc:
     def __init__(self, executable: str = "dvc", cwd: Path | None = None) -> None:
         self.executable, self.cwd = executable, cwd
 
-    def __call__(self, *args: str, capture: bool = True, env: Mapping[str, str] | None = None) -> str:
-        """Run ``dvc *args`` (in ``env`` if given); return its output, or let it print to the terminal if not
-        ``capture``."""
+    def __call__(
+        self, *args: str, capture: bool = True, env: Mapping[str, str] | None = None, errors: bool = True
+    ) -> str:
+        """Run ``dvc *args`` (in ``env`` if given); return its output (with its errors and warnings unless not
+        ``errors``), or let it print to the terminal if not ``capture``."""
         log.info("$ dvc %s", " ".join(args))
         pipe = subprocess.PIPE if capture else None
         proc = subprocess.run(
             [self.executable, *args],
             cwd=self.cwd,
             stdout=pipe,
-            stderr=subprocess.STDOUT if capture else None,
+            stderr=(subprocess.STDOUT if errors else subprocess.PIPE) if capture else None,
             text=True,
             env=None if env is None else dict(env),
         )
         if proc.returncode != 0:
-            tail = " | ".join((proc.stdout or "").strip().splitlines()[-3:]) or "see its output above"
+            said = (proc.stdout or "") + (proc.stderr or "")
+            tail = " | ".join(said.strip().splitlines()[-3:]) or "see its output above"
             raise PipelineError(f"`dvc {' '.join(args)}` exited {proc.returncode}: {tail}")
         return proc.stdout or ""
 
@@ -241,11 +244,18 @@ def sweep(dvc: Dvc, grid: Sequence[str], jobs: int, timeout: float) -> list[Resu
         raise PipelineError(f"`dvc {' '.join(queue_args)}` queued no experiment")
     log.info("queued %d experiment(s): %s", len(queued), ", ".join(queued))
     run_queue(dvc, list(queued), jobs, timeout)
-    return collect(json.loads(dvc("exp", "show", "--json")), queued)
+    shown = dvc("exp", "show", "--json", errors=False)  # a warning on stderr is no JSON
+    try:
+        experiments = json.loads(shown)
+    except ValueError as exc:
+        raise PipelineError(f"`dvc exp show --json` printed no JSON ({exc}); see `dvc exp show`") from exc
+    if not isinstance(experiments, list):
+        raise PipelineError("`dvc exp show --json` printed no list of commits; see `dvc exp show`")
+    return collect(experiments, queued)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="sweep", description=__doc__.split("\n\n")[0])
+    parser = cli.ArgumentParser(prog="sweep", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "-S",
         "--set-param",

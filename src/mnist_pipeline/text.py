@@ -8,9 +8,10 @@ phrases all reach reports and terminals. Each output escapes them in one place:
   neither split a line, colour the terminal, retitle its window, nor reorder what is shown.
   Other characters, backslashes included, are shown as they are.
 - :func:`markdown` (``report.md``): the same, then ``&``, ``<`` and ``>`` as HTML entities and
-  every character with an inline meaning in Markdown or a table (``\\ ` * _ [ ] | ~ $``)
+  every character with an inline meaning in Markdown, a table or a heading (``\\ ` * _ [ ] | ~ $ #``)
   backslash-escaped: the text renders as itself in any viewer, HTML enabled or not, and stays in
-  its table cell or heading.
+  its table cell or heading. It must not start a line (``1.`` or four spaces would open a list
+  or a code block there): the caller puts words of its own first.
 - Figures: matplotlib parses no mathtext in a name (:data:`mnist_pipeline.figures.NAMES` turns
   ``parse_math`` off for each such label), and the name goes through :func:`terminal` first.
 """
@@ -22,7 +23,7 @@ import re
 # C0 controls, DEL and C1 controls; the Unicode bidirectional marks, embeddings, overrides and isolates
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-_MARKDOWN = re.compile(r"([\\`*_\[\]|~$])")
+_MARKDOWN = re.compile(r"([\\`*_\[\]|~$#])")
 _HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 
 

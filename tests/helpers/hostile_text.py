@@ -34,6 +34,7 @@ class Rendered(HTMLParser):
         self.tags: list[tuple[str, dict[str, str | None]]] = []
         self.cells: list[list[str]] = []  # table rows: the text of each cell
         self.headings: list[str] = []
+        self.paragraphs: list[str] = []
         self._text: list[str] | None = None
         self.feed(MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"]).render(markdown))
 
@@ -41,7 +42,7 @@ class Rendered(HTMLParser):
         self.tags.append((tag, dict(attrs)))
         if tag == "tr":
             self.cells.append([])
-        if tag in ("td", "th", "h1", "h2", "h3"):
+        if tag in ("td", "th", "h1", "h2", "h3", "p"):
             self._text = []
 
     def handle_endtag(self, tag: str) -> None:
@@ -49,7 +50,9 @@ class Rendered(HTMLParser):
             self.cells[-1].append("".join(self._text))
         elif tag in ("h1", "h2", "h3") and self._text is not None:
             self.headings.append("".join(self._text))
-        if tag in ("td", "th", "h1", "h2", "h3"):
+        elif tag == "p" and self._text is not None:
+            self.paragraphs.append("".join(self._text))
+        if tag in ("td", "th", "h1", "h2", "h3", "p"):
             self._text = None
 
     def handle_data(self, data: str) -> None:

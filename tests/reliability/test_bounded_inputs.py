@@ -389,3 +389,54 @@ def test_files_read_whole_are_refused_by_size_before_parsing(tmp_path, repo_root
     line = assert_refused(run, named, "-byte cap on files read whole")
     assert run.stdout == ""
     assert "OK" not in line
+
+
+def alias_bomb(levels: int = 8) -> str:
+    """A flow sequence of a few hundred bytes whose aliases stand for 10**(levels + 1) items."""
+    anchors = ["&a0 [" + ", ".join(["x"] * 10) + "]"]
+    anchors += [f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, levels + 1)]
+    return "[" + ", ".join(anchors) + "]"
+
+
+@pytest.mark.parametrize("case", ["params-yaml", "gates-yaml", "conf-file"])
+def test_yaml_aliases_are_refused_before_anything_expands_them(tmp_path, repo_root, case):
+    shutil.copytree(repo_root / "conf", tmp_path / "conf")
+    params = (repo_root / "params.yaml").read_text()
+    (tmp_path / "params.yaml").write_text(params, encoding="utf-8")
+    (tmp_path / "metrics.json").write_text(METRICS, encoding="utf-8")
+    gates = ("--metrics", "metrics.json", "--gates", "conf/gates.yaml")
+    if case == "params-yaml":  # its value goes into the error message about its type
+        (tmp_path / "params.yaml").write_text(params.replace("kernels: portable", f"kernels: {alias_bomb()}"))
+        run, named = check_metrics(tmp_path, *gates), "params.yaml is not valid YAML"
+    elif case == "gates-yaml":
+        (tmp_path / "conf" / "gates.yaml").write_text(f"mnist: {{default: {{test.accuracy: {alias_bomb()}}}}}\n")
+        run, named = check_metrics(tmp_path, *gates), "conf/gates.yaml is not valid YAML"
+    else:  # Hydra would expand it while composing (26 s, or a crash, one level more)
+        with open(tmp_path / "conf" / "config.yaml", "a", encoding="utf-8") as f:
+            f.write(f"bomb: {alias_bomb(7)}\n")
+        run, named = run_capped(python_module("mnist_pipeline.compose"), tmp_path, timeout=30), "conf/config.yaml"
+
+    assert_refused(run, named, "YAML aliases (*a0) are not accepted")
+    if case == "conf-file":
+        assert (tmp_path / "params.yaml").read_text() == params  # compose wrote nothing
+
+
+@pytest.mark.parametrize("case", ["hydra-search-path", "linked-group-folder"])
+def test_compose_reads_no_file_outside_the_checks(tmp_path, repo_root, case):
+    shutil.copytree(repo_root / "conf", tmp_path / "conf")
+    outside = tmp_path / "outside" / "dataset"
+    outside.mkdir(parents=True)
+    shutil.copy(repo_root / "conf" / "dataset" / "mnist.yaml", outside)
+    padded(outside / "bigone.yaml", "# ", "\n" + (repo_root / "conf" / "dataset" / "mnist.yaml").read_text(), mib=2)
+    if case == "hydra-search-path":
+        overrides = [f"hydra.searchpath=[file://{outside.parent}]", "dataset=bigone"]
+        needles = ("'hydra.searchpath=[file://", "sets Hydra itself, which no params key needs")
+    else:
+        shutil.rmtree(tmp_path / "conf" / "dataset")
+        (tmp_path / "conf" / "dataset").symlink_to(outside, target_is_directory=True)
+        overrides, needles = ["dataset=bigone"], ("conf/dataset/bigone.yaml is 2,", "-byte cap on files read whole")
+
+    run = run_capped(python_module("mnist_pipeline.compose", *overrides), tmp_path, timeout=30)
+
+    assert_refused(run, *needles)
+    assert not (tmp_path / "params.yaml").exists()

@@ -117,3 +117,26 @@ def test_check_metrics_prints_hostile_metric_names_escaped(tmp_path, repo_root) 
     assert_terminal_safe(run.stdout + run.stderr)
     assert "x\\x1b]0;pwned\\x07\\nFAKE OK" in run.stdout
     assert not any(line.startswith("FAKE OK") for line in run.stdout.splitlines())
+
+
+def test_argument_errors_and_verbose_tracebacks_show_arguments_escaped(tmp_path, repo_root) -> None:
+    shutil.copytree(repo_root / "conf", tmp_path / "conf")
+    shutil.copy(repo_root / "params.yaml", tmp_path)
+    (tmp_path / "metrics.json").write_text('{"test": {"accuracy": 0.99}}', encoding="utf-8")
+    hostile = "x\x1b]0;pwned\x07\u202e"
+    check = ("mnist_pipeline.check_metrics", "--metrics", "metrics.json")
+
+    bad_option = run_capped(python_module(*check, f"--{hostile}"), tmp_path)
+    reproduce = run_capped(
+        python_module(*check, "--reproduce", "--baseline", "metrics.json", "--compute", hostile), tmp_path
+    )
+    verbose = run_capped(python_module("mnist_pipeline.predict", "--model", hostile, "x.png", "--verbose"), tmp_path)
+
+    assert bad_option.returncode == 2 and bad_option.stdout == ""
+    assert (
+        bad_option.stderr == f"error: check-metrics: unrecognized arguments: --{text.terminal(hostile)}; see --help\n"
+    )
+    assert f"no compute fingerprint in {text.terminal(hostile)}" in reproduce.stdout
+    assert verbose.returncode == 1 and "Traceback" in verbose.stderr  # --verbose shows it, escaped
+    for run in (bad_option, reproduce, verbose):
+        assert_terminal_safe(run.stdout + run.stderr)

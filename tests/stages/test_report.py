@@ -108,9 +108,13 @@ def test_markdown_shows_the_run_numbers(params_dict, timing, cells) -> None:
     assert "make repro" in text and text.endswith("\n") and not text.endswith("\n\n")
 
 
-def test_hostile_names_render_as_text_in_every_table_and_heading(params_dict) -> None:
+DATASET_NAMES = ["mnist<img src=x onerror=alert(1)> | **b**", "# pwned", "1. listed", "    indented", "x ###"]
+
+
+@pytest.mark.parametrize("dataset", DATASET_NAMES)  # a file name: no "/"
+def test_hostile_names_render_as_text_in_every_table_and_heading(params_dict, dataset) -> None:
     names = hostile_text.class_names()
-    params_dict["dataset"].update(name="mnist<img src=x onerror=alert(1)> | **b**", class_names=names)  # no "/"
+    params_dict["dataset"].update(name=dataset, class_names=names)
     params_dict["preset"]["name"] = hostile_text.PAYLOADS["html"] + hostile_text.PAYLOADS["terminal"]
     cfg = config.from_dict(params_dict)
     text = report.render_markdown(cfg, synthetic_run(None, names))
@@ -118,6 +122,9 @@ def test_hostile_names_render_as_text_in_every_table_and_heading(params_dict) ->
     page = hostile_text.Rendered(text)
     assert page.active() == []
     assert page.headings[0] == f"Run report: {cfg.dataset.name}"
+    assert any(p.startswith(f"Dataset {cfg.dataset.name}: 28x28 images") for p in page.paragraphs)
+    blocks = [tag for tag, _ in page.tags if tag in ("h1", "ol", "ul", "pre", "blockquote")]
+    assert blocks == ["h1", "pre"]  # the title and the `make repro` code block, nothing a name opened
     width = {len(row) for row in page.cells}
     assert width == {2, 3, 5}  # every row of each table keeps its columns: no pipe broke out
     shown = {row[0]: row[1:] for row in page.cells}
@@ -173,6 +180,39 @@ def test_main_writes_deterministic_report_matching_metrics(tiny_workspace) -> No
     assert float(head["train seconds"][0]) == timing["train_seconds"]
     report.main()
     assert {p: p.read_bytes() for p in outputs} == first  # byte-identical second render
+
+
+CORRUPTIONS = {
+    # file: text written over it, and what the one-line error says
+    "metrics-string": (paths.METRICS_FILE, '{"test": {"accuracy": "high", "loss": 1, "macro_f1": 1}}', "test.accuracy"),
+    "metrics-list": (paths.METRICS_FILE, "[]", "must hold a JSON object"),
+    "metrics-empty-sections": (paths.METRICS_FILE, '{"test": {}, "val": {}}', "test.accuracy is None"),
+    "class-report-support": (paths.CLASSIFICATION_REPORT_FILE, '{"0": {"support": "many"}}', "0.precision is None"),
+    "timing-list": (paths.TIMING_FILE, "[1, 2]", "must hold a JSON object"),
+    "predictions-header": (paths.PREDICTIONS_FILE, "a,b\n1,2\n", "KeyError: 'actual'"),
+    "predictions-text": (paths.PREDICTIONS_FILE, "actual,predicted\nabc,1\n", "ValueError: invalid literal"),
+    "predictions-huge-field": (paths.PREDICTIONS_FILE, "actual,predicted\n" + "1" * 200_000 + ",1\n", "field larger"),
+    "live-log-huge-field": (
+        paths.LIVE_DIR / "plots" / "metrics" / "lr.tsv",
+        "step\tlr\n1\t" + "9" * 200_000 + "\n",
+        "field",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CORRUPTIONS))
+def test_main_refuses_malformed_outputs_in_one_line_leaving_the_report(tiny_workspace, case) -> None:
+    _run_pipeline(tiny_workspace)
+    before = paths.REPORT_FILE.read_bytes()
+    path, text, needle = CORRUPTIONS[case]
+    path.write_text(text, encoding="utf-8")
+
+    with pytest.raises(DataError) as err:
+        report.main()
+
+    assert str(path) in str(err.value) and needle in str(err.value)
+    assert "\n" not in str(err.value)
+    assert paths.REPORT_FILE.read_bytes() == before
 
 
 def test_main_refuses_predictions_from_another_model(tiny_workspace) -> None:

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mnist_pipeline import config, params
+from mnist_pipeline import cli, config, params
 from mnist_pipeline.bench import configs, overhead, pipeline, shared, system
 from mnist_pipeline.bench.compare import compare
 from mnist_pipeline.bench.tables import render_markdown, targets
@@ -30,7 +30,7 @@ log = logging.getLogger("mnist_pipeline.bench")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m mnist_pipeline.bench", description=__doc__.split("\n\n")[1])
+    p = cli.ArgumentParser(prog="python -m mnist_pipeline.bench", description=__doc__.split("\n\n")[1])
     p.add_argument("--configs", nargs="+", metavar="NAME", help=f"subset of {[c.name for c in configs.CONFIGS]}")
     p.add_argument("--quick", action="store_true", help="1 epoch, 1 repetition per config (harness check)")
     p.add_argument("--skip-pipeline", action="store_true", help="no dvc/stage timings; needs --features")

@@ -19,8 +19,11 @@ Run: ``python -m mnist_pipeline.stages.report``.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +35,7 @@ from mnist_pipeline.config import Config
 from mnist_pipeline.epoch_log import read_history
 from mnist_pipeline.errors import DataError
 from mnist_pipeline.io import atomic_write, load_npz, npz_meta, write_text
-from mnist_pipeline.metrics import AVERAGES, confusion_matrix
+from mnist_pipeline.metrics import AVERAGES, METRIC_KEYS, confusion_matrix
 from mnist_pipeline.model_file import load_network
 from mnist_pipeline.params import as_dict
 from mnist_pipeline.paths import (
@@ -46,7 +49,6 @@ from mnist_pipeline.paths import (
     PREDICTIONS_FILE,
     REPORT_FILE,
     TIMING_FILE,
-    open_regular,
     read_capped_text,
 )
 from mnist_pipeline.text import markdown
@@ -165,7 +167,7 @@ def render_markdown(cfg: Config, run: RunOutputs) -> str:
         "",
         "## Dataset",
         "",
-        f"{markdown(ds.name)}: {ds.image_shape[0]}x{ds.image_shape[1]} images, {ds.num_classes} classes "
+        f"Dataset {markdown(ds.name)}: {ds.image_shape[0]}x{ds.image_shape[1]} images, {ds.num_classes} classes "
         f"({', '.join(map(markdown, ds.class_names))}); validation split of {cfg.featurize.val_size} training examples "
         f"(stratified: {str(cfg.featurize.stratify).lower()}, seed {cfg.featurize.seed}); "
         f"{len(run.y_true)} test examples.",
@@ -211,26 +213,47 @@ def _fingerprint_table(fingerprints: dict[str, Any]) -> list[str]:
     return _table(["field", *stages], show) if stages else ["(no fingerprint recorded)"]
 
 
-def _read_csv(path: Path) -> dict[str, list[str]]:
+PREDICTIONS_CAP = 64 << 20  # bytes of predictions.csv: "actual,predicted" for a few million test images
+
+
+def _read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The ``actual`` and ``predicted`` columns of ``predictions.csv`` as int64 arrays."""
+    fix = "rerun `dvc repro evaluate`"
     try:
-        with open_regular(path, "r", encoding="utf-8", newline="") as f:
-            rows = list(csv.DictReader(f))
+        rows = list(csv.DictReader(io.StringIO(read_capped_text(path, fix, PREDICTIONS_CAP), newline="")))
+        columns = tuple(np.array([row[k] for row in rows], dtype=np.int64) for k in ("actual", "predicted"))
     except FileNotFoundError as exc:
         raise DataError(f"{path} is missing; run `dvc repro`") from exc
+    except (csv.Error, KeyError, ValueError, TypeError) as exc:
+        raise DataError(
+            f"{path} is not evaluate's actual,predicted table ({type(exc).__name__}: {exc}); {fix}"
+        ) from exc
     if not rows:
-        raise DataError(f"{path} has no rows; rerun `dvc repro`")
-    return {k: [row[k] for row in rows] for k in rows[0]}
+        raise DataError(f"{path} has no rows; {fix}")
+    return columns[0], columns[1]
 
 
-def _read_json(path: Path) -> Any:
+def _numbers(data: Any, path: Path, section: str, keys: Sequence[str]) -> None:
+    """DataError unless ``data[section][key]`` is a finite number for every key."""
+    part = data.get(section) if isinstance(data, dict) else None
+    for key in keys:
+        value = part.get(key) if isinstance(part, dict) else None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise DataError(f"{path}: {section}.{key} is {value!r}, not a finite number; rerun `dvc repro evaluate`")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
     try:
         text = read_capped_text(path, "rerun `dvc repro evaluate`")
     except FileNotFoundError as exc:
         raise DataError(f"{path} is missing; run `dvc repro`") from exc
     try:
-        return json.loads(text)
+        data = json.loads(text)
     except ValueError as exc:
         raise DataError(f"{path} is not valid JSON ({exc}); rerun `dvc repro evaluate`") from exc
+    if not isinstance(data, dict):
+        raise DataError(f"{path} must hold a JSON object; rerun `dvc repro evaluate`")
+    return data
 
 
 def load_run(cfg: Config, threads: int = 1) -> RunOutputs:
@@ -239,15 +262,19 @@ def load_run(cfg: Config, threads: int = 1) -> RunOutputs:
     test = load_npz(FEATURES_DIR / "test.npz", ["x", "y", "meta"])
     norm = npz_meta(test, FEATURES_DIR / "test.npz")
     proba = net.predict_proba(test["x"], cfg.evaluate.batch_size)  # (N, C), as evaluate computes it
-    predictions = _read_csv(PREDICTIONS_FILE)
-    actual, predicted = (np.array(predictions[k], dtype=np.int64) for k in ("actual", "predicted"))
+    actual, predicted = _read_predictions(PREDICTIONS_FILE)
     if not (np.array_equal(actual, test["y"]) and np.array_equal(predicted, proba.argmax(axis=1))):
         raise DataError(f"{PREDICTIONS_FILE} does not match {MODEL_FILE} on the test set; rerun `dvc repro`")
     pixels = test["x"] * np.float32(norm["std"]) + np.float32(norm["mean"])  # undo prepare's normalization
+    metrics, class_report = _read_json(METRICS_FILE), _read_json(CLASSIFICATION_REPORT_FILE)
+    _numbers(metrics, METRICS_FILE, "test", ("accuracy", "loss", "macro_f1"))
+    _numbers(metrics, METRICS_FILE, "val", ("accuracy", "loss"))
+    for row in (*cfg.dataset.class_names, *AVERAGES):
+        _numbers(class_report, CLASSIFICATION_REPORT_FILE, row, METRIC_KEYS)
     return RunOutputs(
         train_log=read_history(LIVE_DIR),
-        metrics=_read_json(METRICS_FILE),
-        class_report=_read_json(CLASSIFICATION_REPORT_FILE),
+        metrics=metrics,
+        class_report=class_report,
         y_true=test["y"].astype(np.int64),
         proba=proba,
         images=np.clip(pixels, 0.0, 1.0).reshape(-1, *cfg.dataset.image_shape),

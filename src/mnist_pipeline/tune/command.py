@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from optuna.trial import TrialState
 
+from mnist_pipeline import cli
 from mnist_pipeline.errors import ConfigError, PipelineError
 from mnist_pipeline.text import terminal_lines
 from mnist_pipeline.tune import __doc__ as DOC
@@ -25,7 +26,7 @@ STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # a valid git ref comp
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="tune", description=DOC.split("\n\n")[0])
+    parser = cli.ArgumentParser(prog="tune", description=DOC.split("\n\n")[0])
     parser.add_argument("--space", default="default", help="conf/tune/<SPACE>.yaml, or a path (default: default)")
     parser.add_argument("--study", help="study name, prefix of its experiments' names (default: tune-<SPACE>)")
     parser.add_argument(

@@ -22,11 +22,12 @@ import yaml
 
 from mnist_pipeline import compose, config
 from mnist_pipeline.errors import ConfigError
-from mnist_pipeline.params import _Yaml12Loader
+from mnist_pipeline.params import YamlLoader
 from mnist_pipeline.paths import read_capped_text
 
 SPACE_DIR = "tune"  # conf/tune/<name>.yaml
 MAX_VALUES = 1000  # choices and range ends of a whole space: each is validated, and TPE gains nothing from more
+MAX_COMPOSED = 32  # of those, values that need a whole Hydra composition each (about 0.1 s)
 TOP_KEYS = {"params", "fixed", "trials", "minutes", "seed", "startup_trials"}
 # Per type, the keys a param may have (besides `type` and `when`) and the ones it must have.
 TYPES = {
@@ -108,7 +109,7 @@ def load_space(name: str, conf_dir: str | Path = compose.CONF_DIR) -> Space:
     path = space_file(name, conf_dir)
     try:
         text = read_capped_text(path, "a search space is a few lines")
-        data = yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - safe, reads 1e-6 as a float
+        data = yaml.load(text, Loader=YamlLoader)  # noqa: S506 - safe, reads 1e-6 as a float, no aliases
     except OSError as exc:
         raise ConfigError(f"cannot read search space {path}: {exc.strerror}") from exc
     except yaml.YAMLError as exc:
@@ -125,6 +126,8 @@ def parse_space(name: str, data: Any, source: str) -> Space:
     _no_unknown(source, data, TOP_KEYS, "key")
     if not isinstance(data.get("params"), dict) or not data["params"]:
         raise ConfigError(f"{source}: `params` must map at least one key to its range or choices")
+    if len(data["params"]) > MAX_VALUES:  # each has a value at least: refused before any is parsed
+        raise ConfigError(f"{source}: {len(data['params'])} params, more than the {MAX_VALUES} values a space may hold")
     params: list[Param] = []
     for key, spec in data["params"].items():
         params.append(_parse_param(f"{source}: params.{key}", str(key), spec, params))
@@ -193,10 +196,19 @@ def _parse_when(where: str, when: Any, earlier: list[Param]) -> dict[str, tuple[
 def check_against_conf(space: Space, conf_dir: str | Path, source: str) -> None:
     """Every key exists (a params.yaml key or a conf group) and every range end and choice composes and validates.
 
-    A conf group's options are composed with Hydra one by one (there are as many as files in the
-    group). A value of a params.yaml key is parsed by Hydra's override grammar, as ``dvc exp run -S``
-    parses it, put into the composed params and validated: a thousand choices take well under a second.
+    A value of a params.yaml key is parsed by Hydra's override grammar, as ``dvc exp run -S``
+    parses it, put into the composed params and validated: a thousand choices take well under a
+    second. A conf group's option, an interpolation or a sweep needs a whole Hydra composition
+    (about 0.1 s): a space may hold :data:`MAX_COMPOSED` of those.
     """
+    composed = sum(
+        _is_group(p.name, conf_dir) or not _plain(override(p.name, v)) for p in space.params for v in p.values()
+    )
+    if composed > MAX_COMPOSED:
+        raise ConfigError(
+            f"{source}: {composed} values need a Hydra composition each (conf group options, ${{...}} interpolations, "
+            f"sweeps), more than the {MAX_COMPOSED} a space may hold"
+        )
     groups = [override(k, v) for k, v in space.fixed.items() if _is_group(k, conf_dir)]
     with_groups = _validated(groups, conf_dir, f"{source}: fixed")
     for key in space.fixed:
@@ -231,15 +243,14 @@ def _validated_value(context: dict[str, Any], overrides: list[str], conf_dir: st
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
+    if not _plain(overrides[-1]):
+        _validated(overrides, conf_dir, where)
+        return
     try:
         parsed = OverridesParser.create().parse_override(overrides[-1])
     except HydraException as exc:
         raise ConfigError(f"{where}: {compose.reason(exc)}") from exc
     value = parsed.value()
-    plain = isinstance(value, bool | int | float) or (isinstance(value, str) and "${" not in value)
-    if parsed.is_sweep_override() or parsed.is_add() or parsed.is_delete() or not plain:
-        _validated(overrides, conf_dir, where)
-        return
     data = copy.deepcopy(context)
     *parents, last = parsed.key_or_group.split(".")
     node = data
@@ -250,6 +261,21 @@ def _validated_value(context: dict[str, Any], overrides: list[str], conf_dir: st
         config.from_dict(data)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
+
+
+def _plain(text: str) -> bool:
+    """Whether Hydra reads the override ``text`` as setting a key to a scalar it takes as it is (no sweep,
+    interpolation, add or delete); an override it cannot parse is not plain (composing it says why)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_override(text)
+    except HydraException:
+        return False
+    value = parsed.value()
+    scalar = isinstance(value, bool | int | float) or (isinstance(value, str) and "${" not in value)
+    return scalar and not (parsed.is_sweep_override() or parsed.is_add() or parsed.is_delete())
 
 
 def _validated(overrides: list[str], conf_dir: str | Path, where: str) -> dict[str, Any]:
