@@ -18,7 +18,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
 PACKAGE = "mnist_pipeline"
-STAGES = ("download", "prepare", "featurize", "train", "evaluate", "report")
+STAGES = ("download", "prepare", "featurize", "train", "export", "evaluate", "report")
 TOOLS = ("predict", "sweep", "check_metrics", "bench", "tune")
 
 

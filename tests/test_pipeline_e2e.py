@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -41,6 +42,7 @@ OUTPUTS = [
     "data/features/val.npz",
     "data/features/test.npz",
     "data/model/model.npz",
+    "data/model/model.onnx",
     *LIVE_FILES,
     "reports/metrics.json",
     "reports/classification_report.json",
@@ -167,6 +169,28 @@ def test_test_accuracy_after_two_epochs(pipeline: Pipeline) -> None:
     assert metrics["val"]["accuracy"] > 0.95
     predictions = (pipeline.root / "reports/predictions.csv").read_text(encoding="utf-8").splitlines()
     assert predictions[0] == "actual,predicted" and len(predictions) == 1 + 10000
+
+
+def test_onnx_export_predicts_the_test_set_exactly_as_evaluate_did(pipeline: Pipeline) -> None:
+    import onnxruntime as ort
+
+    from mnist_pipeline import idx
+    from mnist_pipeline.model_file import load_network
+    from mnist_pipeline.normalization import normalize
+
+    pixels = idx.read_gz(pipeline.root / "data/raw/t10k-images-idx3-ubyte.gz")  # raw 0-255, as a server gets them
+    model = (pipeline.root / "data/model/model.onnx").read_bytes()
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    proba, predicted = session.run(None, {"pixels": pixels.astype(np.float32)})
+
+    rows = (pipeline.root / "reports/predictions.csv").read_text(encoding="utf-8").splitlines()[1:]
+    np.testing.assert_array_equal(predicted, [int(row.split(",")[1]) for row in rows])  # all 10,000
+    net, meta = load_network(pipeline.root / "data/model/model.npz")
+    np.testing.assert_allclose(
+        proba, net.predict_proba(normalize(pixels, meta["mean"], meta["std"])), atol=1e-5, rtol=0
+    )
+    pipeline.dvc("repro", "--force", "--single-item", "export")
+    assert (pipeline.root / "data/model/model.onnx").read_bytes() == model  # same model, same bytes
 
 
 def test_second_repro_runs_no_stage(pipeline: Pipeline) -> None:

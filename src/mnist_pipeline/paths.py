@@ -18,6 +18,7 @@ RAW_DIR = Path("data/raw")  # download: the four verified .gz files
 PREPARED_DIR = Path("data/prepared")  # prepare: {train,test}.npz, normalized pixels and labels
 FEATURES_DIR = Path("data/features")  # featurize: {train,val,test}.npz, with one-hot labels
 MODEL_FILE = Path("data/model/model.npz")  # train: weights and metadata
+ONNX_FILE = Path("data/model/model.onnx")  # export: the same model as ONNX, raw pixels in
 
 LIVE_DIR = Path("dvclive")  # train: DVCLive's per-epoch metrics, rewritten after every epoch (epoch_log.py)
 
