@@ -195,6 +195,21 @@ def decode_idx(f: IO[bytes], name: str, compressed: bool) -> np.ndarray:
     return images
 
 
+def is_idx(head: bytes) -> bool:
+    """Whether a file starting with ``head`` (its first 4 bytes) is read as IDX: gzip, or an IDX magic."""
+    return head.startswith(GZIP_MAGIC) or (len(head) >= 4 and head[:2] == b"\0\0" and head[2] in idx.DTYPES)
+
+
+def decode_bytes(data: bytes, name: str) -> tuple[list[str], Sequence[np.ndarray] | np.ndarray]:
+    """The input names and grayscale images in ``data``, the bytes of a file as :func:`read_input` reads one."""
+    if len(data) > MAX_INPUT_BYTES:
+        raise DataError(f"{name}: {len(data)} bytes, more than the {MAX_INPUT_BYTES >> 20} MiB accepted per input")
+    if is_idx(data[:4]):
+        images = decode_idx(io.BytesIO(data), name, compressed=data.startswith(GZIP_MAGIC))
+        return [f"{name}[{i}]" for i in range(len(images))], images
+    return [name], [decode_image(data, name)]
+
+
 def read_input(path: Path) -> tuple[list[str], Sequence[np.ndarray] | np.ndarray]:
     """The input names and grayscale ``(H, W)`` images in one file (one, or N for IDX).
 
@@ -208,7 +223,7 @@ def read_input(path: Path) -> tuple[list[str], Sequence[np.ndarray] | np.ndarray
     try:
         with open_regular(path) as f:
             head = f.peek(4)[:4]  # type: ignore[attr-defined]  # open_regular(path) is a BufferedReader
-            if head.startswith(GZIP_MAGIC) or (len(head) >= 4 and head[:2] == b"\0\0" and head[2] in idx.DTYPES):
+            if is_idx(head):
                 images = decode_idx(f, str(path), compressed=head.startswith(GZIP_MAGIC))
                 return [f"{path}[{i}]" for i in range(len(images))], images
             size = os.fstat(f.fileno()).st_size
@@ -311,11 +326,18 @@ def format_line(record: dict[str, Any]) -> str:
 def predict_file(model: Model, path: Path, invert: str, center: bool) -> list[dict[str, Any]]:
     """Records for every input in ``path`` (raises DataError naming the file if it is unusable)."""
     names, images = read_input(path)
+    return predict_images(model, str(path), names, images, invert, center)
+
+
+def predict_images(
+    model: Model, source: str, names: list[str], images: Sequence[np.ndarray] | np.ndarray, invert: str, center: bool
+) -> list[dict[str, Any]]:
+    """Records for grayscale ``images`` (named ``names``) read from ``source``: steps 2 to 4 of the module docstring."""
     pixels = np.stack([preprocess(g, model.image_shape, invert, center) for g in images])  # (N, rows, cols)
     with np.errstate(over="ignore", invalid="ignore"):  # checked below, as one line
         proba = model.net.predict_proba(normalize(pixels, model.mean, model.std))  # (N, C)
     if not np.isfinite(proba).all():
-        raise DataError(f"{path}: the model's probabilities are not finite (NaN or infinite); retrain it")
+        raise DataError(f"{source}: the model's probabilities are not finite (NaN or infinite); retrain it")
     return [result(n, p, model.class_names) for n, p in zip(names, proba, strict=True)]
 
 

@@ -1,0 +1,20 @@
+"""``make serve``: the trained model behind a local HTTP service, with a page to draw a digit on.
+
+``python -m mnist_pipeline.serve [--model PATH] [--host 127.0.0.1] [--port 8000]`` (the ``serve``
+extra: Starlette on uvicorn) serves:
+
+- ``POST /predict`` — the body is one PNG, JPEG or other image, or an IDX image file (gzipped or
+  not); ``?invert=auto|yes|no`` and ``?center=true`` as ``predict``'s options. The answer is JSON:
+  ``{"predictions": [{"file", "prediction", "top3", "probabilities"}, ...]}``, computed exactly
+  as ``python -m mnist_pipeline.predict`` computes it.
+- ``GET /health`` — ``{"status": "ok", ...}`` with the model's classes and image shape.
+- ``GET /`` — a page where a person draws a digit with a mouse or a finger and sees the
+  prediction and the probability of every class. It loads nothing but this server's own
+  ``/app.js`` and ``/app.css``, and its Content-Security-Policy says so to the browser.
+
+Bounded: a body over :data:`~mnist_pipeline.serve.app.MAX_BODY` bytes is refused before it is
+read whole, images over predict's pixel cap before decoding, more than
+:data:`~mnist_pipeline.serve.app.MAX_IMAGES` images per request, and a request whose
+prediction takes over :data:`~mnist_pipeline.serve.app.TIMEOUT` seconds. Every error is a JSON
+``{"error": "one line"}`` with a 4xx code (or 500 and no traceback for a bug).
+"""

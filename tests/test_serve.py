@@ -1,0 +1,176 @@
+"""serve: the model over a real HTTP server on 127.0.0.1 (uvicorn, started as ``make serve`` starts it).
+
+Answers must equal ``predict``'s for the same bytes; every error is one JSON line with a 4xx code
+and no traceback; the page names nothing but the server's own files, and says so in its CSP.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from mnist_pipeline import idx, predict
+from mnist_pipeline.mlp.network import Network
+from mnist_pipeline.model_file import save_network
+from mnist_pipeline.serve.app import MAX_BODY
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "model.npz"
+    net = Network([784, 32, 10], "relu", "he_normal", np.random.default_rng(0))
+    meta = {"class_names": [f"d{c}" for c in range(10)], "image_shape": [28, 28]}
+    save_network(path, net, {**meta, "dataset": "mnist", "normalize": "scale", "mean": 0.0, "std": 1.0})
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(model_file: Path) -> Iterator[str]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "mnist_pipeline.serve", "--model", str(model_file), "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    try:
+        while True:
+            try:
+                requests.get(f"{url}/health", timeout=2)
+                break
+            except requests.ConnectionError:
+                assert proc.poll() is None, proc.communicate()
+                assert time.monotonic() < deadline, "the server did not start in 30 s"
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=15)
+
+
+@pytest.fixture(autouse=True)
+def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("NO_PROXY", "no_proxy"):
+        monkeypatch.setenv(var, "127.0.0.1")
+
+
+def digit_png(tmp_path: Path) -> Path:
+    path = tmp_path / "digit.png"
+    image = np.zeros((28, 28), np.uint8)
+    image[4:24, 12:16] = 255  # a "1"
+    Image.fromarray(image).save(path)
+    return path
+
+
+def test_health_names_the_model_and_its_classes(server: str, model_file: Path) -> None:
+    body = requests.get(f"{server}/health", timeout=10).json()
+    assert body == {
+        "status": "ok",
+        "model": str(model_file),
+        "classes": [f"d{c}" for c in range(10)],
+        "image_shape": [28, 28],
+    }
+
+
+@pytest.mark.parametrize("query", ["", "?invert=no&center=true", "?invert=yes"])
+def test_an_image_gets_exactly_what_predict_says(server: str, model_file: Path, tmp_path: Path, query: str) -> None:
+    path = digit_png(tmp_path)
+    options = dict(re.findall(r"(\w+)=(\w+)", query))
+    expected = predict.predict_file(
+        predict.load_model(model_file), path, options.get("invert", "auto"), options.get("center") == "true"
+    )
+
+    response = requests.post(f"{server}/predict{query}", data=path.read_bytes(), timeout=30)
+
+    assert response.status_code == 200
+    record = response.json()["predictions"][0]
+    assert record["probabilities"] == expected[0]["probabilities"]
+    assert record["prediction"] == expected[0]["prediction"] and record["top3"] == expected[0]["top3"]
+
+
+def test_an_idx_file_gets_one_answer_per_image(server: str) -> None:
+    images = np.random.default_rng(0).integers(0, 256, (7, 28, 28), dtype=np.uint8)
+    body = gzip.compress(idx.serialize(images), mtime=0)
+
+    records = requests.post(f"{server}/predict", data=body, timeout=30).json()["predictions"]
+
+    assert [r["file"] for r in records] == [f"body[{i}]" for i in range(7)]
+
+
+BAD_REQUESTS = {
+    # case: (method, path, body, status, what the error says)
+    "empty-body": ("POST", "/predict", b"", 400, "the body is empty"),
+    "not-an-image": ("POST", "/predict", b"<html>\x1b[31m", 400, "neither an image Pillow can read nor an IDX file"),
+    "bad-option": ("POST", "/predict?invert=maybe", b"x", 400, "invert='maybe' is invalid"),
+    "too-large": ("POST", "/predict", b"\0" * (MAX_BODY + 1), 413, f"more than the {MAX_BODY} accepted"),
+    "unknown-path": ("GET", "/admin", None, 404, "Not Found"),
+    "wrong-method": ("GET", "/predict", None, 405, "Method Not Allowed"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_REQUESTS))
+def test_bad_requests_get_one_json_line_and_a_4xx(server: str, case: str) -> None:
+    method, path, body, status, needle = BAD_REQUESTS[case]
+
+    response = requests.request(method, f"{server}{path}", data=body, timeout=30)
+
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/json"
+    error = response.json()["error"]
+    assert needle in error and "\n" not in error and "\x1b" not in error and "Traceback" not in error
+
+
+def test_a_body_that_lies_about_its_length_is_refused_while_streaming(server: str) -> None:
+    def chunks() -> Iterator[bytes]:  # no Content-Length: chunked transfer, refused once over the cap
+        for _ in range(MAX_BODY // (1 << 16) + 2):
+            yield b"\0" * (1 << 16)
+
+    response = requests.post(f"{server}/predict", data=chunks(), timeout=30)
+    assert response.status_code == 413 and "the most accepted" in response.json()["error"]
+
+
+def test_the_page_loads_nothing_but_the_servers_own_files(server: str) -> None:
+    page = requests.get(server, timeout=10)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "script-src 'self'" in csp and "connect-src 'self'" in csp
+    linked = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert sorted(linked) == ["/app.css", "/app.js"]
+    script = requests.get(f"{server}/app.js", timeout=10)
+    style = requests.get(f"{server}/app.css", timeout=10)
+    assert script.status_code == style.status_code == 200
+    assert script.headers["content-type"].startswith("text/javascript")
+    for text in (page.text, script.text, style.text):
+        assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]", text, re.IGNORECASE)  # no other origin
+    assert "innerHTML" not in script.text  # class names are set as text
+    assert 'fetch("/predict' in script.text
+
+
+def test_serve_refuses_a_bad_model_in_one_line_before_serving(tmp_path: Path) -> None:
+    bad = tmp_path / "model.npz"
+    bad.write_bytes(b"not a model")
+    proc = subprocess.run(
+        [sys.executable, "-m", "mnist_pipeline.serve", "--model", str(bad), "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(f"error: serve: {bad}")
