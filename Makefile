@@ -111,7 +111,7 @@ bench: $(BENCH_STAMP)
 #   make check-metrics ARGS="--rev origin/main"                             (gate reports/metrics.json)
 #   make tune ARGS="--trials 30"                                           (Optuna study, see docs/tuning.md)
 #   make serve ARGS="--port 8000"                                           (the model over HTTP, a page to draw on)
-.PHONY: sweep exps check-metrics tune install-tune serve install-serve
+.PHONY: sweep exps check-metrics tune install-tune serve install-serve plots-template
 TUNE_STAMP := $(VENV)/.installed-tune
 SERVE_STAMP := $(VENV)/.installed-serve
 
@@ -123,6 +123,11 @@ install-serve: $(SERVE_STAMP)
 
 serve: install-serve
 	$(BIN)/python -m mnist_pipeline.serve $(ARGS)
+
+# Rebuild .dvc/plots/offline.html (Vega inline, so `dvc plots show` draws offline) from the pinned
+# npm tarballs; ARGS=--check only compares (CI does).
+plots-template: install
+	$(BIN)/python -m mnist_pipeline.plots_template $(ARGS)
 
 $(TUNE_STAMP): $(STAMP)
 	$(call lock_install,.[tune])

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
 PACKAGE = "mnist_pipeline"
 STAGES = ("download", "prepare", "featurize", "train", "export", "evaluate", "report")
-TOOLS = ("predict", "sweep", "check_metrics", "bench", "tune", "serve")
+TOOLS = ("predict", "sweep", "check_metrics", "bench", "tune", "serve", "plots_template")
 
 
 def module_file(module: str) -> Path | None:

@@ -2,12 +2,15 @@
 
 ``dvc plots show`` (and VS Code, Studio) render the definitions under ``plots:`` over the committed
 outputs: DVCLive's per-epoch TSVs in ``dvclive/`` and evaluate's ``reports/predictions.csv``. The
-last test opens DVC's HTML in headless Chromium (Debian's ``chromium``, which ``.ci/run`` installs),
-with the Vega scripts the page names fetched from the npm registry instead of their CDN.
+last test opens DVC's HTML in headless Chromium (Debian's ``chromium``, which ``.ci/run`` installs)
+with every network request refused: the page template of ``.dvc/config`` carries Vega inline.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import io
 import json
 import re
 import shutil
@@ -20,7 +23,10 @@ import yaml
 from PIL import Image
 
 from helpers.dvc_sandbox import DVC, REPO, sandbox_env
+from helpers.http_faults import ok
+from mnist_pipeline import plots_template
 from mnist_pipeline.epoch_log import files, metric_file
+from mnist_pipeline.errors import DataError
 from mnist_pipeline.paths import FIGURES_DIR, LIVE_DIR, PREDICTIONS_FILE
 
 DVC_YAML = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))
@@ -75,6 +81,7 @@ def plots_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("plots") / "repo"
     (root / ".dvc").mkdir(parents=True)
     shutil.copy2(REPO / ".dvc" / "config", root / ".dvc" / "config")
+    shutil.copytree(REPO / ".dvc" / "plots", root / ".dvc" / "plots")  # the offline page template
     shutil.copy2(REPO / "dvc.yaml", root / "dvc.yaml")
     for rel in [*files(LIVE_DIR), PREDICTIONS_FILE, *map(Path, IMAGES)]:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -102,36 +109,23 @@ def test_dvc_plots_show_json_renders_every_plot(plots_repo: Path) -> None:
         assert plot["content"]["encoding"]["x"]["title"] == "epoch"
 
 
-def _vendor_vega(page: Path, work: Path) -> None:
-    """Point ``page``'s CDN scripts (``https://cdn.jsdelivr.net/npm/<pkg>@<version>``) at local copies from npm."""
-    html = page.read_text(encoding="utf-8")
-    scripts = re.findall(r'src="(https://cdn\.jsdelivr\.net/npm/([\w-]+)@([\d.]+))"', html)
-    assert {pkg for _, pkg, _ in scripts} == {"vega", "vega-lite", "vega-embed"}, scripts
-    for url, pkg, version in scripts:
-        subprocess.run(["npm", "pack", "--silent", f"{pkg}@{version}"], cwd=work, check=True, timeout=120)
-        with tarfile.open(work / f"{pkg}-{version}.tgz") as tgz:
-            script = tgz.extractfile(f"package/build/{pkg}.min.js")
-            (page.parent / f"{pkg}.min.js").write_bytes(script.read())
-        html = html.replace(url, f"{pkg}.min.js")
-    page.write_text(html, encoding="utf-8")
-
-
 @pytest.mark.slow
 def test_every_plot_is_drawn_in_headless_chromium(plots_repo: Path, tmp_path: Path) -> None:
     chromium = shutil.which("chromium")
-    if chromium is None or shutil.which("npm") is None:
-        pytest.skip("needs Debian's chromium (.ci/run installs it) and npm for the Vega scripts")
+    if chromium is None:
+        pytest.skip("needs Debian's chromium (.ci/run installs it)")
     _dvc(plots_repo, "plots", "show", "-o", str(tmp_path / "html"))
     page = tmp_path / "html" / "index.html"
-    _vendor_vega(page, tmp_path)
+    assert not re.search(r"<script[^>]+src=", page.read_text(encoding="utf-8"))  # every script is inline
     browser = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
     browser += ["--virtual-time-budget=20000", "--window-size=1400,2400"]
+    browser += ["--proxy-server=127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND"]  # no network at all
     dom = subprocess.run(
         [*browser, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120, check=True
     ).stdout
     # vega-embed draws each Vega plot on a canvas; a plot it cannot parse or embed leaves none.
     assert dom.count("<canvas") == len(PLOTS), dom[:2000]
-    assert dom.count("<img") == len(IMAGES)
+    assert len(re.findall(r"<img src=\"static/", dom)) == len(IMAGES)  # (vega-embed's own code holds an "<img")
     for title in PLOTS:
         assert f'id="{re.sub(r"[^A-Za-z0-9_-]", "_", title)}"' in dom, title
     shot = tmp_path / "plots.png"
@@ -140,3 +134,40 @@ def test_every_plot_is_drawn_in_headless_chromium(plots_repo: Path, tmp_path: Pa
         assert image.size == (1400, 2400)
         colors = image.convert("RGB").getcolors(maxcolors=1 << 20)
         assert colors is not None and len(colors) > 1000  # lines, heatmaps and figures, not a blank page
+
+
+def _tarball(package: str, js: str) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tgz:
+        for name, text in ((f"package/build/{package}.min.js", js), ("package/LICENSE", "BSD-3-Clause, the text")):
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tgz.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_the_template_generator_checks_each_tarball_and_keeps_scripts_closed(fault_server) -> None:
+    js = 'var s = "</script><script>alert(1)</script>";'
+    tarball = _tarball("vega", js)
+    integrity = "sha512-" + base64.b64encode(hashlib.sha512(tarball).digest()).decode()
+    fault_server.route("/vega/-/vega-5.20.2.tgz", ok(tarball), ok(tarball))
+
+    data = plots_template.fetch("vega", "5.20.2", integrity, fault_server.url(""))
+    element = plots_template.script("vega", "5.20.2", data)
+    with pytest.raises(DataError, match="not the pinned sha512-AAAA"):
+        plots_template.fetch("vega", "5.20.2", "sha512-AAAA", fault_server.url(""))
+
+    assert element.count("</script") == 1 and element.endswith("</script>")  # the payload cannot close it
+    assert 'var s = "<\\/script><script>alert(1)<\\/script>";' in element and "BSD-3-Clause, the text" in element
+
+
+def test_the_configured_template_is_the_pinned_libraries_inline() -> None:
+    config = (REPO / ".dvc" / "config").read_text(encoding="utf-8")
+    assert re.search(r"^\[plots\]\n\s+html_template = plots/offline.html$", config, re.MULTILINE)
+    page = (REPO / ".dvc" / "plots" / "offline.html").read_text(encoding="utf-8")
+    assert page.count("{plot_divs}") == 1 and "{scripts}" not in page  # DVC's CDN scripts go nowhere
+    banners = re.findall(r"/\*! ([\w-]+@[\d.]+) \(npm\)", page)
+    assert banners == [f"{p}@{v}" for p, v, _ in plots_template.PACKAGES]
+    assert page.count("Redistribution and use in source and binary forms") == 3  # each BSD licence
+    assert not re.search(r"<script[^>]+src=", page)

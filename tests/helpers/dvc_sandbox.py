@@ -135,6 +135,7 @@ def copy_repo(dest: Path) -> None:
     for name in ("config", ".gitignore"):
         if (REPO / ".dvc" / name).exists():
             shutil.copy2(REPO / ".dvc" / name, dest / ".dvc" / name)
+    shutil.copytree(REPO / ".dvc" / "plots", dest / ".dvc" / "plots")  # the page template .dvc/config names
     shutil.copytree(REPO / "conf", dest / "conf")
     shutil.copytree(REPO / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
 
