@@ -7,6 +7,7 @@ and no traceback; the page names nothing but the server's own files, and says so
 from __future__ import annotations
 
 import gzip
+import os
 import re
 import socket
 import subprocess
@@ -174,3 +175,20 @@ def test_serve_refuses_a_bad_model_in_one_line_before_serving(tmp_path: Path) ->
     )
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(f"error: serve: {bad}")
+
+
+def test_without_the_serve_extra_it_says_how_to_install_it(tmp_path: Path) -> None:
+    # A `starlette` that cannot be imported, first on the path: as if the extra were not installed.
+    (tmp_path / "starlette").mkdir()
+    (tmp_path / "starlette" / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'starlette'\", name='starlette')\n", encoding="utf-8"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run(
+        [sys.executable, "-m", "mnist_pipeline.serve", "--help"], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr.strip().splitlines() == [
+        "error: serve: starlette is not installed; run `make serve`, or install the extra: "
+        "pip install -c requirements.lock -e '.[serve]'"
+    ]

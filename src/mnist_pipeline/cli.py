@@ -123,6 +123,23 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def run_extra(name: str, load: Callable[[], Callable[[], None]], packages: tuple[str, ...]) -> None:
+    """:func:`run` the command that ``load`` imports from an optional extra named ``name``; if one of the
+    extra's ``packages`` is missing, say in one line how to install it (``make name``) instead of a traceback."""
+    try:
+        main = load()
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in packages:
+            raise
+        print(
+            f"error: {name}: {exc.name} is not installed; run `make {name}`, or install the extra: "
+            f"pip install -c requirements.lock -e '.[{name}]'",
+            file=sys.stderr,
+        )
+        sys.exit(1)
+    run(main, name)
+
+
 def run(main: Callable[[], None], name: str, before: Callable[[], None] | None = None) -> None:
     """Run a stage's ``main`` and exit 0, or 1 with a one-line error on stderr.
 

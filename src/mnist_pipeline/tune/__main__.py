@@ -6,27 +6,18 @@ says so in one line instead of an import traceback.
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Callable
 
-from mnist_pipeline.cli import run
+from mnist_pipeline.cli import run_extra
 
 EXTRA = ("optuna", "psycopg", "sqlalchemy")  # what the tune extra brings
 
 
-def main() -> None:
-    try:
-        from mnist_pipeline.tune.command import main as tune
-    except ModuleNotFoundError as exc:
-        if (exc.name or "").split(".")[0] not in EXTRA:
-            raise
-        print(
-            f"error: tune: {exc.name} is not installed; run `make tune`, or install the extra: "
-            "pip install -c requirements.lock -e '.[tune]'",
-            file=sys.stderr,
-        )
-        sys.exit(1)
-    run(tune, "tune")
+def load() -> Callable[[], None]:
+    from mnist_pipeline.tune.command import main
+
+    return main
 
 
 if __name__ == "__main__":
-    main()
+    run_extra("tune", load, EXTRA)
