@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import pytest
 import requests
 from PIL import Image
 
+from helpers.chromium import Page
 from mnist_pipeline import idx, predict
 from mnist_pipeline.mlp.network import Network
 from mnist_pipeline.model_file import save_network
@@ -192,3 +194,27 @@ def test_without_the_serve_extra_it_says_how_to_install_it(tmp_path: Path) -> No
         "error: serve: starlette is not installed; run `make serve`, or install the extra: "
         "pip install -c requirements.lock -e '.[serve]'"
     ]
+
+
+def test_a_person_draws_a_digit_and_sees_the_prediction_with_nothing_loaded_from_outside(server: str) -> None:
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("needs Debian's chromium (.ci/run installs it)")
+    page = Page(chromium)  # every request but to 127.0.0.1 refused
+    try:
+        page.open(f"{server}/")
+        box = page.evaluate("(r => [r.left, r.top])(document.getElementById('pad').getBoundingClientRect())")
+        left, top = box
+        page.stroke([(left + 140, top + 40 + 10 * i) for i in range(21)])  # a vertical bar: a "1"
+
+        answer = page.wait_for("(t => t.startsWith('Prediction') && t)(document.getElementById('answer').textContent)")
+        bars = page.evaluate("[...document.querySelectorAll('.row')].map(r => r.textContent)")
+        widths = page.evaluate("[...document.querySelectorAll('.fill')].map(f => parseFloat(f.style.width))")
+        loaded = page.evaluate("performance.getEntriesByType('resource').map(e => e.name)")
+    finally:
+        page.close()
+
+    assert answer.removeprefix("Prediction: ") in {f"d{c}" for c in range(10)}
+    assert [b[:2] for b in bars] == [f"d{c}" for c in range(10)]  # one bar per class, in order
+    assert sum(widths) == pytest.approx(100, abs=0.6)  # the probabilities, as percentages
+    assert sorted({url.split("/")[2] for url in loaded}) == [server.split("/")[2]]  # this server only
