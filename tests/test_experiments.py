@@ -133,7 +133,7 @@ def test_apply_and_branch(box: Sandbox, queued: dict[float, str]) -> None:
 def test_group_override_in_the_workspace(box: Sandbox) -> None:
     try:
         output = box.dvc("exp", "run", "-n", "adam", "-S", "optimizer=adam", "-S", "train.lr=0.001")
-        assert stages_run(output) == ["train", "evaluate", "report"], output
+        assert stages_run(output) == ["train", "export", "evaluate", "report"], output
         optimizer = box.params()["optimizer"]
         assert optimizer["name"] == "adam" and "momentum" not in optimizer  # the group was swapped, not merged
         assert box.read_json("reports/metrics.json")["val"]["accuracy"] > 0.9
@@ -200,7 +200,12 @@ def test_dvclive_shows_each_epoch_while_training_and_in_exp_show(box: Sandbox) -
         tracked += ["data/model/model.npz"]
         first = {rel: (box.root / rel).read_bytes() for rel in tracked}
         first_lock = _lock_without(box, clock)
-        assert stages_run(box.dvc("repro", "--force", "--downstream", "train")) == ["train", "evaluate", "report"]
+        assert stages_run(box.dvc("repro", "--force", "--downstream", "train")) == [
+            "train",
+            "export",
+            "evaluate",
+            "report",
+        ]
         assert {rel: (box.root / rel).read_bytes() for rel in tracked} == first
         assert _lock_without(box, clock) == first_lock
     finally:
