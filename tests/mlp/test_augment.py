@@ -13,7 +13,12 @@ import pytest
 
 from mnist_pipeline.mlp import trainer
 from mnist_pipeline.mlp.augment import (
+    _elastic_field,
+    _resample,
+    affine_displacement,
     bilinear_sample,
+    deform,
+    draw_affine,
     draw_shifts,
     elastic_distort,
     gaussian_matrix,
@@ -445,14 +450,14 @@ def test_fit_distorts_training_images_only_and_needs_the_image_shape(monkeypatch
     net = Network([35, 3], "identity", "zeros", rng)
     calls: list[tuple[float, float]] = []
 
-    def spy(x, shape, alpha, sigma, generator):
-        assert generator is rng and shape == SHAPE
+    def spy(x, shape, alpha, sigma, affine, generator):
+        assert generator is rng and shape == SHAPE and affine == (0.0, 0.0, 0.0, 0.0)
         calls.append((alpha, sigma))
-        return elastic_distort(x, shape, alpha, sigma, generator)
+        return deform(x, shape, alpha, sigma, affine, generator)
 
     seen: list[tuple[np.ndarray, bool]] = []
     forward, train_batch = net.forward, net.train_batch
-    monkeypatch.setattr(trainer, "elastic_distort", spy)
+    monkeypatch.setattr(trainer, "deform", spy)
     monkeypatch.setattr(net, "forward", lambda x, train=False: seen.append((x.copy(), train)) or forward(x, train))
     monkeypatch.setattr(
         net,
@@ -480,3 +485,73 @@ def test_bilinear_sample_refuses_integer_images_and_elastic_rounds_them_back() -
     out = elastic_distort(x, SHAPE, 2.0, 1.0, np.random.default_rng(4))
     as_float = elastic_distort(x.astype(np.float64), SHAPE, 2.0, 1.0, np.random.default_rng(4))
     assert out.dtype == np.uint8 and np.array_equal(out, np.rint(as_float))
+
+
+# --- affine maps: one displacement field with the elastic one, one resample ----------------------
+
+
+def _images(n: int, shape: tuple[int, int], seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((n, shape[0] * shape[1]))  # every pixel distinct
+
+
+def test_the_identity_map_moves_nothing() -> None:
+    field = affine_displacement(np.array([[0.0, 1.0, 0.0, 0.0, 0.0]] * 3), SHAPE)
+    assert field.shape == (3, 2, *SHAPE) and not field.any()
+
+
+def test_a_quarter_turn_is_a_rotation_of_the_pixel_grid() -> None:
+    x = _images(2, (7, 7))
+    field = affine_displacement(np.array([[np.pi / 2, 1.0, 0.0, 0.0, 0.0]] * 2), (7, 7))
+    turned = bilinear_sample(x.reshape(2, 7, 7), field[:, 0], field[:, 1], background=-1.0)
+    np.testing.assert_allclose(turned, np.rot90(x.reshape(2, 7, 7), k=-1, axes=(1, 2)), atol=1e-12)
+
+
+def test_a_whole_pixel_translation_is_an_exact_shift() -> None:
+    x = _images(1, SHAPE).reshape(1, *SHAPE)
+    field = affine_displacement(np.array([[0.0, 1.0, 0.0, 2.0, -1.0]]), SHAPE)  # read 2 rows down, 1 column left
+    moved = bilinear_sample(x, field[:, 0], field[:, 1], background=-1.0)[0]
+    expected = np.full(SHAPE, -1.0)
+    expected[:-2, 1:] = x[0, 2:, :-1]
+    np.testing.assert_array_equal(moved, expected)
+
+
+def test_scale_above_one_enlarges_about_the_centre() -> None:
+    field = affine_displacement(np.array([[0.0, 2.0, 0.0, 0.0, 0.0]]), (5, 5))
+    centre, corner = field[0, :, 2, 2], field[0, :, 0, 0]
+    assert not centre.any()  # the centre stays
+    np.testing.assert_allclose(corner, [1.0, 1.0])  # the corner reads halfway to the centre
+
+
+def test_draws_are_uniform_in_their_ranges_and_one_draw_per_batch() -> None:
+    rng, twin = np.random.default_rng(3), np.random.default_rng(3)
+    params = draw_affine(4000, 15.0, 0.1, 0.3, 2.0, rng)
+    twin.random((4000, 5))
+    assert rng.random() == twin.random()  # exactly 5 numbers per image were drawn
+    for col, (low, high) in enumerate([(-np.deg2rad(15), np.deg2rad(15)), (0.9, 1.1), (-0.3, 0.3), (-2, 2), (-2, 2)]):
+        assert low <= params[:, col].min() < low + 0.01 * (high - low)
+        assert high - 0.01 * (high - low) < params[:, col].max() <= high
+
+
+def test_without_affine_ranges_deform_is_the_elastic_distortion_itself() -> None:
+    x = _images(6, SHAPE).astype(np.float32)
+    rng, twin = np.random.default_rng(9), np.random.default_rng(9)
+    assert (
+        deform(x, SHAPE, 2.0, 1.5, (0, 0, 0, 0), rng).tobytes() == elastic_distort(x, SHAPE, 2.0, 1.5, twin).tobytes()
+    )
+    assert rng.random() == twin.random()  # the same draws
+    assert deform(x, SHAPE, 0.0, 4.0, (0, 0, 0, 0), rng) is x  # nothing on: the input, nothing drawn
+
+
+def test_elastic_and_affine_add_up_to_one_field_resampled_once() -> None:
+    x = _images(6, SHAPE).astype(np.float32)
+    affine = (20.0, 0.15, 0.2, 1.5)
+    out = deform(x, SHAPE, 2.0, 1.5, affine, np.random.default_rng(4))
+
+    rng = np.random.default_rng(4)  # by hand, in the documented order: the elastic field, then the affine map
+    field = _elastic_field(6, SHAPE, 2.0, 1.5, rng, np.dtype(np.float32))
+    field += affine_displacement(draw_affine(6, *affine, rng), SHAPE, np.float32)
+    assert out.tobytes() == _resample(x, SHAPE, field, np.dtype(np.float32)).tobytes()
+    assert out.dtype == np.float32 and out.shape == x.shape
+    assert out.tobytes() == deform(x, SHAPE, 2.0, 1.5, affine, np.random.default_rng(4)).tobytes()  # seeded
+    assert out.tobytes() != deform(x, SHAPE, 2.0, 1.5, affine, np.random.default_rng(5)).tobytes()
+    assert x.min() <= out.min() and out.max() <= x.max()  # convex combinations of pixels and background

@@ -113,6 +113,7 @@ IMAGE = (5, 8)  # DIM = 40 pixels: shifts and elastic distortions apply
         ("gelu", np.float32, {"augment_shift": 2, "label_smoothing": 0.1}),
         ("tanh", np.float64, {"augment_shift": 1, "augment_elastic_alpha": 2.0, "augment_elastic_sigma": 1.0}),
         ("sigmoid", np.float32, {"max_norm": 0.5, "augment_elastic_alpha": 1.0, "augment_elastic_sigma": 1.5}),
+        ("relu", np.float32, {"augment_rotate": 10.0, "augment_scale": 0.1, "augment_shear": 0.2, "augment_shift": 1}),
     ],
 )
 def test_every_option_gives_the_same_bytes_on_any_number_of_threads(workers, activation, dtype, options) -> None:

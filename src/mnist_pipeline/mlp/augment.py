@@ -1,4 +1,6 @@
-"""Training-time data augmentation, vectorized over the batch: random translations and elastic distortions."""
+"""Training-time data augmentation, vectorized over the batch: random translations, elastic distortions and
+random affine maps (rotation, scale, shear, sub-pixel translation), the last two as one displacement field
+per image applied by one bilinear resample."""
 
 from __future__ import annotations
 
@@ -139,6 +141,95 @@ def bilinear_sample(images: np.ndarray, dy: np.ndarray, dx: np.ndarray, backgrou
     return upper
 
 
+AFFINE_PARAMS = 5  # per image: rotation, scale, shear, translation down, translation right
+
+
+def affine_displacement(params: np.ndarray, shape: tuple[int, int], dtype: DTypeLike = np.float64) -> np.ndarray:
+    """``(N, 2, H, W)`` displacement (rows, then columns) of the affine maps ``params`` (N, 5).
+
+    Each row of ``params`` is (rotation in radians, scale, shear, translation down, translation right
+    in pixels). Output pixel ``p`` reads the source at ``M (p - c) + c + t``, ``c`` the image centre
+    and ``M = R(rotation) S(shear) / scale`` (``S`` shears columns along rows): a scale above 1
+    enlarges the digit. The displacement is that source point minus ``p``.
+    """
+    dtype = np.dtype(dtype)
+    h, w = shape
+    p = params.astype(dtype, copy=False)
+    cos, sin, inv = np.cos(p[:, 0]), np.sin(p[:, 0]), 1 / p[:, 1]
+    m = np.empty((len(p), 2, 2), dtype)  # (N, 2, 2) in (row, column) coordinates
+    m[:, 0, 0], m[:, 0, 1] = cos * inv, (cos * p[:, 2] - sin) * inv
+    m[:, 1, 0], m[:, 1, 1] = sin * inv, (sin * p[:, 2] + cos) * inv
+    qy = (np.arange(h, dtype=dtype) - (h - 1) / 2)[:, None]  # (H, 1) rows from the centre (a Python float keeps dtype)
+    qx = (np.arange(w, dtype=dtype) - (w - 1) / 2)[None, :]  # (1, W) columns from the centre
+    field = np.empty((len(p), 2, h, w), dtype)
+    field[:, 0] = (m[:, 0, 0, None, None] - 1) * qy + m[:, 0, 1, None, None] * qx + p[:, 3, None, None]
+    field[:, 1] = m[:, 1, 0, None, None] * qy + (m[:, 1, 1, None, None] - 1) * qx + p[:, 4, None, None]
+    return field
+
+
+def draw_affine(
+    n: int, rotate: float, scale: float, shear: float, translate: float, rng: np.random.Generator
+) -> np.ndarray:
+    """``(N, 5)`` affine parameters for :func:`affine_displacement`, each uniform in its range.
+
+    Rotation in ``[-rotate, rotate]`` degrees, scale in ``[1 - scale, 1 + scale]``, shear in
+    ``[-shear, shear]``, each translation in ``[-translate, translate]`` pixels: one draw of ``5 n``
+    numbers from ``rng``, whatever the ranges (a range of 0 gives its identity).
+    """
+    u = rng.random((n, AFFINE_PARAMS)) * 2 - 1  # (N, 5) in [-1, 1)
+    return u * np.array([np.deg2rad(rotate), scale, shear, translate, translate]) + np.array([0, 1, 0, 0, 0])
+
+
+def deform(
+    x: np.ndarray,
+    shape: tuple[int, int],
+    alpha: float,
+    sigma: float,
+    affine: tuple[float, float, float, float],
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Elastic distortion (:func:`elastic_distort`) and a random affine map in one bilinear resample.
+
+    ``affine`` is (rotate degrees, scale, shear, translate pixels), as :func:`draw_affine` takes
+    them. The displacement fields add: first the elastic field is drawn (as :func:`elastic_distort`
+    draws it), then the affine parameters. With every affine range 0 this is :func:`elastic_distort`
+    exactly, the same draws and the same bytes.
+    """
+    if not any(affine):
+        return elastic_distort(x, shape, alpha, sigma, rng)
+    n = len(x)
+    dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float64)
+    field = _elastic_field(n, shape, alpha, sigma, rng, dtype) if alpha else None
+    moved = affine_displacement(draw_affine(n, *affine, rng), shape, dtype)  # (N, 2, H, W)
+    if field is not None:
+        moved += field
+    return _resample(x, shape, moved, dtype)
+
+
+def _elastic_field(
+    n: int, shape: tuple[int, int], alpha: float, sigma: float, rng: np.random.Generator, dtype: np.dtype
+) -> np.ndarray:
+    """The ``(N, 2, H, W)`` elastic displacement of :func:`elastic_distort` (its only draw from ``rng``)."""
+    h, w = shape
+    field = rng.random((n, 2, h, w), dtype=dtype)  # (N, 2, H, W): dy and dx maps
+    field *= 2
+    field -= 1
+    kh, kw = gaussian_matrix(h, sigma, dtype), gaussian_matrix(w, sigma, dtype)
+    field = kh @ (field.reshape(-1, w) @ kw.T).reshape(n, 2, h, w)  # smooth along W, then along H
+    field *= dtype.type(alpha)
+    return field
+
+
+def _resample(x: np.ndarray, shape: tuple[int, int], field: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``x`` (N, H*W) read at the displaced points ``field`` (N, 2, H, W), background its minimum."""
+    n, (h, w) = len(x), shape
+    background = x.min() if x.size else 0
+    out = bilinear_sample(x.reshape(n, h, w).astype(dtype, copy=False), field[:, 0], field[:, 1], background)
+    if x.dtype.kind != "f":
+        out = np.rint(out)
+    return out.reshape(n, h * w).astype(x.dtype, copy=False)
+
+
 def elastic_distort(
     x: np.ndarray, shape: tuple[int, int], alpha: float, sigma: float, rng: np.random.Generator
 ) -> np.ndarray:
@@ -154,16 +245,5 @@ def elastic_distort(
     """
     if alpha == 0:
         return x
-    n, (h, w) = len(x), shape
     dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float64)
-    field = rng.random((n, 2, h, w), dtype=dtype)  # (N, 2, H, W): dy and dx maps
-    field *= 2
-    field -= 1
-    kh, kw = gaussian_matrix(h, sigma, dtype), gaussian_matrix(w, sigma, dtype)
-    field = kh @ (field.reshape(-1, w) @ kw.T).reshape(n, 2, h, w)  # smooth along W, then along H
-    field *= dtype.type(alpha)
-    background = x.min() if x.size else 0
-    out = bilinear_sample(x.reshape(n, h, w).astype(dtype, copy=False), field[:, 0], field[:, 1], background)
-    if x.dtype.kind != "f":
-        out = np.rint(out)
-    return out.reshape(n, h * w).astype(x.dtype, copy=False)
+    return _resample(x, shape, _elastic_field(len(x), shape, alpha, sigma, rng, dtype), dtype)

@@ -1,7 +1,8 @@
 """Mini-batch training loop: shuffle, augment, forward, backward, regularize, step.
 
 Per epoch: one permutation from the stage's ``rng``; each batch is gathered into a reused contiguous
-buffer (elastically distorted if ``augment_elastic_alpha > 0``, then randomly shifted if
+buffer (deformed if ``augment_elastic_alpha`` or an affine range ``augment_rotate``, ``_scale``,
+``_shear``, ``_translate`` is above 0: one displacement field per image, one resample; then shifted if
 ``augment_shift > 0``; with shifts the batch is gathered grouped by offset, which changes nothing but
 the order of its rows), then does forward -> loss -> backward, where each piece of the weight
 gradients is followed at once by its L2 term and optimizer step (learning rate from the per-step
@@ -12,7 +13,8 @@ in ``lr * g`` the loss gradient is multiplied by ``-lr`` before back-propagation
 cross-entropy. With ``early_stop`` the best epoch's weights are kept and restored at the end.
 
 Everything random comes from the one ``rng``, in this order: the epoch's permutation, then per batch
-the shift offsets, the elastic displacement field and the dropout masks (forward pass).
+the shift offsets, the elastic displacement field, the affine parameters and the dropout masks
+(forward pass).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from functools import partial
 
 import numpy as np
 
-from mnist_pipeline.mlp.augment import draw_shifts, elastic_distort, shift_grouped
+from mnist_pipeline.mlp.augment import deform, draw_shifts, shift_grouped
 from mnist_pipeline.mlp.errors import MLPError, check, check_choice
 from mnist_pipeline.mlp.losses import LOSSES, make_loss
 from mnist_pipeline.mlp.network import Network
@@ -41,6 +43,9 @@ MAX_EPOCHS = 1000  # the presets train for at most 60
 SECONDS_PER_EPOCH = 1.1  # the default 784-256-128-10 network on MNIST (README); 784-1024-1024-10 takes 6.5
 MAX_BATCH_SIZE = 65536
 EARLY_STOP = ("none", "val_loss", "val_acc")  # what early stopping monitors; "none" keeps the last epoch
+
+
+AFFINE_KEYS = ("augment_rotate", "augment_scale", "augment_shear", "augment_translate")  # TrainConfig's
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,10 @@ class TrainConfig:
     augment_shift: int = 0  # random translation of training images by up to k pixels
     augment_elastic_alpha: float = 0.0  # elastic distortion: factor on the smoothed field (max px); 0 = off
     augment_elastic_sigma: float = 4.0  # elastic distortion: smoothness (Gaussian std) in pixels
+    augment_rotate: float = 0.0  # random affine map: rotation up to this many degrees either way; 0 = off
+    augment_scale: float = 0.0  # ... scale in [1 - s, 1 + s]
+    augment_shear: float = 0.0  # ... shear in [-s, s]
+    augment_translate: float = 0.0  # ... sub-pixel translation up to this many pixels on each axis
     early_stop: str = "none"  # none, val_loss or val_acc; restores the best epoch's weights
     patience: int = 5
 
@@ -99,8 +108,28 @@ class TrainConfig:
         alpha, sigma = self.augment_elastic_alpha, self.augment_elastic_sigma
         check(f"{key}.augment_elastic_alpha", 0 <= alpha <= 100, "between 0 (off) and 100 pixels", alpha)
         check(f"{key}.augment_elastic_sigma", 0.5 <= sigma <= 10, "between 0.5 and 10 pixels", sigma)
+        check(f"{key}.augment_rotate", 0 <= self.augment_rotate <= 45, "between 0 and 45 degrees", self.augment_rotate)
+        check(f"{key}.augment_scale", 0 <= self.augment_scale <= 0.5, "between 0 and 0.5", self.augment_scale)
+        check(f"{key}.augment_shear", 0 <= self.augment_shear <= 0.5, "between 0 and 0.5", self.augment_shear)
+        check(
+            f"{key}.augment_translate",
+            0 <= self.augment_translate <= 8,
+            "between 0 and 8 pixels",
+            self.augment_translate,
+        )
         check_choice(f"{key}.early_stop", self.early_stop, EARLY_STOP)
         check(f"{key}.patience", self.patience > 0, "a positive number of epochs", self.patience)
+
+    @property
+    def affine(self) -> tuple[float, float, float, float]:
+        """The random affine map's ranges: (rotate degrees, scale, shear, translate pixels); all 0 = off."""
+        rotate, scale, shear, translate = (getattr(self, key) for key in AFFINE_KEYS)
+        return (rotate, scale, shear, translate)
+
+    @property
+    def deforms(self) -> bool:
+        """Whether batches are resampled through a displacement field (elastic, affine or both)."""
+        return bool(self.augment_elastic_alpha or any(self.affine))
 
 
 @dataclass(frozen=True)
@@ -158,7 +187,7 @@ class BatchMaker:
     """
 
     def __init__(self, train: Split, cfg: TrainConfig, dtype: np.dtype, image_shape: tuple[int, int] | None) -> None:
-        for key in ("augment_shift", "augment_elastic_alpha"):
+        for key in ("augment_shift", "augment_elastic_alpha", *AFFINE_KEYS):
             if getattr(cfg, key) and image_shape is None:
                 raise ValueError(f"{key} needs image_shape")
         self.train, self.cfg, self.image_shape = train, cfg, image_shape or (0, 0)  # (0, 0): no augmentation
@@ -184,10 +213,10 @@ class BatchMaker:
             ends = np.cumsum(counts)
             starts = ends - counts
         source = self.x[:b]
-        if cfg.augment_elastic_alpha:  # draws the whole batch's field here, so the batch is made here
+        if cfg.deforms:  # draws the whole batch's field here, so the batch is made here
             np.take(self.train.x, idx, axis=0, out=source, mode="clip")
-            source = elastic_distort(
-                source, self.image_shape, cfg.augment_elastic_alpha, cfg.augment_elastic_sigma, rng
+            source = deform(
+                source, self.image_shape, cfg.augment_elastic_alpha, cfg.augment_elastic_sigma, cfg.affine, rng
             )
         shifted = self.shifted[:b] if self.shifted is not None else None
         x = self.x_cast[:b] if self.x_cast is not None else (shifted if shifted is not None else source)
@@ -195,7 +224,7 @@ class BatchMaker:
         t = self.t_cast[:b] if self.t_cast is not None else gathered
 
         def prepare(rows: slice) -> None:
-            if not cfg.augment_elastic_alpha:
+            if not cfg.deforms:
                 np.take(self.train.x, idx[rows], axis=0, out=source[rows], mode="clip")  # (b, D)
             np.take(self.train.onehot, idx[rows], axis=0, out=gathered[rows], mode="clip")  # (b, C)
             done = source
