@@ -7,6 +7,7 @@ Optuna studies, and bad input is given to the real command, which must stop with
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -97,9 +98,11 @@ def _count_compositions(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     calls: list[list[str]] = []
     real = compose.compose
 
-    def counted(overrides: list[str] | None = None, conf_dir: str | Path = compose.CONF_DIR) -> str:
+    def counted(
+        overrides: list[str] | None = None, conf_dir: str | Path = compose.CONF_DIR, resolve: bool = True
+    ) -> str:
         calls.append(list(overrides or []))
-        return real(overrides, conf_dir)
+        return real(overrides, conf_dir, resolve)
 
     monkeypatch.setattr(compose, "compose", counted)
     return calls
@@ -120,9 +123,9 @@ def test_a_space_of_interpolations_or_aliases_is_refused_before_composing_them(t
     calls = _count_compositions(monkeypatch)
     decoded = [f"${{oc.decode:'0.000{i}'}}" for i in range(100, 140)]  # each would need a whole composition
     space = _with_param(**{"train.label_smoothing": {"type": "categorical", "choices": decoded}})
-    with pytest.raises(ConfigError, match="44 values need a Hydra composition each .* more than the 32"):
+    with pytest.raises(ConfigError, match="45 values need a Hydra composition each .* more than the 32"):
         load_space(str(_write(tmp_path, space)), REPO / "conf")
-    assert calls == []
+    assert len(calls) == 3  # the fixed overrides (with their groups, then all) and one look for ${...}: no value
     path = tmp_path / "aliases.yaml"
     path.write_text("params:\n  train.lr: &p {type: float, low: 0.01, high: 0.1}\n  train.l2: *p\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"not valid YAML: YAML aliases \(\*p\) are not accepted"):
@@ -130,6 +133,16 @@ def test_a_space_of_interpolations_or_aliases_is_refused_before_composing_them(t
     many = {"params": {f"preset.k{i}": {"type": "int", "low": 0, "high": 1} for i in range(1500)}}
     with pytest.raises(ConfigError, match="1500 params, more than the 1000 values a space may hold"):
         load_space(str(_write(tmp_path, many)), REPO / "conf")
+
+
+def test_a_value_that_an_interpolation_reads_is_validated_as_composed(tmp_path) -> None:
+    conf = tmp_path / "conf"
+    shutil.copytree(REPO / "conf", conf)
+    text = (conf / "config.yaml").read_text(encoding="utf-8")
+    (conf / "config.yaml").write_text(text.replace("  dpi: 100 ", "  dpi: ${train.epochs} "), encoding="utf-8")
+    space = {"params": {"train.epochs": {"type": "categorical", "choices": [10, 700]}}}
+    with pytest.raises(ConfigError, match=r"params\.train\.epochs=700: .*report\.dpi=700 is invalid"):
+        load_space(str(_write(tmp_path, space)), conf)
 
 
 @pytest.mark.parametrize("last", [0.5, 1.5])

@@ -20,8 +20,9 @@ from mnist_pipeline.paths import read_capped_text
 CONF_DIR = "conf"
 
 
-def compose(overrides: list[str] | None = None, conf_dir: str | Path = CONF_DIR) -> str:
-    """Compose ``conf/`` with Hydra overrides into params.yaml text (as DVC does).
+def compose(overrides: list[str] | None = None, conf_dir: str | Path = CONF_DIR, resolve: bool = True) -> str:
+    """Compose ``conf/`` with Hydra overrides into params.yaml text (as DVC does; ``${...}`` left as written
+    if not ``resolve``).
 
     Raises
     ------
@@ -49,21 +50,29 @@ def compose(overrides: list[str] | None = None, conf_dir: str | Path = CONF_DIR)
     for path in _conf_files(Path(conf_dir)):  # every file Hydra may read, checked before it reads it
         try:
             yaml.load(read_capped_text(path, "a config file is a few lines"), Loader=YamlLoader)  # noqa: S506 - safe
-        except yaml.YAMLError as exc:
+        except (yaml.YAMLError, RecursionError) as exc:
             raise ConfigError(f"cannot compose {conf_dir}/{given}: {path}: {reason(exc)}") from exc
     try:
         with initialize_config_dir(str(Path(conf_dir).resolve()), version_base=None):
             cfg = hydra_compose(config_name="config", overrides=overrides)
-        OmegaConf.resolve(cfg)
+        if resolve:
+            OmegaConf.resolve(cfg)
         return OmegaConf.to_yaml(cfg)
     except (HydraException, OmegaConfBaseException, yaml.YAMLError, RecursionError) as exc:
         raise ConfigError(f"cannot compose {conf_dir}/{given}: {reason(exc)}") from exc
 
 
+NOT_HYDRAS = ("gates.yaml", "tune")  # under conf/ but read by their own commands (capped there), never composed
+
+
 def _conf_files(conf_dir: Path) -> list[Path]:
-    """The YAML files under ``conf_dir``, through linked folders too (as Hydra follows them), each folder once."""
+    """The YAML files under ``conf_dir`` that Hydra may compose, through linked folders too (as Hydra follows
+    them), each folder once."""
     files, seen = [], set()
     for root, dirs, names in os.walk(conf_dir, followlinks=True):
+        if Path(root) == conf_dir:
+            dirs[:] = [d for d in dirs if d not in NOT_HYDRAS]
+            names = [n for n in names if n not in NOT_HYDRAS]
         real = os.path.realpath(root)
         if real in seen:  # a link back up the tree
             dirs.clear()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import re
 import sys
 import tarfile
 import urllib.request
@@ -86,13 +87,17 @@ def fetch(package: str, version: str, integrity: str, registry: str = REGISTRY) 
 
 def script(package: str, version: str, tarball: bytes) -> str:
     """A ``<script>`` element with the package's minified build, under a comment holding its licence."""
+    wanted = (f"build/{package}.min.js", "LICENSE")
     with tarfile.open(fileobj=io.BytesIO(tarball), mode="r:gz") as tgz:
-        code, licence = (tgz.extractfile(f"package/{name}") for name in (f"build/{package}.min.js", "LICENSE"))
+        try:
+            code, licence = (tgz.extractfile(f"package/{name}") for name in wanted)
+        except KeyError as exc:
+            raise DataError(f"{package}@{version} has no package/{exc.args[0]}") from exc
         if code is None or licence is None:
-            raise DataError(f"{package}@{version} has no build/{package}.min.js or LICENSE")
+            raise DataError(f"{package}@{version}: {' or '.join(wanted)} is not a regular file")
         js, text = code.read().decode("utf-8"), licence.read().decode("utf-8")
     header = f"/*! {package}@{version} (npm), inlined for offline use. Its licence:\n{text.replace('*/', '* /')}\n*/"
-    js = js.replace("</script", "<\\/script")  # the same string to JavaScript, no end tag to HTML
+    js = re.sub(r"</(script)", r"<\\/\1", js, flags=re.IGNORECASE)  # the same to JavaScript, no end tag to HTML
     return f"    <script>\n{header}\n{js}\n    </script>"
 
 

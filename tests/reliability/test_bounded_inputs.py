@@ -212,7 +212,7 @@ DEPTH = 20_000
 
 
 @pytest.mark.parametrize(
-    "case", ["deep-params-yaml", "deep-model-metadata", "compose-yaml-tag", "compose-bad-override"]
+    "case", ["deep-params-yaml", "deep-model-metadata", "deep-conf-file", "compose-yaml-tag", "compose-bad-override"]
 )
 def test_deep_nesting_and_compose_errors_give_one_line(tmp_path, repo_root, digit_png, case):
     if case == "deep-params-yaml":
@@ -225,7 +225,11 @@ def test_deep_nesting_and_compose_errors_give_one_line(tmp_path, repo_root, digi
     else:
         shutil.copytree(repo_root / "conf", tmp_path / "conf")
         overrides: list[str] = []
-        if case == "compose-yaml-tag":
+        if case == "deep-conf-file":
+            with open(tmp_path / "conf" / "config.yaml", "a", encoding="utf-8") as f:
+                f.write("deep: " + "[" * 5000 + "]" * 5000 + "\n")
+            needles = ("conf/config.yaml", "a config file is nested too deeply")
+        elif case == "compose-yaml-tag":
             with open(tmp_path / "conf" / "model" / "mlp_256_128.yaml", "a", encoding="utf-8") as f:
                 f.write('evil: !!python/object/apply:os.system ["echo pwned"]\n')
             needles = ("could not determine a constructor for the tag", "conf/model/mlp_256_128.yaml")

@@ -191,6 +191,7 @@ CORRUPTIONS = {
     "timing-list": (paths.TIMING_FILE, "[1, 2]", "must hold a JSON object"),
     "predictions-header": (paths.PREDICTIONS_FILE, "a,b\n1,2\n", "KeyError: 'actual'"),
     "predictions-text": (paths.PREDICTIONS_FILE, "actual,predicted\nabc,1\n", "ValueError: invalid literal"),
+    "predictions-more-rows": (paths.PREDICTIONS_FILE, "actual,predicted\n" + "1,1\n" * 100_000, "more rows than the"),
     "predictions-huge-field": (paths.PREDICTIONS_FILE, "actual,predicted\n" + "1" * 200_000 + ",1\n", "field larger"),
     "live-log-huge-field": (
         paths.LIVE_DIR / "plots" / "metrics" / "lr.tsv",

@@ -12,9 +12,11 @@ extra: Starlette on uvicorn) serves:
   prediction and the probability of every class. It loads nothing but this server's own
   ``/app.js`` and ``/app.css``, and its Content-Security-Policy says so to the browser.
 
-Bounded: a body over :data:`~mnist_pipeline.serve.app.MAX_BODY` bytes is refused before it is
-read whole, images over predict's pixel cap before decoding, more than
-:data:`~mnist_pipeline.serve.app.MAX_IMAGES` images per request, and a request whose
-prediction takes over :data:`~mnist_pipeline.serve.app.TIMEOUT` seconds. Every error is a JSON
-``{"error": "one line"}`` with a 4xx code (or 500 and no traceback for a bug).
+Bounded: a body over :data:`~mnist_pipeline.serve.app.MAX_BODY` bytes is refused (413) before it
+is read whole, images over predict's pixel cap before decoding and more than
+:data:`~mnist_pipeline.serve.app.MAX_IMAGES` images per request (400), which bounds the work of
+one prediction; predictions run one at a time, and a request that waits more than
+:data:`~mnist_pipeline.serve.app.WAIT` seconds for the model gets 503 and ``Retry-After``. Every
+error is a JSON ``{"error": "one line"}``: 4xx for the request, 503 when busy, 500 and no
+traceback for a bug.
 """

@@ -19,8 +19,8 @@ from mnist_pipeline.serve import page
 from mnist_pipeline.text import terminal
 
 MAX_BODY = 4 << 20  # bytes of one request body: a photo of a digit, or an IDX file of a few thousand images
-MAX_IMAGES = 10_000  # images one request may hold (an IDX file)
-TIMEOUT = 10.0  # seconds one prediction may take
+MAX_IMAGES = 10_000  # images one request may hold (an IDX file): with MAX_BODY, what bounds one prediction
+WAIT = 10.0  # seconds a request may wait for the model while others use it
 # The page may load only what this server serves; no inline script, no other origin.
 CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; base-uri 'none'"
 SECURITY = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
@@ -51,12 +51,17 @@ def create_app(model: predict.Model, model_path: str) -> Starlette:
     """The service for ``model`` (loaded from ``model_path``)."""
     lock = threading.Lock()  # one prediction at a time: the network's buffers are its own
 
-    def run_prediction(data: bytes, invert: str, center: bool) -> list[dict[str, Any]]:
+    def run_prediction(data: bytes, invert: str, center: bool) -> list[dict[str, Any]] | None:
+        """The records, or None if the model stayed busy with other requests for :data:`WAIT` seconds."""
         names, images = predict.decode_bytes(data, "body")
         if len(images) > MAX_IMAGES:
             raise PipelineError(f"body: {len(images)} images, more than the {MAX_IMAGES} accepted per request")
-        with lock:
+        if not lock.acquire(timeout=WAIT):
+            return None
+        try:
             return predict.predict_images(model, "body", names, images, invert, center)
+        finally:
+            lock.release()
 
     async def predict_route(request: Request) -> Response:
         invert = request.query_params.get("invert", "auto")
@@ -69,12 +74,13 @@ def create_app(model: predict.Model, model_path: str) -> Starlette:
         if not data:
             return error(400, "the body is empty; send the bytes of a PNG, JPEG or IDX file")
         try:
-            work = asyncio.to_thread(run_prediction, data, invert, center == "true")
-            records = await asyncio.wait_for(work, TIMEOUT)
+            records = await asyncio.to_thread(run_prediction, data, invert, center == "true")
         except PipelineError as exc:
             return error(400, str(exc))
-        except TimeoutError:
-            return error(503, f"the prediction took longer than {TIMEOUT:g} s; send fewer or smaller images")
+        if records is None:
+            busy = error(503, f"the model was busy with other requests for {WAIT:g} s; retry")
+            busy.headers["Retry-After"] = "1"
+            return busy
         return JSONResponse({"predictions": records}, headers=SECURITY)
 
     async def health(request: Request) -> Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 from collections.abc import Sequence
 
 import uvicorn
@@ -30,5 +31,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port {args.port} is invalid: must be 0 to 65535")
     model = predict.load_model(args.model)  # a bad model stops here, in one line, before any request
-    log.info("serving %s on http://%s:%d/ (Ctrl-C stops it)", args.model, args.host, args.port)
-    uvicorn.run(create_app(model, args.model), host=args.host, port=args.port, log_level="warning", access_log=False)
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)  # bound here, so that --port 0 can say which port it got
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((args.host, args.port))
+        sock.listen(128)  # connections wait in the backlog from now on, until uvicorn accepts them
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}; pick another --port") from exc
+    port = sock.getsockname()[1]
+    log.info("serving %s on http://%s:%d/ (Ctrl-C stops it)", args.model, args.host, port)
+    config = uvicorn.Config(create_app(model, args.model), log_level="warning", access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])

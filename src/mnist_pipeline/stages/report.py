@@ -216,11 +216,15 @@ def _fingerprint_table(fingerprints: dict[str, Any]) -> list[str]:
 PREDICTIONS_CAP = 64 << 20  # bytes of predictions.csv: "actual,predicted" for a few million test images
 
 
-def _read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The ``actual`` and ``predicted`` columns of ``predictions.csv`` as int64 arrays."""
+def _read_predictions(path: Path, expected: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``actual`` and ``predicted`` columns of ``predictions.csv`` (``expected`` rows) as int64 arrays."""
     fix = "rerun `dvc repro evaluate`"
     try:
-        rows = list(csv.DictReader(io.StringIO(read_capped_text(path, fix, PREDICTIONS_CAP), newline="")))
+        rows: list[dict[str, str]] = []
+        for row in csv.DictReader(io.StringIO(read_capped_text(path, fix, PREDICTIONS_CAP), newline="")):
+            if len(rows) == expected:  # stop here: a row more is already wrong, whatever the file still holds
+                raise DataError(f"{path} has more rows than the {expected} test examples; {fix}")
+            rows.append(row)
         columns = tuple(np.array([row[k] for row in rows], dtype=np.int64) for k in ("actual", "predicted"))
     except FileNotFoundError as exc:
         raise DataError(f"{path} is missing; run `dvc repro`") from exc
@@ -262,7 +266,7 @@ def load_run(cfg: Config, threads: int = 1) -> RunOutputs:
     test = load_npz(FEATURES_DIR / "test.npz", ["x", "y", "meta"])
     norm = npz_meta(test, FEATURES_DIR / "test.npz")
     proba = net.predict_proba(test["x"], cfg.evaluate.batch_size)  # (N, C), as evaluate computes it
-    actual, predicted = _read_predictions(PREDICTIONS_FILE)
+    actual, predicted = _read_predictions(PREDICTIONS_FILE, len(test["y"]))
     if not (np.array_equal(actual, test["y"]) and np.array_equal(predicted, proba.argmax(axis=1))):
         raise DataError(f"{PREDICTIONS_FILE} does not match {MODEL_FILE} on the test set; rerun `dvc repro`")
     pixels = test["x"] * np.float32(norm["std"]) + np.float32(norm["mean"])  # undo prepare's normalization

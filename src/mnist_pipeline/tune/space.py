@@ -198,17 +198,10 @@ def check_against_conf(space: Space, conf_dir: str | Path, source: str) -> None:
 
     A value of a params.yaml key is parsed by Hydra's override grammar, as ``dvc exp run -S``
     parses it, put into the composed params and validated: a thousand choices take well under a
-    second. A conf group's option, an interpolation or a sweep needs a whole Hydra composition
-    (about 0.1 s): a space may hold :data:`MAX_COMPOSED` of those.
+    second. A conf group's option, an interpolation or a sweep, the context of a conditional param,
+    and every value when the config holds a ``${...}`` (which may read the key) need a whole Hydra
+    composition (about 0.1 s): a space may hold :data:`MAX_COMPOSED` of those.
     """
-    composed = sum(
-        _is_group(p.name, conf_dir) or not _plain(override(p.name, v)) for p in space.params for v in p.values()
-    )
-    if composed > MAX_COMPOSED:
-        raise ConfigError(
-            f"{source}: {composed} values need a Hydra composition each (conf group options, ${{...}} interpolations, "
-            f"sweeps), more than the {MAX_COMPOSED} a space may hold"
-        )
     groups = [override(k, v) for k, v in space.fixed.items() if _is_group(k, conf_dir)]
     with_groups = _validated(groups, conf_dir, f"{source}: fixed")
     for key in space.fixed:
@@ -216,6 +209,18 @@ def check_against_conf(space: Space, conf_dir: str | Path, source: str) -> None:
             raise ConfigError(f"{source}: fixed.{key} is an unknown key (neither a params.yaml key nor a conf group)")
     fixed = [override(k, v) for k, v in space.fixed.items()]
     base = _validated(fixed, conf_dir, f"{source}: fixed")
+    # A value set in place is right only if nothing in the config interpolates it: with any ${...}, compose each.
+    interpolating = "${" in compose.compose(fixed, conf_dir, resolve=False)
+    composed = sum(
+        _is_group(p.name, conf_dir) or interpolating or not _plain(override(p.name, v))
+        for p in space.params
+        for v in p.values()
+    ) + sum(bool(p.when) for p in space.params)  # each conditional param composes its condition's context
+    if composed > MAX_COMPOSED:
+        raise ConfigError(
+            f"{source}: {composed} values need a Hydra composition each (conf group options, ${{...}} interpolations, "
+            f"sweeps), more than the {MAX_COMPOSED} a space may hold"
+        )
     for p in space.params:
         condition = [override(k, values[0]) for k, values in p.when.items()]
         where = f"{source}: params.{p.name}"
@@ -231,7 +236,10 @@ def check_against_conf(space: Space, conf_dir: str | Path, source: str) -> None:
             raise ConfigError(f"{where} is an unknown key (neither a params.yaml key nor a conf group)")
         for value in p.values():
             overrides = fixed + condition + [override(p.name, value)]
-            _validated_value(context, overrides, conf_dir, f"{where}={value}")
+            if interpolating:
+                _validated(overrides, conf_dir, f"{where}={value}")
+            else:
+                _validated_value(context, overrides, conf_dir, f"{where}={value}")
 
 
 def _validated_value(context: dict[str, Any], overrides: list[str], conf_dir: str | Path, where: str) -> None:
