@@ -109,8 +109,16 @@ def remove_stale_runs(names: set[str], cwd: Path | None = None) -> list[str]:
     return removed
 
 
+GIT_TIMEOUT = 120.0  # seconds a local git command may take (listing refs, reading a commit's file)
+
+
 def _git(args: Sequence[str], cwd: Path | None) -> str:
-    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    try:
+        proc = subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=GIT_TIMEOUT
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise PipelineError(f"`git {' '.join(args)}` took over {GIT_TIMEOUT:g} s") from exc
     if proc.returncode != 0:
         raise PipelineError(f"`git {' '.join(args)}` exited {proc.returncode}: {proc.stderr.strip()}")
     return proc.stdout
