@@ -21,7 +21,6 @@ Run: ``python -m mnist_pipeline.check_metrics [--rev REV | --baseline FILE] [--p
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import subprocess
 import sys
@@ -33,6 +32,7 @@ import yaml
 
 from mnist_pipeline import cli, compose, compute, config, params, paths
 from mnist_pipeline.errors import ConfigError, DataError
+from mnist_pipeline.io import json_object
 from mnist_pipeline.params import YamlLoader
 from mnist_pipeline.text import terminal
 
@@ -62,17 +62,6 @@ def flatten(data: Any, prefix: str = "") -> dict[str, float]:
     if isinstance(data, int | float) and not isinstance(data, bool):
         return {prefix: data}
     return {}
-
-
-def json_object(text: str, source: str) -> dict[str, Any]:
-    """The JSON object in ``text``; DataError naming ``source`` if it is not valid JSON or not an object."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{source} is not valid JSON ({exc.msg} at line {exc.lineno})") from exc
-    if not isinstance(data, dict):
-        raise DataError(f"{source} must hold a JSON object")
-    return data
 
 
 def parse_metrics(text: str, source: str) -> dict[str, float]:

@@ -187,6 +187,19 @@ def write_json(path: str | Path, data: Any) -> None:
         f.write(json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
+def json_object(text: str, source: str, fix: str = "") -> dict[str, Any]:
+    """The JSON object in ``text``; DataError naming ``source`` (and ``fix``, if given) if it is not valid
+    JSON or not an object."""
+    then = f"; {fix}" if fix else ""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{source} is not valid JSON ({exc.msg} at line {exc.lineno}){then}") from exc
+    if not isinstance(data, dict):
+        raise DataError(f"{source} must hold a JSON object{then}")
+    return data
+
+
 def write_text(path: str | Path, text: str) -> None:
     """Write a text file atomically."""
     with atomic_write(path, "w") as f:

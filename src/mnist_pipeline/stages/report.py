@@ -34,7 +34,7 @@ from mnist_pipeline import compute, config, figures
 from mnist_pipeline.config import Config
 from mnist_pipeline.epoch_log import read_history
 from mnist_pipeline.errors import DataError
-from mnist_pipeline.io import atomic_write, load_npz, npz_meta, write_text
+from mnist_pipeline.io import atomic_write, json_object, load_npz, npz_meta, write_text
 from mnist_pipeline.metrics import AVERAGES, METRIC_KEYS, confusion_matrix
 from mnist_pipeline.model_file import load_network
 from mnist_pipeline.params import as_dict
@@ -251,13 +251,7 @@ def _read_json(path: Path) -> dict[str, Any]:
         text = read_capped_text(path, "rerun `dvc repro evaluate`")
     except FileNotFoundError as exc:
         raise DataError(f"{path} is missing; run `dvc repro`") from exc
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise DataError(f"{path} is not valid JSON ({exc}); rerun `dvc repro evaluate`") from exc
-    if not isinstance(data, dict):
-        raise DataError(f"{path} must hold a JSON object; rerun `dvc repro evaluate`")
-    return data
+    return json_object(text, str(path), "rerun `dvc repro evaluate`")
 
 
 def load_run(cfg: Config, threads: int = 1) -> RunOutputs:

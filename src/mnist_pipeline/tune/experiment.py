@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mnist_pipeline import paths
-from mnist_pipeline.check_metrics import flatten, git_show, json_object
+from mnist_pipeline.check_metrics import flatten, git_show
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.io import json_object
 from mnist_pipeline.sweep import Dvc
 
 log = logging.getLogger(__name__)

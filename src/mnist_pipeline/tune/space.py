@@ -16,7 +16,7 @@ import math
 import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -24,6 +24,9 @@ from mnist_pipeline import compose, config
 from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.params import YamlLoader
 from mnist_pipeline.paths import read_capped_text
+
+if TYPE_CHECKING:
+    from hydra.core.override_parser.types import Override
 
 SPACE_DIR = "tune"  # conf/tune/<name>.yaml
 MAX_VALUES = 1000  # choices and range ends of a whole space: each is validated, and TPE gains nothing from more
@@ -212,7 +215,7 @@ def check_against_conf(space: Space, conf_dir: str | Path, source: str) -> None:
     # A value set in place is right only if nothing in the config interpolates it: with any ${...}, compose each.
     interpolating = "${" in compose.compose(fixed, conf_dir, resolve=False)
     composed = sum(
-        _is_group(p.name, conf_dir) or interpolating or not _plain(override(p.name, v))
+        _is_group(p.name, conf_dir) or interpolating or _plain(override(p.name, v)) is None
         for p in space.params
         for v in p.values()
     ) + sum(bool(p.when) for p in space.params)  # each conditional param composes its condition's context
@@ -248,16 +251,10 @@ def _validated_value(context: dict[str, Any], overrides: list[str], conf_dir: st
     A plain scalar is set in place of a full Hydra composition (what takes the time); a sweep, an
     interpolation or anything else Hydra would treat specially is composed as ``dvc exp run`` would.
     """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-
-    if not _plain(overrides[-1]):
+    parsed = _plain(overrides[-1])
+    if parsed is None:
         _validated(overrides, conf_dir, where)
         return
-    try:
-        parsed = OverridesParser.create().parse_override(overrides[-1])
-    except HydraException as exc:
-        raise ConfigError(f"{where}: {compose.reason(exc)}") from exc
     value = parsed.value()
     data = copy.deepcopy(context)
     *parents, last = parsed.key_or_group.split(".")
@@ -271,19 +268,19 @@ def _validated_value(context: dict[str, Any], overrides: list[str], conf_dir: st
         raise ConfigError(f"{where}: {exc}") from exc
 
 
-def _plain(text: str) -> bool:
-    """Whether Hydra reads the override ``text`` as setting a key to a scalar it takes as it is (no sweep,
-    interpolation, add or delete); an override it cannot parse is not plain (composing it says why)."""
+def _plain(text: str) -> Override | None:
+    """Hydra's parse of the override ``text`` if it sets a key to a scalar Hydra takes as it is (no sweep,
+    interpolation, add or delete), else None; an override it cannot parse is not plain (composing it says why)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
     try:
         parsed = OverridesParser.create().parse_override(text)
     except HydraException:
-        return False
+        return None
     value = parsed.value()
     scalar = isinstance(value, bool | int | float) or (isinstance(value, str) and "${" not in value)
-    return scalar and not (parsed.is_sweep_override() or parsed.is_add() or parsed.is_delete())
+    return parsed if scalar and not (parsed.is_sweep_override() or parsed.is_add() or parsed.is_delete()) else None
 
 
 def _validated(overrides: list[str], conf_dir: str | Path, where: str) -> dict[str, Any]:
