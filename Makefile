@@ -111,9 +111,10 @@ bench: $(BENCH_STAMP)
 #   make check-metrics ARGS="--rev origin/main"                             (gate reports/metrics.json)
 #   make tune ARGS="--trials 30"                                           (Optuna study, see docs/tuning.md)
 #   make serve ARGS="--port 8000"                                           (the model over HTTP, a page to draw on)
-.PHONY: sweep exps check-metrics tune install-tune serve install-serve plots-template
+.PHONY: sweep exps check-metrics tune install-tune serve install-serve install-ssh plots-template
 TUNE_STAMP := $(VENV)/.installed-tune
 SERVE_STAMP := $(VENV)/.installed-serve
+SSH_STAMP := $(VENV)/.installed-ssh
 
 $(SERVE_STAMP): $(STAMP)
 	$(call lock_install,.[serve])
@@ -134,6 +135,13 @@ $(TUNE_STAMP): $(STAMP)
 	touch $(TUNE_STAMP)
 
 install-tune: $(TUNE_STAMP)
+
+# DVC's ssh plugin, for a DVC remote at ssh://host/path (docs/sharing.md).
+$(SSH_STAMP): $(STAMP)
+	$(call lock_install,.[ssh])
+	touch $(SSH_STAMP)
+
+install-ssh: $(SSH_STAMP)
 
 tune: install-tune
 	$(BIN)/python -m mnist_pipeline.tune $(ARGS)

@@ -17,6 +17,11 @@
 ``fault_server``
     A running :class:`~helpers.http_faults.FaultyServer` on 127.0.0.1, torn down after the test
     (stalled responses are released). Proxies are bypassed for it and ``DATA_MIRROR`` is unset.
+``database``
+    The SQLAlchemy URL of a real PostgreSQL server started for the module (tests/helpers/postgres.py).
+``ssh_remote``
+    A real ``sshd`` on 127.0.0.1 started for the module (tests/helpers/sshd.py).
+Without the server's package, these two skip (fail under ``CI=true``; tests/helpers/services.py).
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ import pytest
 import yaml
 
 from helpers.http_faults import FaultyServer
+from helpers.postgres import find_bin_dir, postgres_server
+from helpers.services import unavailable
+from helpers.sshd import SshServer, find_sshd, ssh_server
 from helpers.tiny_mnist import TinyMnist, write_tiny_mnist
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -100,4 +108,22 @@ def fault_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultyServer]:
         monkeypatch.setenv(var, "127.0.0.1,localhost")
     monkeypatch.delenv("DATA_MIRROR", raising=False)
     with FaultyServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def database() -> Iterator[str]:
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        unavailable("PostgreSQL server binaries (initdb, pg_ctl, postgres) not installed; apt-get install postgresql")
+    with postgres_server(bin_dir) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def ssh_remote() -> Iterator[SshServer]:
+    sshd = find_sshd()
+    if sshd is None:
+        unavailable("OpenSSH server (sshd, ssh-keygen) not installed; apt-get install openssh-server")
+    with ssh_server(sshd) as server:
         yield server

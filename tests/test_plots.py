@@ -24,6 +24,7 @@ from PIL import Image
 
 from helpers.dvc_sandbox import DVC, REPO, sandbox_env
 from helpers.http_faults import ok
+from helpers.services import unavailable
 from mnist_pipeline import plots_template
 from mnist_pipeline.epoch_log import files, metric_file
 from mnist_pipeline.errors import DataError
@@ -113,7 +114,7 @@ def test_dvc_plots_show_json_renders_every_plot(plots_repo: Path) -> None:
 def test_every_plot_is_drawn_in_headless_chromium(plots_repo: Path, tmp_path: Path) -> None:
     chromium = shutil.which("chromium")
     if chromium is None:
-        pytest.skip("needs Debian's chromium (.ci/run installs it)")
+        unavailable("needs Debian's chromium; apt-get install chromium")
     _dvc(plots_repo, "plots", "show", "-o", str(tmp_path / "html"))
     page = tmp_path / "html" / "index.html"
     assert not re.search(r"<script[^>]+src=", page.read_text(encoding="utf-8"))  # every script is inline

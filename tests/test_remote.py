@@ -20,16 +20,6 @@ from helpers.tiny_mnist import TinyMnist
 pytestmark = pytest.mark.slow
 
 
-def _outputs(box: Sandbox) -> dict[str, bytes]:
-    """Every file under every output path of dvc.lock, by relative path."""
-    found = {}
-    for out in box.lock_outs():
-        path = box.root / out
-        for file in [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()):
-            found[file.relative_to(box.root).as_posix()] = file.read_bytes()
-    return found
-
-
 @pytest.fixture
 def shared(tmp_path: Path, tiny_mnist_dir: TinyMnist) -> tuple[Sandbox, Path]:
     """A repo that ran its pipeline, pushed code to a bare git remote and data to a DVC remote."""
@@ -64,9 +54,9 @@ def test_pull_in_a_fresh_clone_restores_every_output(shared: tuple[Sandbox, Path
 
     pulled = clone.dvc("pull")
     assert "fetched" in pulled or "added" in pulled, pulled
-    original = _outputs(box)
+    original = box.outputs()
     assert {"data/model/model.npz", "data/features/train.npz", "reports/metrics.json"} <= set(original)
-    assert _outputs(clone) == original  # every output, byte for byte
+    assert clone.outputs() == original  # every output, byte for byte
 
     repro = clone.dvc("repro")
     assert "Running stage" not in repro, repro

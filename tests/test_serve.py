@@ -23,6 +23,7 @@ import requests
 from PIL import Image
 
 from helpers.chromium import Page
+from helpers.services import unavailable
 from mnist_pipeline import idx, predict
 from mnist_pipeline.mlp.network import Network
 from mnist_pipeline.model_file import save_network
@@ -204,7 +205,7 @@ def test_without_the_serve_extra_it_says_how_to_install_it(tmp_path: Path) -> No
 def test_a_person_draws_a_digit_and_sees_the_prediction_with_nothing_loaded_from_outside(server: str) -> None:
     chromium = shutil.which("chromium")
     if chromium is None:
-        pytest.skip("needs Debian's chromium (.ci/run installs it)")
+        unavailable("needs Debian's chromium; apt-get install chromium")
     page = None
     try:
         page = Page(chromium)  # every request but to 127.0.0.1 refused

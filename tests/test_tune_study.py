@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -23,7 +22,6 @@ import pytest
 import yaml
 
 from helpers.dvc_sandbox import Sandbox, make_sandbox, sandbox_env, tiny_dataset_yaml
-from helpers.postgres import find_bin_dir, postgres_server
 from helpers.tiny_mnist import write_tiny_mnist
 from helpers.tune_space import TINY_SPACE
 from mnist_pipeline.tune.storage import JOURNAL_DIR
@@ -139,15 +137,6 @@ def test_embedded_study_gives_one_experiment_per_trial_and_is_reproducible(origi
 def _journal(box: Sandbox, study: str) -> optuna.storages.JournalStorage:
     path = box.root / JOURNAL_DIR / f"{study}.log"
     return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
-
-
-@pytest.fixture(scope="module")
-def database() -> Iterator[str]:
-    bin_dir = find_bin_dir()
-    if bin_dir is None:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl, postgres) not installed; apt-get install postgresql")
-    with postgres_server(bin_dir) as url:
-        yield url
 
 
 def _remote_experiments(box: Sandbox, bare: Path) -> list[str]:

@@ -89,6 +89,15 @@ class Sandbox:
         lock = yaml.safe_load((self.root / "dvc.lock").read_text(encoding="utf-8"))
         return sorted(out["path"] for stage in lock["stages"].values() for out in stage.get("outs", []))
 
+    def outputs(self) -> dict[str, bytes]:
+        """Every file under every output path of dvc.lock, by relative path."""
+        found = {}
+        for out in self.lock_outs():
+            path = self.root / out
+            for file in [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()):
+                found[file.relative_to(self.root).as_posix()] = file.read_bytes()
+        return found
+
     def wait_for_workers(self, timeout: float = 60) -> None:
         """Wait for DVC queue workers started in this sandbox to exit (they linger a few seconds)."""
         deadline = time.monotonic() + timeout
