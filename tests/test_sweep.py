@@ -7,6 +7,7 @@ output formats of DVC 3 (copied from real runs); the real queue runs in test_exp
 from __future__ import annotations
 
 import json
+import os
 import stat
 import sys
 from pathlib import Path
@@ -15,6 +16,23 @@ import pytest
 
 from mnist_pipeline import compute, sweep
 from mnist_pipeline.errors import PipelineError
+
+
+@pytest.fixture(autouse=True)
+def _restore_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """sweep.main() puts the interpreter's directory first on PATH; undo it after each test."""
+    monkeypatch.setenv("PATH", os.environ.get("PATH", ""))
+
+
+def test_commands_started_without_the_venv_on_path_use_its_dvc_and_python(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    here = os.path.dirname(sys.executable)
+    monkeypatch.setenv("PATH", os.pathsep.join(["/usr/bin", here, "/bin"]))
+    sweep.use_this_environment()
+    assert os.environ["PATH"].split(os.pathsep) == [here, "/usr/bin", "/bin"]  # first, and once
+    sweep.use_this_environment()
+    assert os.environ["PATH"].split(os.pathsep) == [here, "/usr/bin", "/bin"]
 
 # `dvc exp run --queue -S train.lr=0.7 -S model=mlp_64_sigmoid,softmax_regression` (DVC 3.67).
 QUEUE_OUTPUT = """\

@@ -20,8 +20,10 @@ import argparse
 import ast
 import json
 import logging
+import os
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -137,6 +139,19 @@ def format_ranking(results: list[Result]) -> str:
         position = str(i) if r.val_accuracy is not None else "-"
         rows.append([position, r.name, r.rev or "-", r.preset, r.overrides or "-", acc, loss, r.state])
     return align(rows)
+
+
+def use_this_environment() -> None:
+    """Put this interpreter's directory first on PATH, as the Makefile does for ``make tune``.
+
+    Then ``dvc`` and the stage commands' ``python`` (``python -m mnist_pipeline...`` in dvc.yaml) are
+    this environment's, when the command was started as ``.venv/bin/python -m ...`` without activating
+    the venv (a SLURM task, cron, a service).
+    """
+    here = os.path.dirname(sys.executable)
+    parts = os.environ.get("PATH", "").split(os.pathsep)
+    if here and parts[:1] != [here]:
+        os.environ["PATH"] = os.pathsep.join([here, *(p for p in parts if p != here)])
 
 
 class Dvc:
@@ -282,6 +297,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the sweep, print the ranking, exit 1 if any experiment of the sweep failed."""
     args = parse_args(argv)
+    use_this_environment()
     if args.show:
         Dvc(args.dvc)("exp", "show", "--no-pager", *VIEW, capture=False)
         return

@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 
 from mnist_pipeline import cli
 from mnist_pipeline.errors import ConfigError, PipelineError
+from mnist_pipeline.sweep import use_this_environment
 from mnist_pipeline.text import terminal_lines
 from mnist_pipeline.tune import __doc__ as DOC
 from mnist_pipeline.tune import report, storage
@@ -60,6 +61,7 @@ def _interrupt(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     """Load the space, open the study, run trials until the budget is spent, print the ranking."""
     args = parse_args(argv)
+    use_this_environment()
     space = load_space(args.space)
     if args.seed is not None:
         space = dataclasses.replace(space, seed=args.seed)
