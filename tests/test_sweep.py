@@ -34,6 +34,7 @@ def test_commands_started_without_the_venv_on_path_use_its_dvc_and_python(
     sweep.use_this_environment()
     assert os.environ["PATH"].split(os.pathsep) == [here, "/usr/bin", "/bin"]
 
+
 # `dvc exp run --queue -S train.lr=0.7 -S model=mlp_64_sigmoid,softmax_regression` (DVC 3.67).
 QUEUE_OUTPUT = """\
 Queueing with overrides '{'params.yaml': ['train.lr=0.7', 'model=mlp_64_sigmoid']}'.
