@@ -111,6 +111,23 @@ def test_registered_model_fetched_by_name_over_ssh(origin: tuple[Sandbox, Path, 
     assert (user / "model.npz").read_bytes() == (box.root / "data/model/model.npz").read_bytes()
 
 
+def test_the_plugin_does_not_check_the_host_key(origin: tuple[Sandbox, Path, Path], ssh_remote: SshServer) -> None:
+    """docs/sharing.md's caveat, kept true: a wrong known_hosts entry stops OpenSSH, not DVC's ssh plugin."""
+    box, bare, _ = origin
+    clone = _clone(bare, box.root.parent / "impostor", ssh_remote, "impostor")
+    home = Path(clone.env["HOME"])
+    other = home / "other_host_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True, timeout=30)
+    (home / ".ssh" / "known_hosts").write_text(f"[127.0.0.1]:{ssh_remote.port} {other.with_suffix('.pub').read_text()}")
+    openssh = subprocess.run(
+        ["ssh", "-F", str(home / ".ssh" / "config"), "-o", "BatchMode=yes", ALIAS, "true"],
+        env=clone.env, capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert openssh.returncode != 0 and "HOST IDENTIFICATION HAS CHANGED" in openssh.stderr, openssh.stderr
+    clone.dvc("pull", "data/model/model.npz")  # the plugin connects all the same (sshfs: known_hosts=None)
+    assert (clone.root / "data/model/model.npz").read_bytes() == (box.root / "data/model/model.npz").read_bytes()
+
+
 def test_two_tune_workers_push_their_experiments_over_ssh_at_once(
     origin: tuple[Sandbox, Path, Path], ssh_remote: SshServer, database: str
 ) -> None:
