@@ -8,8 +8,11 @@ JavaScript, and press, move and release the mouse. Every request except to 127.0
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -29,15 +32,17 @@ class Page:
             os.dup2(100, 3)  # dup2 makes them inheritable, so they survive the exec
             os.dup2(101, 4)
 
-        self._profile = tempfile.TemporaryDirectory(prefix="chromium-")  # its own: no lock shared with another
+        self._profile = tempfile.mkdtemp(prefix="chromium-")  # its own: no lock shared with another
         args = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-pipe", *OFFLINE]
-        args.append(f"--user-data-dir={self._profile.name}")
+        args.append(f"--user-data-dir={self._profile}")
         self.proc = subprocess.Popen(
             [*args, "--window-size=800,900", "about:blank"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             preexec_fn=wire,
             close_fds=False,
+            start_new_session=True,  # its zygote and renderers share the group, killed whole by close()
+            env={**os.environ, "TMPDIR": self._profile},  # its scratch dirs too go with the profile
         )
         os.close(to_chrome)
         os.close(from_chrome)
@@ -108,8 +113,20 @@ class Page:
         self.call("Input.dispatchMouseEvent", type="mouseReleased", x=x, y=y, button="left", buttons=0, clickCount=1)
 
     def close(self) -> None:
-        self.proc.kill()
+        """Kill the browser and its helper processes, then delete the profile they were writing to."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=10)
         os.close(self._write)
         os.close(self._read)
-        self._profile.cleanup()
+        deadline = time.monotonic() + 10
+        while True:  # a helper killed a moment ago may still be flushing a file into the profile
+            try:
+                shutil.rmtree(self._profile)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
