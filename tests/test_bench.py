@@ -21,7 +21,13 @@ from mnist_pipeline.bench.compare import compare, kernel_label, rotation, schedu
 from mnist_pipeline.bench.configs import CONFIGS, BenchConfig, select
 from mnist_pipeline.bench.pipeline import time_to_accuracy
 from mnist_pipeline.bench.system import clean_env, cpu_model, portable_plan
-from mnist_pipeline.bench.tables import OVERHEAD_TARGET, render_markdown, targets
+from mnist_pipeline.bench.tables import (
+    DEFORMATION_TARGET,
+    OVERHEAD_TARGET,
+    _deformation_lines,
+    render_markdown,
+    targets,
+)
 from mnist_pipeline.bench.worker import IMPLS, portable_gap
 from mnist_pipeline.mlp.trainer import Split
 
@@ -580,6 +586,33 @@ def test_overhead_runs_reps_workers_with_every_variant_on_the_default_kernels(mo
     assert s["kernels"] == "native" and calls == [("native", None, 1 + 2 * 2 * 4)]
     with pytest.raises(ValueError, match="cycles must be at least 1, got 0"):
         overhead.measure(repo_root / "params.yaml", Path("unused"), 2, {"native": {}}, cycles=0, reps=1)
+
+
+def test_deformation_cost_is_the_composed_wide_net_against_itself_undeformed(monkeypatch, repo_root, tmp_path):
+    from mnist_pipeline import compose
+
+    params = tmp_path / "deformed.yaml"
+    with monkeypatch.context() as m:
+        m.chdir(repo_root)
+        params.write_text(compose.compose(list(overhead.DEFORMED_WIDE)), encoding="utf-8")
+    deforms = ["augment_elastic_alpha", "augment_rotate", "augment_scale", "augment_shear", "augment_translate"]
+
+    def fake_worker(spec, env):
+        assert spec["plan"] == {"deformed": [], "deformations off": deforms}  # nothing else switched off
+        return _worker({"deformed": [9.0, 1.2, 1.1], "deformations off": [9.0, 1.0, 1.0]})
+
+    monkeypatch.setattr(overhead, "run_worker", fake_worker)
+    s = overhead.measure(params, Path("unused"), 2, {"native": {}}, cycles=1, reps=1, deformation=True)
+    assert s["label"].startswith("784-1024-1024-10") and s["baseline"] == "deformations off"
+    assert s["variants"]["deformed"]["over_all_off"] == pytest.approx(1.15)  # rounds 1.2 and 1.1
+    assert s["variants"]["deformed"]["on"] == deforms
+    result = {"deformation": s}
+    lines = _deformation_lines(result)
+    assert any(line.startswith("| deformed | ") and "| 1.15 (1.10–1.20) |" in line for line in lines), lines
+    row = [t for t in targets({**result, "configs": {}}) if t["target"].startswith(DEFORMATION_TARGET)]
+    assert row and row[0]["measured"] == pytest.approx(1.15) and row[0]["met"]
+    with pytest.raises(ValueError, match="deforms no image"):
+        overhead.measure(repo_root / "params.yaml", Path("unused"), 2, {"native": {}}, deformation=True)
 
 
 @pytest.mark.parametrize("names", [["a", "b"], ["a", "b", "c"], ["a", "b", "c", "d"]])

@@ -205,4 +205,5 @@ def test_documented_array_runs_the_study_and_survives_a_preempted_task(
     reader.dvc("exp", "apply", best.user_attrs["experiment"])
     assert reader.read_json("reports/metrics.json")["val"]["accuracy"] == pytest.approx(best.value)
     assert "up to date" in reader.dvc("status")
-    print(f"SLURM array: 2 tasks, {len(trials)} trials, TERM at {preempted_at:.0f} s, wall {wall:.0f} s, {states}")
+    codes = {record.get("ArrayTaskId"): record.get("ExitCode") for record in cluster.jobs(job)}
+    print(f"SLURM array: {len(trials)} trials, TERM at {preempted_at:.0f} s, wall {wall:.0f} s, {states}, exit {codes}")

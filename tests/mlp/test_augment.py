@@ -16,9 +16,11 @@ from mnist_pipeline.mlp.augment import (
     _elastic_field,
     _resample,
     affine_displacement,
+    apply_deform,
     bilinear_sample,
     deform,
     draw_affine,
+    draw_deform,
     draw_shifts,
     elastic_distort,
     gaussian_matrix,
@@ -27,6 +29,7 @@ from mnist_pipeline.mlp.augment import (
 )
 from mnist_pipeline.mlp.network import Network
 from mnist_pipeline.mlp.optimizers import OptimizerConfig
+from mnist_pipeline.mlp.parallel import split
 from mnist_pipeline.mlp.schedules import ScheduleConfig
 from mnist_pipeline.mlp.trainer import Split, TrainConfig, fit
 
@@ -336,7 +339,12 @@ def test_fit_draws_shifts_then_elastic_fields_batch_by_batch(monkeypatch: pytest
         perm = replay.permutation(12)
         for i in range(0, 12, 4):
             order, counts = draw_shifts(4, 2, replay)
-            distorted = elastic_distort(train.x[perm[i : i + 4][order]], SHAPE, 1.5, 4.0, replay)
+            batch = train.x[perm[i : i + 4][order]]
+            draws = draw_deform(4, SHAPE, 1.5, (0, 0, 0, 0), replay, batch.dtype)
+            blocks = split(4, net.chunks)  # each row block is deformed on its own, by whichever thread
+            distorted = np.concatenate(
+                [apply_deform(batch[r], SHAPE, draws[r], 1.5, 4.0, train.x.min()) for r in blocks]
+            )
             expected.append(shift_grouped(distorted, SHAPE, 2, counts, background=train.x.min()))
     assert len(seen) == 6
     for (got, _), want in zip(seen, expected, strict=True):
@@ -450,14 +458,14 @@ def test_fit_distorts_training_images_only_and_needs_the_image_shape(monkeypatch
     net = Network([35, 3], "identity", "zeros", rng)
     calls: list[tuple[float, float]] = []
 
-    def spy(x, shape, alpha, sigma, affine, generator):
+    def spy(n, shape, alpha, affine, generator, dtype):
         assert generator is rng and shape == SHAPE and affine == (0.0, 0.0, 0.0, 0.0)
-        calls.append((alpha, sigma))
-        return deform(x, shape, alpha, sigma, affine, generator)
+        calls.append((n, alpha))
+        return draw_deform(n, shape, alpha, affine, generator, dtype)
 
     seen: list[tuple[np.ndarray, bool]] = []
     forward, train_batch = net.forward, net.train_batch
-    monkeypatch.setattr(trainer, "deform", spy)
+    monkeypatch.setattr(trainer, "draw_deform", spy)
     monkeypatch.setattr(net, "forward", lambda x, train=False: seen.append((x.copy(), train)) or forward(x, train))
     monkeypatch.setattr(
         net,
@@ -469,7 +477,7 @@ def test_fit_distorts_training_images_only_and_needs_the_image_shape(monkeypatch
     )
     cfg = TrainConfig(1, 6, 0.1, 0.0, 0, "float32", augment_elastic_alpha=2.0, augment_elastic_sigma=1.5)
     fit(net, train, val, cfg, OptimizerConfig("sgd"), ScheduleConfig("constant"), rng, SHAPE)
-    assert calls == [(2.0, 1.5), (2.0, 1.5)]  # once per training batch
+    assert calls == [(6, 2.0), (6, 2.0)]  # once per training batch
     assert sum(is_train for _, is_train in seen) == 2
     assert not any(np.array_equal(x, train.x[: len(x)]) for x, is_train in seen if is_train)
     assert [np.array_equal(x, val.x) for x, is_train in seen if not is_train] == [True]
@@ -555,3 +563,17 @@ def test_elastic_and_affine_add_up_to_one_field_resampled_once() -> None:
     assert out.tobytes() == deform(x, SHAPE, 2.0, 1.5, affine, np.random.default_rng(4)).tobytes()  # seeded
     assert out.tobytes() != deform(x, SHAPE, 2.0, 1.5, affine, np.random.default_rng(5)).tobytes()
     assert x.min() <= out.min() and out.max() <= x.max()  # convex combinations of pixels and background
+
+
+def test_bilinear_sample_indexes_a_batch_larger_than_float32_counts_exactly() -> None:
+    # 2 million 1x1 images: the padded batch has 18 million pixels, past float32's 2**24 whole numbers
+    rng = np.random.default_rng(5)
+    n = 2_000_000
+    images = rng.random((n, 1, 1), dtype=np.float32)
+    dy, dx = (rng.random((2, n, 1, 1), dtype=np.float32) - 0.5) * 0.5
+    whole = bilinear_sample(images, dy, dx, 0.0)
+    parts = [
+        bilinear_sample(images[i : i + 100_000], dy[i : i + 100_000], dx[i : i + 100_000], 0.0)
+        for i in range(0, n, 100_000)
+    ]
+    assert whole.tobytes() == np.concatenate(parts).tobytes()

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mnist_pipeline import cli, config, params
+from mnist_pipeline import cli, compose, config, params
 from mnist_pipeline.bench import configs, overhead, pipeline, shared, system
 from mnist_pipeline.bench.compare import compare
 from mnist_pipeline.bench.tables import render_markdown, targets
@@ -94,6 +94,11 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         cycles, reps = (1, 1) if args.quick else (overhead.CYCLES, overhead.REPS)
         params_path = Path(params.PARAMS_FILE).resolve()
         result["overhead"] = overhead.measure(params_path, features.resolve(), args.threads, envs, cycles, reps)
+        deformed = workdir / "deformed-wide.yaml"  # the wide net with the deformations, composed from conf/
+        write_text(deformed, compose.compose(list(overhead.DEFORMED_WIDE)))
+        result["deformation"] = overhead.measure(
+            deformed, features.resolve(), args.threads, envs, cycles, reps, deformation=True
+        )
     result["load_average"]["end"] = list(os.getloadavg())
     result["bench_seconds"] = time.perf_counter() - start
     result["targets"] = targets(result)

@@ -54,11 +54,38 @@ BASELINE = "all off"
 REGULARIZERS: dict[str, tuple[str, float]] = {
     "augment_shift": ("train", 0),
     "augment_elastic_alpha": ("train", 0.0),
+    "augment_rotate": ("train", 0.0),
+    "augment_scale": ("train", 0.0),
+    "augment_shear": ("train", 0.0),
+    "augment_translate": ("train", 0.0),
     "l2": ("train", 0.0),
     "label_smoothing": ("train", 0.0),
     "max_norm": ("train", 0.0),
     "dropout": ("model", 0.0),
 }
+
+
+# The deformations (elastic and affine, one resample per image) on the wide net, measured as their own
+# table: the best preset's net and training with these deformations, against the same with none.
+DEFORMATIONS = ("augment_elastic_alpha", "augment_rotate", "augment_scale", "augment_shear", "augment_translate")
+DEFORMED_WIDE = (
+    "experiment=best",
+    "train.augment_elastic_alpha=30",
+    "train.augment_elastic_sigma=4",
+    "train.augment_rotate=10",
+    "train.augment_scale=0.1",
+    "train.augment_shear=0.15",
+    "train.augment_translate=1.5",
+)
+UNDEFORMED = "deformations off"
+
+
+def deformation_plan(cfg: Config) -> dict[str, tuple[str, ...]]:
+    """``cfg`` as it is against ``cfg`` without its deformations (:data:`UNDEFORMED`, the baseline)."""
+    on = [name for name in switched_on(cfg) if name in DEFORMATIONS]
+    if not on:
+        raise ValueError("the config deforms no image: no deformation cost to measure")
+    return {"deformed": (), UNDEFORMED: tuple(on)}
 
 
 def switched_on(cfg: Config) -> dict[str, float]:
@@ -133,18 +160,20 @@ def run_worker(spec: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
     return run_module("mnist_pipeline.bench.overhead", spec, env, "overhead worker")
 
 
-def summarize(plan: Mapping[str, Sequence[str]], workers: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Per variant: s/epoch spread and its ratio to :data:`BASELINE` round by round (median, min–max), val acc.
+def summarize(
+    plan: Mapping[str, Sequence[str]], workers: Sequence[dict[str, Any]], baseline: str = BASELINE
+) -> dict[str, Any]:
+    """Per variant: s/epoch spread and its ratio to ``baseline`` round by round (median, min–max), val acc.
 
     The first :data:`WARMUP_ROUNDS` rounds of each worker are left out.
     """
     counted = {name: [s for w in workers for s in w["epoch_seconds"][name][WARMUP_ROUNDS:]] for name in plan}
     out = {}
     for name, off in plan.items():
-        pairs = paired(counted[name], counted[BASELINE])
+        pairs = paired(counted[name], counted[baseline])
         out[name] = {
             "off": list(off),
-            "on": [k for k in plan[BASELINE] if k not in off],  # what its ratio to all off costs
+            "on": [k for k in plan[baseline] if k not in off],  # what its ratio to the baseline costs
             "seconds_per_epoch": spread(counted[name]),
             "over_all_off": pairs["median"],
             "over_all_off_paired": pairs,
@@ -161,9 +190,11 @@ def measure(
     envs: Mapping[str, dict[str, str]],
     cycles: int = CYCLES,
     reps: int = REPS,
+    deformation: bool = False,
 ) -> dict[str, Any]:
     """Run ``reps`` workers, each of the warm-up and ``cycles`` cycles of rounds, over the variants of
-    ``params_path``'s config.
+    ``params_path``'s config: :func:`variants` of what it switches on, or with ``deformation`` its
+    :func:`deformation_plan` (against :data:`UNDEFORMED`).
 
     ``envs`` maps ``compute.kernels`` modes to process environments (``portable`` only where it applies).
     """
@@ -172,7 +203,7 @@ def measure(
     cfg = config.load(params_path)
     kernels = cfg.compute.kernels if cfg.compute.kernels in envs else "native"
     on = switched_on(cfg)
-    plan = variants(list(on))
+    plan, baseline = (deformation_plan(cfg), UNDEFORMED) if deformation else (variants(list(on)), BASELINE)
     rounds = WARMUP_ROUNDS + cycles * 2 * len(plan)
     spec = {"params": str(params_path), "features": str(features), "threads": threads, "kernels": kernels}
     spec.update(plan={name: list(off) for name, off in plan.items()}, rounds=rounds)
@@ -192,7 +223,8 @@ def measure(
         "kernels_asked": cfg.compute.kernels,
         "kernels": kernels,
         "default_on": on,
-        "variants": summarize(plan, workers),
+        "baseline": baseline,
+        "variants": summarize(plan, workers, baseline),
         "workers": workers,
     }
 

@@ -11,6 +11,7 @@ MIB_PER_GIB = 1024
 # PyTorch s/epoch over ours (issue 17): at least 1.3x on the headline and classic nets, even on the wide one.
 LEAD_TARGETS = {"headline": 1.3, "classic": 1.3, "wide": 1.0}
 OVERHEAD_TARGET = "default's augmentation + L2 overhead (default epoch ÷ all off epoch, median over rounds)"
+DEFORMATION_TARGET = "elastic + affine deformation on the wide net (deformed epoch ÷ undeformed, median over rounds)"
 
 
 def _get(data: dict[str, Any], *keys: str) -> Any:
@@ -65,6 +66,7 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         _target("no-op dvc repro", _get(pipe, "noop_dvc_repro", "seconds"), 2, " s"),
         _target("whole benchmark, without --best's run and the shared machine", _without_best(result), 600, " s"),
         _target(OVERHEAD_TARGET, _get(result, "overhead", "variants", "default", "over_all_off"), 1.15, "×"),
+        _target(DEFORMATION_TARGET, _get(result, "deformation", "variants", "deformed", "over_all_off"), 1.25, "×"),
     ]
     for name, limit in LEAD_TARGETS.items():
         for impl, kernels in (("ours", "native"), ("portable", "portable")):
@@ -123,6 +125,31 @@ def _portable_lines(result: dict[str, Any]) -> list[str]:
             f"{native['steady_epoch_seconds']['median']:.3f} · {portable['steady_epoch_seconds']['median']:.3f} | "
             f"{100 * native['test_acc']['median']:.2f}% · {100 * portable['test_acc']['median']:.2f}% |"
         )
+    return lines
+
+
+def _deformation_lines(result: dict[str, Any]) -> list[str]:
+    """The wide net with the deformations against itself without them (issue 25)."""
+    dfm = result.get("deformation")
+    if not dfm:
+        return []
+    on = dfm["default_on"]
+    lines = [
+        "",
+        f"Elastic + affine deformation on the wide net ({dfm['label']}, the best preset's training with "
+        + ", ".join(f"{k}={on[k]:g}" for k in dfm["variants"]["deformed"]["on"])
+        + f"), {dfm['kernels']} kernels, {dfm['threads']} threads; interleaved as the table above "
+        f"({dfm['reps']} worker(s) × {dfm['rounds']} rounds, the first {dfm['warmup_rounds']} not counted). "
+        "The deformations are drawn per batch in the training thread and applied per row block on the compute "
+        "threads (one field and one bilinear resample per image).",
+        "",
+        "| variant | s/epoch | ÷ deformations off (min–max) |",
+        "|---|---|---|",
+    ]
+    for name, v in dfm["variants"].items():
+        pairs = v["over_all_off_paired"]
+        ratio = f"{v['over_all_off']:.2f} ({pairs['min']:.2f}–{pairs['max']:.2f})"
+        lines.append(f"| {name} | {_s(v['seconds_per_epoch'])} | {ratio} |")
     return lines
 
 
@@ -242,7 +269,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"({m['usable_cpus']} usable), Python {m['python']}. 1-min load average {load['start'][0]:.2f} at start, "
         f"{load['end'][0]:.2f} at end (the benchmark's own threads count in it). {_blas_line(result)}",
     ]
-    lines += _config_lines(result) + _overhead_lines(result)
+    lines += _config_lines(result) + _overhead_lines(result) + _deformation_lines(result)
     pipe = result.get("pipeline")
     if pipe:
         lines += ["", "Pipeline (fresh clone, local mirror):", "", "| step | wall s | peak RSS MiB |", "|---|---|---|"]

@@ -4,6 +4,8 @@ per image applied by one bilinear resample."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from numpy.typing import DTypeLike
 
@@ -113,18 +115,31 @@ def bilinear_sample(images: np.ndarray, dy: np.ndarray, dx: np.ndarray, backgrou
     if images.dtype.kind != "f":
         raise TypeError(f"bilinear_sample needs floating-point images, got {images.dtype}")
     n, h, w = images.shape
-    padded = np.full((n, h + 2, w + 2), background, dtype=images.dtype)  # (N, H+2, W+2): 1-pixel border
+    row = w + 2  # the padded image's row length
+    padded = np.full((n, h + 2, row), background, dtype=images.dtype)  # (N, H+2, W+2): 1-pixel border
     padded[:, 1:-1, 1:-1] = images
-    sy = np.clip(dy + np.arange(h, dtype=dy.dtype)[:, None], -1, h)  # (N, H, W) source row, border included
-    sx = np.clip(dx + np.arange(w, dtype=dx.dtype)[None, :], -1, w)
-    y0, x0 = np.minimum(np.floor(sy), h - 1), np.minimum(np.floor(sx), w - 1)  # upper-left neighbour, -1..H-1
-    wy = (sy - y0).astype(images.dtype, copy=False)  # (N, H, W) in [0, 1]
-    wx = (sx - x0).astype(images.dtype, copy=False)
-    corner = (y0.astype(np.intp) + 1) * (w + 2) + (x0.astype(np.intp) + 1)  # index in the padded image
-    corner += (np.arange(n, dtype=np.intp) * ((h + 2) * (w + 2)))[:, None, None]  # ... in the padded batch
+    sy = np.add(dy, np.arange(h, dtype=dy.dtype)[:, None])  # (N, H, W) source row
+    np.clip(sy, -1, h, out=sy)  # border included
+    sx = np.add(dx, np.arange(w, dtype=dx.dtype)[None, :])
+    np.clip(sx, -1, w, out=sx)
+    y0, x0 = np.floor(sy), np.floor(sx)  # upper-left neighbour, -1..H-1 and -1..W-1
+    np.minimum(y0, h - 1, out=y0)
+    np.minimum(x0, w - 1, out=x0)
+    wy = np.subtract(sy, y0, out=sy).astype(images.dtype, copy=False)  # (N, H, W) in [0, 1]
+    wx = np.subtract(sx, x0, out=sx).astype(images.dtype, copy=False)
+    # Index of the upper-left neighbour in the padded batch, computed in floating point (whole numbers,
+    # exact far beyond any batch's size), then converted once; the other three neighbours are read
+    # through views of the flat batch that start 1, a row, and a row plus 1 further on.
+    if n * (h + 2) * row >= 2 ** (np.finfo(y0.dtype).nmant + 1):  # past the dtype's exact whole numbers
+        y0, x0 = y0.astype(np.float64), x0.astype(np.float64)
+    y0 += 1
+    y0 *= row
+    y0 += x0
+    y0 += (np.arange(n, dtype=y0.dtype) * ((h + 2) * row) + 1)[:, None, None]
+    corner = y0.astype(np.intp)
     flat = padded.reshape(-1)
-    upper, right = flat.take(corner), flat.take(corner + 1)
-    lower, lower_right = flat.take(corner + (w + 2)), flat.take(corner + (w + 3))
+    upper, right = flat.take(corner), flat[1:].take(corner)
+    lower, lower_right = flat[row:].take(corner), flat[row + 1 :].take(corner)
     # In place from here on: (1 - wx) left + wx right per row, then (1 - wy) upper + wy lower; the
     # convex form is exact at whole-pixel displacements (weights 0 and 1).
     one_minus = 1 - wx
@@ -180,6 +195,64 @@ def draw_affine(
     return u * np.array([np.deg2rad(rotate), scale, shear, translate, translate]) + np.array([0, 1, 0, 0, 0])
 
 
+@dataclass(frozen=True)
+class DeformDraws:
+    """What :func:`draw_deform` took from the random stream for a batch: all of it, before any image is touched."""
+
+    noise: np.ndarray | None  # (N, 2, H, W) uniform in [-1, 1): the elastic field before smoothing
+    affine: np.ndarray | None  # (N, 5) parameters for affine_displacement
+
+    def __getitem__(self, rows: slice) -> DeformDraws:
+        """The draws of images ``rows`` (views)."""
+        return DeformDraws(
+            None if self.noise is None else self.noise[rows], None if self.affine is None else self.affine[rows]
+        )
+
+
+def draw_deform(
+    n: int,
+    shape: tuple[int, int],
+    alpha: float,
+    affine: tuple[float, float, float, float],
+    rng: np.random.Generator,
+    dtype: DTypeLike = np.float64,
+) -> DeformDraws:
+    """Draw ``n`` images' deformations: the elastic noise (if ``alpha``), then the affine parameters (if any range)."""
+    noise = None
+    if alpha:
+        size = (n, 2, *shape)  # (N, 2, H, W): dy and dx maps
+        noise = rng.random(size, dtype=np.float32) if np.dtype(dtype) == np.float32 else rng.random(size)
+        noise *= 2
+        noise -= 1
+    return DeformDraws(noise, draw_affine(n, *affine, rng) if any(affine) else None)
+
+
+def apply_deform(
+    x: np.ndarray, shape: tuple[int, int], draws: DeformDraws, alpha: float, sigma: float, background: float
+) -> np.ndarray:
+    """``x`` (N, H*W) deformed by ``draws`` (of the same N images): one field per image, one resample.
+
+    The elastic field is the noise smoothed by a Gaussian of std ``sigma`` and multiplied by ``alpha``;
+    the affine displacement adds to it. Points outside the image read ``background``. No randomness:
+    any split of the images into row blocks, each deformed by this function, gives the same bytes as
+    long as the blocks are the same.
+    """
+    dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float64)
+    if draws.noise is None and draws.affine is None:
+        return x
+    field = None
+    if draws.noise is not None:
+        field = _smooth(draws.noise.astype(dtype, copy=False), sigma)
+        field *= dtype.type(alpha)
+    if draws.affine is not None:
+        moved = affine_displacement(draws.affine, shape, dtype)  # (N, 2, H, W)
+        if field is not None:
+            moved += field
+        field = moved
+    assert field is not None
+    return _resample(x, shape, field, dtype, background)
+
+
 def deform(
     x: np.ndarray,
     shape: tuple[int, int],
@@ -187,43 +260,49 @@ def deform(
     sigma: float,
     affine: tuple[float, float, float, float],
     rng: np.random.Generator,
+    background: float | None = None,
 ) -> np.ndarray:
     """Elastic distortion (:func:`elastic_distort`) and a random affine map in one bilinear resample.
 
     ``affine`` is (rotate degrees, scale, shear, translate pixels), as :func:`draw_affine` takes
-    them. The displacement fields add: first the elastic field is drawn (as :func:`elastic_distort`
-    draws it), then the affine parameters. With every affine range 0 this is :func:`elastic_distort`
-    exactly, the same draws and the same bytes.
+    them. :func:`draw_deform` draws (the elastic noise first, then the affine parameters) and
+    :func:`apply_deform` adds the two fields and resamples once. ``background`` defaults to the
+    minimum of ``x``. Nothing on: returns ``x`` and draws nothing.
     """
-    if not any(affine):
-        return elastic_distort(x, shape, alpha, sigma, rng)
-    n = len(x)
+    if not alpha and not any(affine):
+        return x
     dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float64)
-    field = _elastic_field(n, shape, alpha, sigma, rng, dtype) if alpha else None
-    moved = affine_displacement(draw_affine(n, *affine, rng), shape, dtype)  # (N, 2, H, W)
-    if field is not None:
-        moved += field
-    return _resample(x, shape, moved, dtype)
+    draws = draw_deform(len(x), shape, alpha, affine, rng, dtype)
+    fill = (x.min() if x.size else 0) if background is None else background
+    return apply_deform(x, shape, draws, alpha, sigma, fill)
+
+
+def _smooth(noise: np.ndarray, sigma: float) -> np.ndarray:
+    """``noise`` (N, 2, H, W) convolved with a Gaussian of std ``sigma`` along W, then H (zeros outside)."""
+    n, _, h, w = noise.shape
+    kh, kw = gaussian_matrix(h, sigma, noise.dtype), gaussian_matrix(w, sigma, noise.dtype)
+    return kh @ (noise.reshape(-1, w) @ kw.T).reshape(n, 2, h, w)
 
 
 def _elastic_field(
     n: int, shape: tuple[int, int], alpha: float, sigma: float, rng: np.random.Generator, dtype: np.dtype
 ) -> np.ndarray:
     """The ``(N, 2, H, W)`` elastic displacement of :func:`elastic_distort` (its only draw from ``rng``)."""
-    h, w = shape
-    field = rng.random((n, 2, h, w), dtype=dtype)  # (N, 2, H, W): dy and dx maps
-    field *= 2
-    field -= 1
-    kh, kw = gaussian_matrix(h, sigma, dtype), gaussian_matrix(w, sigma, dtype)
-    field = kh @ (field.reshape(-1, w) @ kw.T).reshape(n, 2, h, w)  # smooth along W, then along H
+    noise = draw_deform(n, shape, alpha, (0, 0, 0, 0), rng, dtype).noise
+    assert noise is not None
+    field = _smooth(noise, sigma)
     field *= dtype.type(alpha)
     return field
 
 
-def _resample(x: np.ndarray, shape: tuple[int, int], field: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """``x`` (N, H*W) read at the displaced points ``field`` (N, 2, H, W), background its minimum."""
+def _resample(
+    x: np.ndarray, shape: tuple[int, int], field: np.ndarray, dtype: np.dtype, background: float | None = None
+) -> np.ndarray:
+    """``x`` (N, H*W) read at the displaced points ``field`` (N, 2, H, W); outside, ``background`` (default: the
+    minimum of ``x``)."""
     n, (h, w) = len(x), shape
-    background = x.min() if x.size else 0
+    if background is None:
+        background = x.min() if x.size else 0
     out = bilinear_sample(x.reshape(n, h, w).astype(dtype, copy=False), field[:, 0], field[:, 1], background)
     if x.dtype.kind != "f":
         out = np.rint(out)
@@ -243,7 +322,4 @@ def elastic_distort(
     returns a new array of the same shape and dtype (integer images are rounded back);
     ``alpha == 0`` returns ``x``.
     """
-    if alpha == 0:
-        return x
-    dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float64)
-    return _resample(x, shape, _elastic_field(len(x), shape, alpha, sigma, rng, dtype), dtype)
+    return deform(x, shape, alpha, sigma, (0, 0, 0, 0), rng)

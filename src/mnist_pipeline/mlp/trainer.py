@@ -28,7 +28,7 @@ from functools import partial
 
 import numpy as np
 
-from mnist_pipeline.mlp.augment import deform, draw_shifts, shift_grouped
+from mnist_pipeline.mlp.augment import apply_deform, draw_deform, draw_shifts, shift_grouped
 from mnist_pipeline.mlp.errors import MLPError, check, check_choice
 from mnist_pipeline.mlp.losses import LOSSES, make_loss
 from mnist_pipeline.mlp.network import Network
@@ -180,10 +180,11 @@ class BatchMaker:
     """Training batches in reused buffers, made row block by row block inside the network's pass.
 
     :meth:`next` draws what a batch needs from ``rng`` here, in the caller's thread (shift offsets,
-    then the elastic field, which also distorts the whole batch here); the per-row work (gathering
-    the shuffled rows, shifting, casting to the network's dtype) is left to ``prepare(rows)``, which
-    :meth:`Network.train_batch` runs for each row block before its forward pass. Every row comes out
-    as if the whole batch had been made at once.
+    then the deformations' noise and affine parameters); the per-row work (gathering the shuffled
+    rows, deforming, shifting, casting to the network's dtype) is left to ``prepare(rows)``, which
+    :meth:`Network.train_batch` runs for each row block before its forward pass, on whichever thread
+    runs the block. The blocks are fixed by the compute params, not by the thread count, so every
+    row comes out the same bytes however many threads there are.
     """
 
     def __init__(self, train: Split, cfg: TrainConfig, dtype: np.dtype, image_shape: tuple[int, int] | None) -> None:
@@ -198,8 +199,8 @@ class BatchMaker:
         cast = train.x.dtype != dtype or train.onehot.dtype != dtype
         self.x_cast = np.empty(self.x.shape, dtype) if cast else None
         self.t_cast = np.empty(self.t.shape, dtype) if cast else None
-        # Pixels shifted in from outside: the training set's background (its minimum), the same for every batch.
-        self.background = train.x.min() if cfg.augment_shift and train.x.size else 0
+        # Pixels moved in from outside (shift, deformation): the training set's minimum, the same for every batch.
+        self.background = train.x.min() if (cfg.augment_shift or cfg.deforms) and train.x.size else 0
 
     def next(
         self, idx: np.ndarray, rng: np.random.Generator
@@ -213,19 +214,20 @@ class BatchMaker:
             ends = np.cumsum(counts)
             starts = ends - counts
         source = self.x[:b]
-        if cfg.deforms:  # draws the whole batch's field here, so the batch is made here
-            np.take(self.train.x, idx, axis=0, out=source, mode="clip")
-            source = deform(
-                source, self.image_shape, cfg.augment_elastic_alpha, cfg.augment_elastic_sigma, cfg.affine, rng
-            )
+        draws = None
+        if cfg.deforms:  # every image's random field is drawn here; each row block is deformed in prepare
+            dtype = source.dtype if source.dtype in (np.float32, np.float64) else np.dtype(np.float64)
+            draws = draw_deform(b, self.image_shape, cfg.augment_elastic_alpha, cfg.affine, rng, dtype)
         shifted = self.shifted[:b] if self.shifted is not None else None
         x = self.x_cast[:b] if self.x_cast is not None else (shifted if shifted is not None else source)
         gathered = self.t[:b]
         t = self.t_cast[:b] if self.t_cast is not None else gathered
 
         def prepare(rows: slice) -> None:
-            if not cfg.deforms:
-                np.take(self.train.x, idx[rows], axis=0, out=source[rows], mode="clip")  # (b, D)
+            np.take(self.train.x, idx[rows], axis=0, out=source[rows], mode="clip")  # (b, D)
+            if draws is not None:
+                alpha, sigma = cfg.augment_elastic_alpha, cfg.augment_elastic_sigma
+                source[rows] = apply_deform(source[rows], self.image_shape, draws[rows], alpha, sigma, self.background)
             np.take(self.train.onehot, idx[rows], axis=0, out=gathered[rows], mode="clip")  # (b, C)
             done = source
             if shifted is not None:
