@@ -752,18 +752,31 @@ def _run_dir(root: Path, val_acc: list[float], epoch_seconds: list[float]) -> Pa
 def test_time_to_accuracy_counts_training_seconds_to_the_first_epoch_at_each_threshold(tmp_path):
     ws = _run_dir(tmp_path, [0.95, 0.981, 0.979, 0.986, 0.984], [2.0, 1.5, 1.5, 1.0, 1.0])
     run = time_to_accuracy(ws)
-    assert run["first_reached"] == {"0.98": {"epoch": 2, "seconds": 3.5}, "0.985": {"epoch": 4, "seconds": 6.0}}
+    assert run["first_reached"] == {
+        "0.98": {"epoch": 2, "seconds": 3.5},
+        "0.985": {"epoch": 4, "seconds": 6.0},
+        "0.99": None,
+        "0.992": None,
+        "0.993": None,
+    }
     assert run["epochs"] == 5 and run["train_seconds"] == pytest.approx(7.0) and run["test_accuracy"] == 0.9876
     never = time_to_accuracy(_run_dir(tmp_path / "low", [0.95, 0.97], [1.0, 1.0]))
-    assert never["first_reached"] == {"0.98": None, "0.985": None}
+    assert set(never["first_reached"].values()) == {None}
 
 
 def test_markdown_time_to_accuracy_table(tmp_path):
     result = _result()
     result["pipeline"]["time_to_accuracy"] = time_to_accuracy(_run_dir(tmp_path, [0.981, 0.986], [2.0, 3.0]))
     md = render_markdown(result)
+    result["fast_preset"] = time_to_accuracy(_run_dir(tmp_path / "fast", [0.985, 0.9901, 0.9925], [1.0, 1.0, 1.0]))
+    md = render_markdown(result)
     row = next(line for line in md.splitlines() if line.startswith("| default"))
-    assert row == "| default (`dvc repro`) | 2.0 s (epoch 1) | 5.0 s (epoch 2) | 2 | 5.0 | 0.9866 | 0.9876 |"
+    never = " | never" * 3
+    assert row == f"| default (`dvc repro`) | 2.0 s (epoch 1) | 5.0 s (epoch 2){never} | 2 | 5.0 | 0.9866 | 0.9876 |"
+    fast = next(line for line in md.splitlines() if line.startswith("| `experiment=fast`"))
+    assert fast.startswith(
+        "| `experiment=fast` | 1.0 s (epoch 1) | 1.0 s (epoch 1) | 2.0 s (epoch 2) | 3.0 s (epoch 3)"
+    )
     assert "`experiment=best`" not in md  # not timed without --best
     header = next(line for line in md.splitlines() if line.startswith("| run | first val acc"))
     assert header.count("|") == row.count("|")

@@ -1,11 +1,13 @@
 """``python -m mnist_pipeline.bench [--quick] [--configs NAME ...] [--skip-pipeline] [--overhead-only]``.
 
 Order: pipeline timings first (a fresh clone; its ``data/features`` then feeds the training runs), the
-shared-machine table in that clone (:mod:`.shared`; ``--skip-shared`` leaves it out), then
-each config's interleaved repetitions, then the default config's augmentation and regularization
-overhead (:mod:`.overhead`; ``--skip-overhead`` leaves it out, ``--overhead-only`` runs nothing else after
-the pipeline). Writes ``reports/benchmark.json`` and ``reports/benchmark.md`` and prints the table.
-``--quick`` (1 epoch, 1 repetition) is for trying the harness, not for numbers.
+shared-machine table in that clone (:mod:`.shared`; ``--skip-shared`` leaves it out), ``experiment=fast``
+(and with ``--best`` ``experiment=best``) in it for the time-to-accuracy frontier, then each config's
+interleaved repetitions, then the default config's augmentation and regularization overhead and the
+deformations' cost on the wide net (:mod:`.overhead`; ``--skip-overhead`` leaves both out,
+``--overhead-only`` runs nothing else after the pipeline). Writes ``reports/benchmark.json`` and
+``reports/benchmark.md`` and prints the table. ``--quick`` (1 epoch, 1 repetition, no ``experiment=fast``)
+is for trying the harness, not for numbers.
 """
 
 from __future__ import annotations
@@ -80,6 +82,8 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             stage_env = pipeline.stage_env(pipe_env, ws, mirror)
             result["shared"] = shared.measure(ws, workdir, stage_env, 1 if args.quick else shared.ROUNDS)
             result["queue"] = shared.measure_experiments(ws, stage_env, pipeline.DVC)
+        if not args.quick:  # the frontier: default (above), fast (under a minute), best (--best)
+            result["fast_preset"] = pipeline.preset_run(ws, pipe_env, mirror, "fast")
         if args.best:
             result["best_preset"] = pipeline.best_preset(ws, pipe_env, mirror)
     if features is None:

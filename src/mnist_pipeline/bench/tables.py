@@ -239,8 +239,10 @@ def _lead_lines(result: dict[str, Any]) -> list[str]:
 
 
 def _time_to_accuracy_lines(result: dict[str, Any]) -> list[str]:
-    """Training seconds of the default run (and of ``experiment=best``, if timed) to each validation accuracy."""
+    """The frontier: training seconds of the default run, ``experiment=fast`` and ``experiment=best`` (each if
+    timed) to each validation accuracy, and their test accuracy."""
     runs = [("default (`dvc repro`)", _get(result, "pipeline", "time_to_accuracy"))]
+    runs.append(("`experiment=fast`", result.get("fast_preset")))
     runs.append(("`experiment=best`", result.get("best_preset")))
     runs = [(name, run) for name, run in runs if run]
     if not runs:
