@@ -21,7 +21,7 @@
     The SQLAlchemy URL of a real PostgreSQL server started for the module (tests/helpers/postgres.py).
 ``ssh_remote``
     A real ``sshd`` on 127.0.0.1 started for the module (tests/helpers/sshd.py).
-Without the server's package, these two skip (fail under ``CI=true``; tests/helpers/services.py).
+Without the server's package, these two skip (fail where .ci/run requires them; tests/helpers/services.py).
 """
 
 from __future__ import annotations

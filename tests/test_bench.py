@@ -767,7 +767,6 @@ def test_time_to_accuracy_counts_training_seconds_to_the_first_epoch_at_each_thr
 def test_markdown_time_to_accuracy_table(tmp_path):
     result = _result()
     result["pipeline"]["time_to_accuracy"] = time_to_accuracy(_run_dir(tmp_path, [0.981, 0.986], [2.0, 3.0]))
-    md = render_markdown(result)
     result["fast_preset"] = time_to_accuracy(_run_dir(tmp_path / "fast", [0.985, 0.9901, 0.9925], [1.0, 1.0, 1.0]))
     md = render_markdown(result)
     row = next(line for line in md.splitlines() if line.startswith("| default"))

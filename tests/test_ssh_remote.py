@@ -148,7 +148,13 @@ def test_two_tune_workers_push_their_experiments_over_ssh_at_once(
         )  # fmt: skip
         for w in workers
     ]
-    outputs = [p.communicate(timeout=TIMEOUT)[0] for p in running]
+    try:
+        outputs = [p.communicate(timeout=TIMEOUT)[0] for p in running]
+    finally:
+        for p in running:  # a worker still running here (timeout): stop it and its dvc before the database goes
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=30)
     assert [p.returncode for p in running] == [0, 0], outputs
     trials = optuna.load_study(study_name="ssh", storage=database).get_trials()
     complete = [t for t in trials if t.state.name == "COMPLETE"]
@@ -188,7 +194,9 @@ def test_remote_that_drops_mid_push_fails_in_one_line_and_the_retry_completes(
         # DVC's own words: a line for each object that failed, naming it and the cause, then the count
         errors = [line for line in failed.stderr.splitlines() if line.strip()]
         assert errors[-1] == "ERROR: failed to push data to the cloud - 1 files failed to upload", failed.stderr
-        assert errors[:-1] == [f"ERROR: failed to transfer '{hashlib.md5(blob).hexdigest()}' - Connection not open"]  # noqa: S324
+        # the cause depends on when the line dropped for that request: "Connection not open", "... lost", ...
+        transfer = re.compile(rf"ERROR: failed to transfer '{hashlib.md5(blob).hexdigest()}' - \S.*")  # noqa: S324
+        assert len(errors) == 2 and transfer.fullmatch(errors[0]), failed.stderr
         assert "Traceback" not in failed.stdout + failed.stderr
         _store_is_sound(store)  # nothing half-written under an object's name
 

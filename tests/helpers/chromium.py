@@ -47,10 +47,14 @@ class Page:
         os.close(to_chrome)
         os.close(from_chrome)
         self.timeout, self._next, self._buffer, self.session = timeout, 0, b"", None
-        target = self.call("Target.createTarget", url="about:blank")["targetId"]
-        self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-        self.call("Page.enable")
-        self.call("Runtime.enable")
+        try:
+            target = self.call("Target.createTarget", url="about:blank")["targetId"]
+            self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+            self.call("Page.enable")
+            self.call("Runtime.enable")
+        except BaseException:  # no Page to close for the caller: the browser and its profile go now
+            self.close()
+            raise
 
     def call(self, method: str, **params: Any) -> dict[str, Any]:
         """Send one command; its result (RuntimeError on an error answer or after ``timeout`` seconds)."""
@@ -120,13 +124,10 @@ class Page:
         os.close(self._write)
         os.close(self._read)
         deadline = time.monotonic() + 10
-        while True:  # a helper killed a moment ago may still be flushing a file into the profile
+        while os.path.lexists(self._profile):  # a helper killed a moment ago may still be flushing into it
             try:
                 shutil.rmtree(self._profile)
-                break
-            except FileNotFoundError:
-                break
-            except OSError:
+            except OSError:  # a file added or gone under rmtree's feet: again, for a while
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)

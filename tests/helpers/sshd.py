@@ -19,6 +19,7 @@ import contextlib
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -27,6 +28,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 START_SECONDS = 30
 PRIVSEP_DIR = Path("/run/sshd")  # Debian's sshd refuses to start without it (privilege separation)
@@ -90,6 +93,24 @@ class SshServer:
 def ssh_server(sshd: Path) -> Iterator[SshServer]:
     """Start ``sshd`` on a free 127.0.0.1 port for the current user; stop it and delete its files after."""
     root = Path(tempfile.mkdtemp(prefix="test-sshd-"))
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        server, port, host_public = _start(sshd, root)
+        yield SshServer(root, port, pwd.getpwuid(os.geteuid()).pw_name, root / "user_ed25519", host_public)
+    finally:
+        if server is not None:
+            sessions = _sessions(server)  # each connection's sshd: its own session, renamed, so found now
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGKILL)
+            for process in sessions:
+                with contextlib.suppress(psutil.Error):
+                    process.kill()
+            server.wait(timeout=30)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _start(sshd: Path, root: Path) -> tuple[subprocess.Popen[bytes], int, str]:
+    """Keys, config and a listening ``sshd -D`` in ``root``: the process, its port, its host key."""
     user = pwd.getpwuid(os.geteuid()).pw_name
     port = _free_port()
     host_public = _keygen(root / "host_ed25519")
@@ -122,21 +143,18 @@ def ssh_server(sshd: Path) -> Iterator[SshServer]:
     )
     if os.geteuid() == 0:
         PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
-    log = open(root / "sshd.log", "ab")  # noqa: SIM115 (closed below, after the server)
-    server = subprocess.Popen(
-        [str(sshd), "-D", "-e", "-f", str(config)],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+    with open(root / "sshd.log", "ab") as log:  # the server keeps its own copy of the descriptor
+        server = subprocess.Popen(
+            [str(sshd), "-D", "-e", "-f", str(config)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
     try:
         _wait_listening(port, server, root)
-        yield SshServer(root, port, user, root / "user_ed25519", host_public)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, 9)
+    except BaseException:
+        server.kill()
         server.wait(timeout=30)
-        _kill_sessions(root)
-        log.close()
-        shutil.rmtree(root, ignore_errors=True)
+        raise
+    return server, port, host_public
 
 
 def _wait_listening(port: int, server: subprocess.Popen[bytes], root: Path) -> None:
@@ -152,14 +170,12 @@ def _wait_listening(port: int, server: subprocess.Popen[bytes], root: Path) -> N
     raise RuntimeError(f"sshd did not listen on 127.0.0.1:{port} within {START_SECONDS} s")
 
 
-def _kill_sessions(root: Path) -> None:
-    """Kill the per-connection sshd processes of this server (they are in their own sessions)."""
-    import psutil
-
-    for process in psutil.process_iter(["cmdline"]):
-        with contextlib.suppress(psutil.Error):
-            if str(root / "sshd_config") in (process.info["cmdline"] or []):
-                process.kill()
+def _sessions(server: subprocess.Popen[bytes]) -> list[psutil.Process]:
+    """The server's per-connection processes and what they run (each in a session of its own)."""
+    try:
+        return psutil.Process(server.pid).children(recursive=True)
+    except psutil.Error:
+        return []
 
 
 class Relay:

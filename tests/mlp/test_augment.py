@@ -13,8 +13,8 @@ import pytest
 
 from mnist_pipeline.mlp import trainer
 from mnist_pipeline.mlp.augment import (
-    _elastic_field,
     _resample,
+    _smooth,
     affine_displacement,
     apply_deform,
     bilinear_sample,
@@ -29,7 +29,7 @@ from mnist_pipeline.mlp.augment import (
 )
 from mnist_pipeline.mlp.network import Network
 from mnist_pipeline.mlp.optimizers import OptimizerConfig
-from mnist_pipeline.mlp.parallel import split
+from mnist_pipeline.mlp.parallel import Workers, split
 from mnist_pipeline.mlp.schedules import ScheduleConfig
 from mnist_pipeline.mlp.trainer import Split, TrainConfig, fit
 
@@ -323,12 +323,13 @@ def test_fit_training_accuracy_counts_each_shifted_image_against_its_own_label()
     assert [row["train_acc"] for row in rows] == [1.0, 1.0]
 
 
-def test_fit_draws_shifts_then_elastic_fields_batch_by_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("chunks", [1, 3])
+def test_fit_draws_shifts_then_elastic_fields_batch_by_batch(chunks: int) -> None:
     # The training stream's order, replayed over 2 epochs x 3 batches: per epoch the permutation; per
     # batch the shift offsets, then the elastic field (applied first, to the batch grouped by offset).
     y = np.arange(12) % 3
     train = Split(images(12, seed=7), y, np.eye(3, dtype=np.float32)[y])
-    net = Network([35, 3], "identity", "zeros", np.random.default_rng(0))
+    net = Network([35, 3], "identity", "zeros", np.random.default_rng(0), chunks=chunks, workers=Workers(2))
     seen = record_training_batches(net)
     cfg = TrainConfig(
         epochs=2, batch_size=4, lr=0.1, l2=0.0, seed=0, dtype="float32", augment_shift=2, augment_elastic_alpha=1.5
@@ -556,7 +557,8 @@ def test_elastic_and_affine_add_up_to_one_field_resampled_once() -> None:
     out = deform(x, SHAPE, 2.0, 1.5, affine, np.random.default_rng(4))
 
     rng = np.random.default_rng(4)  # by hand, in the documented order: the elastic field, then the affine map
-    field = _elastic_field(6, SHAPE, 2.0, 1.5, rng, np.dtype(np.float32))
+    noise = rng.random((6, 2, *SHAPE), dtype=np.float32) * 2 - 1  # uniform in [-1, 1) per pixel and axis
+    field = _smooth(noise, 1.5) * np.float32(2.0)
     field += affine_displacement(draw_affine(6, *affine, rng), SHAPE, np.float32)
     assert out.tobytes() == _resample(x, SHAPE, field, np.dtype(np.float32)).tobytes()
     assert out.dtype == np.float32 and out.shape == x.shape

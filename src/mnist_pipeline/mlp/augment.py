@@ -233,9 +233,9 @@ def apply_deform(
     """``x`` (N, H*W) deformed by ``draws`` (of the same N images): one field per image, one resample.
 
     The elastic field is the noise smoothed by a Gaussian of std ``sigma`` and multiplied by ``alpha``;
-    the affine displacement adds to it. Points outside the image read ``background``. No randomness:
-    any split of the images into row blocks, each deformed by this function, gives the same bytes as
-    long as the blocks are the same.
+    the affine displacement adds to it. Points outside the image read ``background``. No randomness
+    here: an image's bytes depend on the row block it is deformed in (the smoothing is a matrix
+    product over the block), never on which thread deforms the block.
     """
     dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float64)
     if draws.noise is None and draws.affine is None:
@@ -282,17 +282,6 @@ def _smooth(noise: np.ndarray, sigma: float) -> np.ndarray:
     n, _, h, w = noise.shape
     kh, kw = gaussian_matrix(h, sigma, noise.dtype), gaussian_matrix(w, sigma, noise.dtype)
     return kh @ (noise.reshape(-1, w) @ kw.T).reshape(n, 2, h, w)
-
-
-def _elastic_field(
-    n: int, shape: tuple[int, int], alpha: float, sigma: float, rng: np.random.Generator, dtype: np.dtype
-) -> np.ndarray:
-    """The ``(N, 2, H, W)`` elastic displacement of :func:`elastic_distort` (its only draw from ``rng``)."""
-    noise = draw_deform(n, shape, alpha, (0, 0, 0, 0), rng, dtype).noise
-    assert noise is not None
-    field = _smooth(noise, sigma)
-    field *= dtype.type(alpha)
-    return field
 
 
 def _resample(
