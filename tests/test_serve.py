@@ -11,7 +11,6 @@ import os
 import re
 import select
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ import requests
 from PIL import Image
 
 from helpers.chromium import Page
+from helpers.ports import free_port
 from helpers.services import unavailable
 from mnist_pipeline import idx, predict
 from mnist_pipeline.mlp.network import Network
@@ -39,12 +39,6 @@ def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     meta = {"class_names": [f"d{c}" for c in range(10)], "image_shape": [28, 28]}
     save_network(path, net, {**meta, "dataset": "mnist", "normalize": "scale", "mean": 0.0, "std": 1.0})
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

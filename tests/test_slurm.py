@@ -24,15 +24,12 @@ from pathlib import Path
 
 import optuna
 import pytest
-import yaml
 from optuna.trial import TrialState
 
-from helpers.dvc_sandbox import REPO, Sandbox, make_sandbox, sandbox_env, tiny_dataset_yaml
+from helpers.dvc_sandbox import REPO, Sandbox, publish, sandbox_env, tiny_tune_sandbox
 from helpers.services import unavailable
 from helpers.slurm import SKIP_REASON, SlurmCluster, find_binaries, slurm_cluster
 from helpers.sshd import SshServer
-from helpers.tiny_mnist import write_tiny_mnist
-from helpers.tune_space import TINY_SPACE
 
 pytestmark = pytest.mark.slow
 
@@ -94,27 +91,16 @@ def test_docs_command_is_what_the_test_resizes() -> None:
 def origin(tmp_path_factory: pytest.TempPathFactory, ssh_remote: SshServer) -> tuple[Sandbox, Path, Path]:
     """A checkout that ran its baseline and pushed it: code to a bare repo, outputs over SSH."""
     base = tmp_path_factory.mktemp("slurm")
-    tiny = write_tiny_mnist(base / "tiny")
-    box = make_sandbox(
-        base / "work",
-        preset={"defaults": [{"override /dataset": "tiny"}], "featurize": {"val_size": 100}, "train": {"epochs": 1}},
-        datasets={"tiny": tiny_dataset_yaml(tiny.file_specs())},
-        data_mirror=tiny.dir,
-    )
+    box = tiny_tune_sandbox(base / "work", base / "tiny")
     for name in ("Makefile", "pyproject.toml", "requirements.lock", "README.md"):
         shutil.copy2(REPO / name, box.root / name)
     shutil.copytree(REPO / "slurm", box.root / "slurm")
     box.env["HOME"] = str(ssh_remote.client_home(base / "home", ALIAS))
-    (box.root / "conf" / "tune" / "tiny.yaml").write_text(yaml.safe_dump(TINY_SPACE, sort_keys=False), "utf-8")
     box.dvc("repro")
     box.dvc("remote", "add", "-d", "storage", f"ssh://{ALIAS}{base / 'store'}")
-    box.commit("baseline, tiny search space, SSH remote")
+    box.commit("baseline, what a checkout installs from, SSH remote")
     box.dvc("push")
-    bare = base / "origin.git"
-    box.run("git", "init", "-q", "--bare", "-b", "main", bare)
-    box.git("remote", "add", "origin", str(bare))
-    box.git("push", "-q", "origin", "main")
-    return box, bare, base
+    return box, publish(box, base / "origin.git"), base
 
 
 def _job_env(cluster: SlurmCluster, box: Sandbox, base: Path) -> dict[str, str]:

@@ -19,17 +19,13 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-import yaml
 
-from helpers.dvc_sandbox import BIN, Sandbox, make_sandbox, sandbox_env, tiny_dataset_yaml
+from helpers.dvc_sandbox import BIN, Sandbox, make_sandbox, publish, sandbox_env, tiny_tune_sandbox
 from helpers.sshd import Relay, SshServer
-from helpers.tiny_mnist import write_tiny_mnist
-from helpers.tune_space import TINY_SPACE
 
 pytestmark = pytest.mark.slow
 
 ALIAS = "mnist-remote"
-PRESET = {"defaults": [{"override /dataset": "tiny"}], "featurize": {"val_size": 100}, "train": {"epochs": 1}}
 TIMEOUT = 420
 
 
@@ -50,25 +46,17 @@ def _clone(bare: Path, dest: Path, ssh_remote: SshServer, name: str) -> Sandbox:
 def origin(tmp_path_factory: pytest.TempPathFactory, ssh_remote: SshServer) -> tuple[Sandbox, Path, Path]:
     """A repo that ran its pipeline, registered its model and pushed: data over SSH, code to a bare repo."""
     base = tmp_path_factory.mktemp("ssh")
-    tiny = write_tiny_mnist(base / "tiny")
-    box = make_sandbox(
-        base / "work", preset=PRESET, datasets={"tiny": tiny_dataset_yaml(tiny.file_specs())}, data_mirror=tiny.dir
-    )
+    box = tiny_tune_sandbox(base / "work", base / "tiny")
     box.env["HOME"] = str(ssh_remote.client_home(base / "work-home", ALIAS))
-    (box.root / "conf" / "tune" / "tiny.yaml").write_text(yaml.safe_dump(TINY_SPACE, sort_keys=False), "utf-8")
     box.dvc("repro")
     store = base / "store"
     box.dvc("remote", "add", "-d", "storage", f"ssh://{ALIAS}{store}")
-    box.commit("results, a tiny search space and an SSH remote")
+    box.commit("results and an SSH remote")
     box.run(BIN / "gto", "register", "mnist-mlp", "--version", "v1.0.0")
     pushed = box.dvc("push")
     assert re.search(r"\d+ files? pushed", pushed), pushed
     assert "Accepted publickey" in ssh_remote.log()
-    bare = base / "origin.git"
-    box.run("git", "init", "-q", "--bare", "-b", "main", bare)
-    box.git("remote", "add", "origin", str(bare))
-    box.git("push", "-q", "--tags", "origin", "main")
-    return box, bare, store
+    return box, publish(box, base / "origin.git"), store
 
 
 def _store_is_sound(store: Path) -> list[str]:

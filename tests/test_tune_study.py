@@ -19,11 +19,8 @@ from pathlib import Path
 
 import optuna
 import pytest
-import yaml
 
-from helpers.dvc_sandbox import Sandbox, make_sandbox, sandbox_env, tiny_dataset_yaml
-from helpers.tiny_mnist import write_tiny_mnist
-from helpers.tune_space import TINY_SPACE
+from helpers.dvc_sandbox import Sandbox, publish, sandbox_env, tiny_tune_sandbox
 from mnist_pipeline.tune.storage import JOURNAL_DIR
 
 pytestmark = pytest.mark.slow
@@ -35,23 +32,12 @@ WORKER_TIMEOUT = 420
 def origin(tmp_path_factory: pytest.TempPathFactory) -> tuple[Sandbox, Path]:
     """The repo that ran its baseline and pushed it (code to the bare repo returned, data to a DVC remote)."""
     base = tmp_path_factory.mktemp("tune")
-    tiny = write_tiny_mnist(base / "tiny")
-    box = make_sandbox(
-        base / "work",
-        preset={"defaults": [{"override /dataset": "tiny"}], "featurize": {"val_size": 100}, "train": {"epochs": 1}},
-        datasets={"tiny": tiny_dataset_yaml(tiny.file_specs())},
-        data_mirror=tiny.dir,
-    )
-    (box.root / "conf" / "tune" / "tiny.yaml").write_text(yaml.safe_dump(TINY_SPACE, sort_keys=False), "utf-8")
+    box = tiny_tune_sandbox(base / "work", base / "tiny")
     box.dvc("repro")
     box.dvc("remote", "add", "-d", "storage", str(base / "dvc-remote"))
-    box.commit("baseline, tiny search space, DVC remote")
+    box.commit("baseline, DVC remote")
     box.dvc("push")
-    bare = base / "origin.git"
-    box.run("git", "init", "-q", "--bare", "-b", "main", bare)
-    box.git("remote", "add", "origin", str(bare))
-    box.git("push", "-q", "origin", "main")
-    return box, bare
+    return box, publish(box, base / "origin.git")
 
 
 def _clone(origin: tuple[Sandbox, Path], dest: Path) -> Sandbox:

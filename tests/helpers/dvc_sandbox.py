@@ -24,6 +24,9 @@ from typing import Any
 import psutil
 import yaml
 
+from helpers.tiny_mnist import write_tiny_mnist
+from helpers.tune_space import TINY_SPACE
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 DVC = BIN / "dvc"
@@ -188,3 +191,26 @@ def make_sandbox(
     box.git("init", "-q", "-b", "main")
     box.commit("sandbox copy")
     return box
+
+
+TINY_TRAINING = {"defaults": [{"override /dataset": "tiny"}], "featurize": {"val_size": 100}, "train": {"epochs": 1}}
+
+
+def tiny_tune_sandbox(root: Path, tiny_dir: Path) -> Sandbox:
+    """A sandbox whose default preset trains 1 epoch on a tiny MNIST written to ``tiny_dir``, with the
+    tune tests' search space as conf/tune/tiny.yaml (committed; nothing run yet)."""
+    tiny = write_tiny_mnist(tiny_dir)
+    box = make_sandbox(
+        root, preset=TINY_TRAINING, datasets={"tiny": tiny_dataset_yaml(tiny.file_specs())}, data_mirror=tiny.dir
+    )
+    (root / "conf" / "tune" / "tiny.yaml").write_text(yaml.safe_dump(TINY_SPACE, sort_keys=False), "utf-8")
+    box.commit("tiny search space")
+    return box
+
+
+def publish(box: Sandbox, bare: Path) -> Path:
+    """A bare repository at ``bare`` as the sandbox's ``origin``, with ``main`` and every tag pushed."""
+    box.run("git", "init", "-q", "--bare", "-b", "main", bare)
+    box.git("remote", "add", "origin", str(bare))
+    box.git("push", "-q", "--tags", "origin", "main")
+    return bare

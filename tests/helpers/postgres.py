@@ -14,13 +14,14 @@ import contextlib
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from helpers.ports import free_port
 
 DATABASE = "tune"
 UNPRIVILEGED = "nobody"
@@ -37,12 +38,6 @@ def find_bin_dir() -> Path | None:
         if all((Path(directory) / name).is_file() for name in ("initdb", "pg_ctl", "postgres")):
             return Path(directory)
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _as_server_user() -> dict[str, Any]:
@@ -73,7 +68,7 @@ def postgres_server(bin_dir: Path) -> Iterator[str]:
     drop = _as_server_user()
     if drop:
         shutil.chown(root, user=UNPRIVILEGED)
-    data, port = root / "data", _free_port()
+    data, port = root / "data", free_port()
     env = {**os.environ, "LC_ALL": "C", "TZ": "UTC"}
 
     def run(*cmd: str | Path, timeout: float = START_SECONDS) -> None:

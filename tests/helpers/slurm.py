@@ -22,13 +22,14 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from helpers.ports import free_ports
 
 SKIP_REASON = "SLURM or munge is not installed (apt-get install slurm-wlm munge)"
 DAEMONS = ("munged", "slurmctld", "slurmd")
@@ -130,18 +131,13 @@ def _task_label(record: dict[str, str]) -> str:
     return f"{array_job}_{task}" if array_job and task else record.get("JobId", "?")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _slurm_conf(root: Path, user: str, cpus: int) -> str:
+    controller, node = free_ports(2)
     settings = {
         "ClusterName": "tune",
         "SlurmctldHost": "localhost(127.0.0.1)",  # slurmctld accepts "localhost" whatever `hostname` says
-        "SlurmctldPort": _free_port(),
-        "SlurmdPort": _free_port(),
+        "SlurmctldPort": controller,
+        "SlurmdPort": node,
         "AuthType": "auth/munge",
         "AuthInfo": f"socket={root / 'munge' / 'munge.socket'}",
         "CredType": "cred/munge",

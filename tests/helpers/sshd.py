@@ -31,6 +31,8 @@ from pathlib import Path
 
 import psutil
 
+from helpers.ports import free_port
+
 START_SECONDS = 30
 PRIVSEP_DIR = Path("/run/sshd")  # Debian's sshd refuses to start without it (privilege separation)
 
@@ -41,12 +43,6 @@ def find_sshd() -> Path | None:
     if sshd is None or shutil.which("ssh-keygen") is None:
         return None
     return Path(sshd)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _keygen(path: Path) -> str:
@@ -112,7 +108,7 @@ def ssh_server(sshd: Path) -> Iterator[SshServer]:
 def _start(sshd: Path, root: Path) -> tuple[subprocess.Popen[bytes], int, str]:
     """Keys, config and a listening ``sshd -D`` in ``root``: the process, its port, its host key."""
     user = pwd.getpwuid(os.geteuid()).pw_name
-    port = _free_port()
+    port = free_port()
     host_public = _keygen(root / "host_ed25519")
     _keygen(root / "user_ed25519")
     shutil.copyfile(root / "user_ed25519.pub", root / "authorized_keys")
@@ -183,7 +179,7 @@ class Relay:
 
     def __init__(self, target: int, port: int | None = None) -> None:
         self.target = target
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.sent = 0  # bytes from clients to the server, over all connections
         self.cut_after: int | None = None
         self.cut = threading.Event()
