@@ -30,6 +30,7 @@ from helpers.dvc_sandbox import REPO, Sandbox, publish, sandbox_env, tiny_tune_s
 from helpers.services import unavailable
 from helpers.slurm import SKIP_REASON, SlurmCluster, find_binaries, slurm_cluster
 from helpers.sshd import SshServer
+from helpers.tune_space import train_running
 
 pytestmark = pytest.mark.slow
 
@@ -115,18 +116,6 @@ def _job_env(cluster: SlurmCluster, box: Sandbox, base: Path) -> dict[str, str]:
     return env
 
 
-def _train_running(clone: Path, storage: str, study: str) -> bool:
-    """True while a RUNNING trial of ``study`` is in its train stage in the worker clone ``clone``."""
-    try:
-        running = optuna.load_study(study_name=study, storage=storage).get_trials(
-            states=(optuna.trial.TrialState.RUNNING,)
-        )
-    except KeyError:  # the study is not created yet
-        return False
-    logs = [clone / ".dvc/tmp/tune/logs" / f"{t.user_attrs.get('experiment')}.log" for t in running]
-    return any(log.exists() and "Running stage 'train'" in log.read_text(errors="replace") for log in logs)
-
-
 def _task_outputs(box: Sandbox, job: str) -> str:
     files = sorted(box.root.glob(f"slurm-{job}_*.out"))
     return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')}" for p in files)
@@ -148,7 +137,7 @@ def test_documented_array_runs_the_study_and_survives_a_preempted_task(
 
     task1 = base / "nodes" / f"mnist-{job}-1"
     deadline = time.monotonic() + JOB_SECONDS
-    while not _train_running(task1, database, "slurm"):
+    while not train_running(task1, database, "slurm"):
         states = {record.get("ArrayTaskId"): record.get("JobState") for record in cluster.jobs(job)}
         assert time.monotonic() < deadline and states.get("1") in (None, "PENDING", "RUNNING"), (
             f"task 1 never got to a train stage: {states}\n{_task_outputs(box, job)}\n{cluster.logs()}"

@@ -21,6 +21,7 @@ import optuna
 import pytest
 
 from helpers.dvc_sandbox import Sandbox, publish, sandbox_env, tiny_tune_sandbox
+from helpers.tune_space import train_running
 from mnist_pipeline.tune.storage import JOURNAL_DIR
 
 pytestmark = pytest.mark.slow
@@ -153,14 +154,7 @@ def _wait_mid_trial(box: Sandbox, database: str, study: str, timeout: float = 18
     """Until the study has a RUNNING trial whose experiment is running a stage."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            running = optuna.load_study(study_name=study, storage=database).get_trials(
-                states=(optuna.trial.TrialState.RUNNING,)
-            )
-        except KeyError:  # the study is not created yet
-            running = []
-        logs = [box.root / ".dvc/tmp/tune/logs" / f"{t.user_attrs.get('experiment')}.log" for t in running]
-        if any(log.exists() and "Running stage 'train'" in log.read_text(errors="replace") for log in logs):
+        if train_running(box.root, database, study):
             return
         time.sleep(0.5)
     raise AssertionError(f"no trial of {study} got to the train stage within {timeout} s")
