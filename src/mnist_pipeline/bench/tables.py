@@ -136,7 +136,7 @@ def _deformation_lines(result: dict[str, Any]) -> list[str]:
     on = dfm["default_on"]
     lines = [
         "",
-        f"Elastic + affine deformation on the wide net ({dfm['label']}, the best preset's training with "
+        f"Elastic + affine deformation on the wide net ({dfm['label']}, the best preset, whose deformations are "
         + ", ".join(f"{k}={on[k]:g}" for k in dfm["variants"]["deformed"]["on"])
         + f"), {dfm['kernels']} kernels, {dfm['threads']} threads; interleaved as the table above "
         f"({dfm['reps']} worker(s) × {dfm['rounds']} rounds, the first {dfm['warmup_rounds']} not counted). "
