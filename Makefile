@@ -91,7 +91,7 @@ clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache htmlcov .coverage .coverage.*
 
 # Benchmark against PyTorch CPU (see src/mnist_pipeline/bench/): its own venv, so torch never
-# enters .venv or the runtime dependencies. Writes reports/benchmark.{json,md}: about 9 minutes, 16 with
+# enters .venv or the runtime dependencies. Writes reports/benchmark.{json,md}: about 10 minutes, 17 with
 # ARGS=--best (plus about 1 minute the first time, to create .venv-bench). Run it on a quiet machine.
 BENCH_VENV := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed

@@ -43,6 +43,12 @@ def test_default_space_is_valid_and_keeps_the_epochs_fixed() -> None:
     assert {"train.lr", "train.l2", "optimizer"} <= {p.name for p in space.params}
 
 
+@pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "conf" / "tune").glob("*.yaml")))
+def test_every_committed_space_loads_with_every_range_end_a_valid_config(name: str) -> None:
+    space = load_space(name, REPO / "conf")  # composes each range's ends with the fixed keys, and validates
+    assert space.name == name and space.params and space.trials
+
+
 def test_conditional_key_is_sampled_only_when_its_condition_holds() -> None:
     space = parse_space("t", SPACE, "t.yaml")
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
