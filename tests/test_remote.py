@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.dvc_sandbox import Sandbox, make_sandbox, sandbox_env, tiny_dataset_yaml
+from helpers.dvc_sandbox import TINY_TRAINING, Sandbox, make_sandbox, publish, sandbox_env, tiny_dataset_yaml
 from helpers.tiny_mnist import TinyMnist
 
 pytestmark = pytest.mark.slow
@@ -25,7 +25,7 @@ def shared(tmp_path: Path, tiny_mnist_dir: TinyMnist) -> tuple[Sandbox, Path]:
     """A repo that ran its pipeline, pushed code to a bare git remote and data to a DVC remote."""
     box = make_sandbox(
         tmp_path / "origin-work",
-        preset={"defaults": [{"override /dataset": "tiny"}], "featurize": {"val_size": 100}, "train": {"epochs": 1}},
+        preset=TINY_TRAINING,
         datasets={"tiny": tiny_dataset_yaml(tiny_mnist_dir.file_specs())},
         data_mirror=tiny_mnist_dir.dir,
     )
@@ -34,11 +34,7 @@ def shared(tmp_path: Path, tiny_mnist_dir: TinyMnist) -> tuple[Sandbox, Path]:
     box.commit("results and a DVC remote")
     pushed = box.dvc("push")
     assert re.search(r"\d+ files? pushed", pushed), pushed
-    bare = tmp_path / "origin.git"
-    box.run("git", "init", "-q", "--bare", "-b", "main", bare)
-    box.git("remote", "add", "origin", str(bare))
-    box.git("push", "-q", "origin", "main")
-    return box, bare
+    return box, publish(box, tmp_path / "origin.git")
 
 
 def _clone(box: Sandbox, bare: Path, dest: Path) -> Sandbox:

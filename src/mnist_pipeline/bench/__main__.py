@@ -85,7 +85,7 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         if not args.quick:  # the frontier: default (above), fast (under a minute), best (--best)
             result["fast_preset"] = pipeline.preset_run(ws, pipe_env, mirror, "fast")
         if args.best:
-            result["best_preset"] = pipeline.best_preset(ws, pipe_env, mirror)
+            result["best_preset"] = pipeline.preset_run(ws, pipe_env, mirror, "best")
     if features is None:
         raise SystemExit("--skip-pipeline needs --features DIR (e.g. data/features)")
     result["configs"] = {}

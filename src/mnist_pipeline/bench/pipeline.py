@@ -164,8 +164,3 @@ def preset_run(ws: Path, base_env: dict[str, str], data_mirror: str, preset: str
     )
     _check(f"experiment={preset}", run)
     return {"dvc_exp_run": run, **time_to_accuracy(ws)}
-
-
-def best_preset(ws: Path, base_env: dict[str, str], data_mirror: str) -> dict[str, Any]:
-    """:func:`preset_run` of ``experiment=best`` (``--best``: minutes of training)."""
-    return preset_run(ws, base_env, data_mirror, "best")
