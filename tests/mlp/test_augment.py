@@ -75,8 +75,8 @@ def record_training_batches(net: Network) -> list[tuple[np.ndarray, np.ndarray]]
     seen: list[tuple[np.ndarray, np.ndarray]] = []
     train_batch = net.train_batch
 
-    def spy(x, t, loss, scale=None, prepare=None):
-        out = train_batch(x, t, loss, scale, prepare)
+    def spy(x, t, loss, scale=None, prepare=None, update=None):
+        out = train_batch(x, t, loss, scale, prepare, update)
         seen.append((x.copy(), t.copy()))
         return out
 
@@ -228,8 +228,8 @@ def test_fit_shifts_training_images_only(monkeypatch: pytest.MonkeyPatch) -> Non
         seen.append((x.copy(), train))
         return forward(x, train)
 
-    def spy_train_batch(x, targets, loss, scale=None, prepare=None):
-        out = train_batch(x, targets, loss, scale, prepare)
+    def spy_train_batch(x, targets, loss, scale=None, prepare=None, update=None):
+        out = train_batch(x, targets, loss, scale, prepare, update)
         seen.append((x.copy(), True))  # made by prepare() inside the pass
         return out
 
@@ -309,13 +309,12 @@ def test_fit_training_accuracy_counts_each_shifted_image_against_its_own_label()
     train = Split(x, y, np.eye(3, dtype=np.float32)[y])
     net = Network([35, 3], "identity", "zeros", np.random.default_rng(0))
 
-    def read_labels(xb, targets, loss, scale=None, prepare=None):
+    def read_labels(xb, targets, loss, scale=None, prepare=None, update=None):
         prepare(slice(None))  # the batch is made inside the pass
         logits = 10 * np.eye(3, dtype=np.float32)[[label_of[round(float(v), 3)] for v in xb.sum(axis=1)]]
         return loss.forward(logits, targets), logits
 
     net.train_batch = read_labels
-    net.gradients = lambda update=None: None
     cfg = TrainConfig(epochs=2, batch_size=8, lr=0.1, l2=0.0, seed=0, dtype="float32", augment_shift=k)
     rows, _ = fit(
         net, train, train, cfg, OptimizerConfig("sgd"), ScheduleConfig("constant"), np.random.default_rng(3), SHAPE
@@ -471,8 +470,8 @@ def test_fit_distorts_training_images_only_and_needs_the_image_shape(monkeypatch
     monkeypatch.setattr(
         net,
         "train_batch",
-        lambda x, t, loss, scale=None, prepare=None: (
-            train_batch(x, t, loss, scale, prepare),
+        lambda x, t, loss, scale=None, prepare=None, update=None: (
+            train_batch(x, t, loss, scale, prepare, update),
             seen.append((x.copy(), True)),
         )[0],
     )

@@ -157,14 +157,17 @@ def gradients_of(net: Network, x: np.ndarray, targets: np.ndarray, path: str) ->
     if path == "backward":
         loss.forward(net.forward(x, train=True), targets)
         extra = {"input": net.backward(loss.backward(), input_grad=True)}
-    else:
+    elif path == "train_batch":
         value, _ = net.train_batch(x, targets, loss)
         net.gradients()
+        extra = {"loss": np.array(value)}
+    else:  # the gradients in the same hand-off as the pass
+        value, _ = net.train_batch(x, targets, loss, update=lambda i, rows: None)
         extra = {"loss": np.array(value)}
     return {name: g.copy() for name, _, g in net.parameters()} | extra
 
 
-@pytest.mark.parametrize("path", ["backward", "train_batch"])
+@pytest.mark.parametrize("path", ["backward", "train_batch", "train_batch(update)"])
 @pytest.mark.parametrize(("dtype", "rtol"), [(np.float32, 1e-5), (np.float64, 1e-12)])
 def test_chunks_change_the_gradients_by_rounding_only(workers, dtype, rtol: float, path: str) -> None:
     data = blobs(24, seed=6, dtype=dtype)
@@ -185,7 +188,7 @@ def test_chunks_change_the_gradients_by_rounding_only(workers, dtype, rtol: floa
 # --- gradients(update): every row of every parameter, once, when final ---------------------------
 
 
-@pytest.mark.parametrize("path", ["train_batch", "backward"])
+@pytest.mark.parametrize("path", ["train_batch", "train_batch(update)", "backward"])
 @pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("chunks", [1, 2, 3])
 def test_update_is_called_once_per_piece_covering_every_row_once(workers, chunks: int, threads: int, path: str):
@@ -202,6 +205,8 @@ def test_update_is_called_once_per_piece_covering_every_row_once(workers, chunks
     if path == "train_batch":
         net.train_batch(data.x, data.onehot, loss)
         net.gradients(update)
+    elif path == "train_batch(update)":  # the trainer's: gradients and updates in the same hand-off
+        net.train_batch(data.x, data.onehot, loss, update=update)
     else:
         loss.forward(net.forward(data.x, train=True), data.onehot)
         net.backward(loss.backward(), update=update)

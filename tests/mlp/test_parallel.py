@@ -32,13 +32,15 @@ def workers() -> dict[int, Workers]:
     return {t: Workers(t) for t in THREADS}
 
 
-def bounded(w: Workers, fn: Callable[[int], None], n: int) -> None:
-    """``w.run(fn, n)`` on a watchdog thread: re-raise what it raises, fail if it hangs for ``TIMEOUT``."""
+def bounded(
+    w: Workers, fn: Callable[[int], None], n: int, then: tuple[Callable[[int], None], int] | None = None
+) -> None:
+    """``w.run(fn, n, then)`` on a watchdog thread: re-raise what it raises, fail if it hangs for ``TIMEOUT``."""
     raised: list[BaseException] = []
 
     def call() -> None:
         try:
-            w.run(fn, n)
+            w.run(fn, n, then)
         except BaseException as exc:  # handed to the test's thread
             raised.append(exc)
 
@@ -183,3 +185,75 @@ def test_helper_threads_end_when_the_workers_are_collected() -> None:
     while helpers() > before and time.monotonic() < deadline:
         time.sleep(0.01)
     assert helpers() == before
+
+
+# --- two phases in one run ---------------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(("n", "n2"), [(1, 1), (2, 5), (7, 3), (0, 4), (3, 0)])
+@pytest.mark.parametrize("threads", THREADS)
+def test_the_second_phase_starts_after_every_piece_of_the_first_has_finished(workers, threads: int, n: int, n2: int):
+    w = workers[threads]
+    guard = threading.Lock()
+    for _ in range(5):
+        events: list[tuple[str, int, int]] = []  # (event, phase, piece) in the order they happened
+
+        def note(event: str, phase: int, i: int, events=events) -> None:
+            with guard:
+                events.append((event, phase, i))
+
+        def first(i: int, note=note) -> None:
+            note("start", 1, i)
+            time.sleep(0.001 * (i % 3))  # unequal pieces: some threads reach the barrier early
+            note("end", 1, i)
+
+        def second(i: int, note=note) -> None:
+            note("start", 2, i)
+            note("end", 2, i)
+
+        bounded(w, first, n, (second, n2))
+        assert sorted(i for e, p, i in events if e == "end" and p == 1) == list(range(n))
+        assert sorted(i for e, p, i in events if e == "end" and p == 2) == list(range(n2))
+        first_ends = [k for k, (e, p, _) in enumerate(events) if e == "end" and p == 1]
+        second_starts = [k for k, (e, p, _) in enumerate(events) if e == "start" and p == 2]
+        assert max(first_ends, default=-1) < min(second_starts, default=len(events))
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("threads", [2, 3, 4])
+def test_both_phases_run_on_all_threads_at_once(workers, threads: int) -> None:
+    w = workers[threads]
+    barriers = [threading.Barrier(threads, timeout=BARRIER_TIMEOUT) for _ in range(2)]
+    idents: list[set[int]] = [set(), set()]
+
+    def phase(k: int) -> Callable[[int], None]:
+        def piece(i: int) -> None:
+            idents[k].add(threading.get_ident())
+            barriers[k].wait()
+
+        return piece
+
+    try:
+        bounded(w, phase(0), threads, (phase(1), threads))
+    except threading.BrokenBarrierError:
+        pytest.fail(f"the pieces of a phase never ran all at once on Workers({threads})")
+    assert len(idents[0]) == len(idents[1]) == threads
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("threads", THREADS)
+def test_an_exception_in_the_first_phase_skips_the_second_and_reaches_the_caller(workers, threads: int) -> None:
+    w = workers[threads]
+    error = Boom("first phase")
+    second: list[int] = []
+
+    def piece(i: int) -> None:
+        if i == 1:
+            raise error
+
+    with pytest.raises(Boom) as info:
+        bounded(w, piece, 4, (second.append, 6))
+    assert info.value is error
+    assert second == []
+    raises_then_runs_again(w, piece, 4, error, 6)  # and the workers serve the next call

@@ -189,9 +189,9 @@ def max_norm_run(max_norm: float) -> tuple[Network, list[float], list[float]]:
     seen_train, seen_eval = [], []
     forward, train_batch = net.forward, net.train_batch
 
-    def spy_train(x, targets, loss, scale=None, prepare=None):
+    def spy_train(x, targets, loss, scale=None, prepare=None, update=None):
         seen_train.append(max(n.max() for n in weight_norms(net)))
-        return train_batch(x, targets, loss, scale, prepare)
+        return train_batch(x, targets, loss, scale, prepare, update)
 
     def spy_eval(x, train=False):
         assert not train  # fit trains through train_batch

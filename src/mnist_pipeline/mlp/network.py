@@ -176,13 +176,15 @@ class Network:
         loss: Loss,
         scale: float | None = None,
         prepare: Callable[[slice], None] | None = None,
+        update: Callable[[int, slice], None] | None = None,
     ) -> tuple[float, np.ndarray]:
         """Forward, loss and back-propagation of one training batch, each row block in one piece of work.
 
         ``prepare(rows)``, if given, first fills those rows of ``x`` and ``targets`` (making the batch
         in parallel too). The loss gradient (of the batch mean) is multiplied by ``scale`` if given.
-        Returns the batch's mean loss and its logits (a buffer, valid until the next pass); then call
-        :meth:`gradients`.
+        With ``update`` the gradients follow in the same hand-off to the workers, calling ``update`` per
+        piece as :meth:`gradients` does; without it, call :meth:`gradients` next. Returns the batch's
+        mean loss and its logits (a buffer, valid until the next pass).
         """
         bufs, masks, blocks = self._start(x, train=True)
         grad = bufs["loss_grad"][0]  # (B, out)
@@ -202,8 +204,9 @@ class Network:
             grad[rows] = g
             self._backward_block(grad[rows], rows, None)
 
-        self.workers.run(block, len(blocks))
         self._batch["grad"] = grad
+        then = None if update is None else (self._gradient_piece(update), len(self._pieces))
+        self.workers.run(block, len(blocks), then)
         return sum(totals) / n, bufs["z"][-1]
 
     def gradients(self, update: Callable[[int, slice], None] | None = None) -> None:
@@ -216,6 +219,10 @@ class Network:
         """
         if "grad" not in self._batch:
             raise RuntimeError("gradients needs a back-propagated pass first: train_batch(...) or backward(...)")
+        self.workers.run(self._gradient_piece(update), len(self._pieces))
+
+    def _gradient_piece(self, update: Callable[[int, slice], None] | None) -> Callable[[int], None]:
+        """Piece ``k`` of the last pass's parameter gradients (see :meth:`gradients`), ``update`` after each part."""
         bufs, grad = self._batch["bufs"], self._batch["grad"]
         deltas = [*bufs["g"], grad]  # d loss / d z per layer
         inputs = [self._batch["x"], *bufs["d"]]  # what each Dense layer saw
@@ -229,7 +236,7 @@ class Network:
                 if update is not None:
                     update(2 * i + (rows is None), rows or slice(None))
 
-        self.workers.run(piece, len(self._pieces))
+        return piece
 
     def parameters(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
         """``(name, param, grad)`` for every parameter, in layer order."""

@@ -18,6 +18,7 @@ own thread count again. Each thread has its own ``numpy.errstate``.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import threading
 import weakref
@@ -34,26 +35,48 @@ def split(n: int, parts: int) -> list[slice]:
 
 
 class _Job:
-    """One call of :meth:`Workers.run`: pieces ``0..n-1`` of ``fn``, claimed one at a time."""
+    """One call of :meth:`Workers.run`: its phases' pieces, numbered on in order and claimed one at a time.
 
-    def __init__(self, fn: Callable[[int], object], n: int) -> None:
-        self.fn, self.n = fn, n
+    A thread that claims the first piece of a phase it has not entered waits until every piece of the
+    phase before has finished; pieces are claimed in order, so by then they are all in progress.
+    """
+
+    def __init__(self, phases: list[tuple[Callable[[int], object], int]]) -> None:
+        self.phases = [(fn, n) for fn, n in phases if n > 0]
+        self.starts = list(itertools.accumulate((n for _, n in self.phases), initial=0))  # piece numbers
+        self.n = self.starts[-1]
         self.claims = itertools.count()  # next() is atomic under the GIL
-        self.completions = itertools.count()
-        self.finished = threading.Lock()
-        self.finished.acquire()  # released by whoever completes the last piece
+        self.completions = [itertools.count() for _ in self.phases]
+        self.done = [False] * len(self.phases)  # phase p has finished (set before its lock is released)
+        self.finished = [threading.Lock() for _ in self.phases]  # phase p's is released when it has finished
+        for lock in self.finished:
+            lock.acquire()
         self.error: BaseException | None = None
 
     def work(self) -> None:
+        entered = 0
         while (i := next(self.claims)) < self.n:
+            phase = bisect.bisect_right(self.starts, i) - 1
+            if phase > entered:  # a barrier: the phase before must be complete
+                if not self.done[phase - 1]:  # (the thread that completed it goes straight on)
+                    self.finished[phase - 1].acquire()
+                    self.finished[phase - 1].release()  # open for every other thread too
+                entered = phase
+            fn, n = self.phases[phase]
             try:
                 if self.error is None:
-                    self.fn(i)
+                    fn(i - self.starts[phase])
             except BaseException as exc:  # re-raised in the caller's thread
                 if self.error is None:
                     self.error = exc
-            if next(self.completions) == self.n - 1:
-                self.finished.release()
+            if next(self.completions[phase]) == n - 1:
+                self.done[phase] = True
+                self.finished[phase].release()
+
+    def wait(self) -> None:
+        """Return once the last phase has finished (and with it every phase before)."""
+        if self.phases:
+            self.finished[-1].acquire()
 
 
 class Workers:
@@ -61,7 +84,7 @@ class Workers:
 
     With one thread there are no helpers: pieces run in order in the caller's thread. Each helper
     sleeps on a lock of its own between calls (a plain lock is the cheapest wake-up Python has;
-    a training step makes two calls). The helpers are daemon threads and end when the ``Workers``
+    a training step makes one call of two phases). The helpers are daemon threads and end when the ``Workers``
     is garbage-collected. One caller at a time: :meth:`run` is not reentrant.
     """
 
@@ -76,28 +99,35 @@ class Workers:
             threading.Thread(target=_serve, args=(wake, self._slot), name="mlp-worker", daemon=True).start()
         weakref.finalize(self, _stop, self._wakes, self._slot)
 
-    def run(self, fn: Callable[[int], object], n: int) -> None:
+    def run(self, fn: Callable[[int], object], n: int, then: tuple[Callable[[int], object], int] | None = None) -> None:
         """Call ``fn(i)`` for ``i in range(n)``, pieces spread over the threads; return when all are done.
 
-        The pieces must touch disjoint outputs. The first exception raised by a piece is re-raised
-        here once every started piece has finished (later pieces are skipped).
+        ``then = (fn2, n2)`` adds a second phase in the same hand-off: ``fn2(j)`` for ``j in range(n2)``,
+        each started only after every ``fn(i)`` has finished. A thread done with the first phase waits
+        at that barrier instead of going back to sleep and being woken again.
+
+        The pieces of a phase must touch disjoint outputs. The first exception raised by a piece is
+        re-raised here once every started piece has finished (later pieces, of either phase, are skipped).
         """
-        if self.threads == 1 or n <= 1:
-            for i in range(n):
-                fn(i)
+        phases = [(fn, n)] if then is None else [(fn, n), then]
+        total = sum(count for _, count in phases)
+        if self.threads == 1 or total <= 1:
+            for each, count in phases:
+                for i in range(count):
+                    each(i)
             return
-        job = self._slot[0] = _Job(fn, n)
-        for wake in self._wakes[: n - 1]:
+        job = self._slot[0] = _Job(phases)
+        for wake in self._wakes[: total - 1]:
             if wake.locked():  # not already released: a sleeping or busy helper; it wakes to this job
                 wake.release()
         job.work()
-        job.finished.acquire()
+        job.wait()
         self._slot[0] = None
         if job.error is not None:
             raise job.error
 
 
-_STOP = _Job(lambda i: None, 0)  # in the slot: helpers return
+_STOP = _Job([])  # in the slot: helpers return
 
 
 def _serve(wake: threading.Lock, slot: list[_Job | None]) -> None:

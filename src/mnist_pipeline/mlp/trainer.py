@@ -286,20 +286,20 @@ def fit(
         for i in range(0, n, cfg.batch_size):
             idx, xb, tb, prepare = batches.next(perm[i : i + cfg.batch_size], rng)
             lr = schedule.lr_at(step)
-            # Optimizers linear in lr * g get every gradient times -lr by scaling the (B, C) loss gradient once.
-            loss, logits = net.train_batch(xb, tb, loss_fn, -lr if opt.prescaled else None, prepare)
-            if not math.isfinite(loss):
+            opt.start_step(0.0 if opt.prescaled else cfg.l2)  # prescaled: L2 rides on the spent gradient
+            if opt.prescaled:  # linear in lr * g: every gradient times -lr by scaling the (B, C) loss gradient once
+                scale, update = -lr, partial(opt.step_rows_prescaled, decay=-lr * cfg.l2)
+            else:
+                scale, update = None, partial(opt.step_rows, lr=lr, l2=cfg.l2)
+            # One hand-off to the workers: the row blocks' passes, then the gradient pieces and their updates.
+            loss, logits = net.train_batch(xb, tb, loss_fn, scale, prepare, update)
+            if not math.isfinite(loss):  # the step has been taken, but a diverged run keeps nothing
                 raise MLPError(
                     f"training diverged: loss is {loss} at epoch {epoch} step {step}; "
                     f"lower train.lr (now {cfg.lr}) or check the inputs"
                 )
             loss_sum += loss * len(xb)
             correct += int((logits.argmax(axis=1) == train.y[idx]).sum())
-            opt.start_step(0.0 if opt.prescaled else cfg.l2)  # prescaled: L2 rides on the spent gradient
-            if opt.prescaled:
-                net.gradients(partial(opt.step_rows_prescaled, decay=-lr * cfg.l2))
-            else:
-                net.gradients(partial(opt.step_rows, lr=lr, l2=cfg.l2))
             if cfg.max_norm:
                 apply_max_norm(weights, cfg.max_norm)
             step += 1
