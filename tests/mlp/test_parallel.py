@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from mnist_pipeline.mlp.parallel import Workers, split
+from mnist_pipeline.mlp.parallel import SWITCH_INTERVAL, Workers, split
 
 TIMEOUT = 30.0  # seconds before a hung run fails; far above what any call here takes
 BARRIER_TIMEOUT = 10.0  # seconds a piece waits for the others before the barrier breaks
@@ -257,3 +258,22 @@ def test_an_exception_in_the_first_phase_skips_the_second_and_reaches_the_caller
     assert info.value is error
     assert second == []
     raises_then_runs_again(w, piece, 4, error, 6)  # and the workers serve the next call
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("threads", THREADS)
+def test_the_gil_changes_hands_sooner_during_a_run_and_as_before_after_it(workers, threads: int) -> None:
+    w = workers[threads]
+    before = sys.getswitchinterval()
+    seen: list[float] = []
+    bounded(w, lambda i: seen.append(sys.getswitchinterval()), 4)
+    expected = before if threads == 1 else pytest.approx(SWITCH_INTERVAL)  # one thread: nobody to hand it to
+    assert seen == [expected] * 4 and SWITCH_INTERVAL < before
+    assert sys.getswitchinterval() == before
+
+    def fail(i: int) -> None:
+        raise Boom("piece")
+
+    with pytest.raises(Boom):
+        bounded(w, fail, 3)
+    assert sys.getswitchinterval() == before  # restored when a piece raises too

@@ -20,9 +20,15 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import sys
 import threading
 import weakref
 from collections.abc import Callable
+
+# While pieces run on several threads, a thread that wants the GIL gets it from the holder after at
+# most this many seconds (sys.setswitchinterval; Python's default is 5 ms): a thread back from a BLAS
+# call waits less for one that runs numpy's small calls (docs/performance.md: 3-5% off a default epoch).
+SWITCH_INTERVAL = 1e-5
 
 
 def split(n: int, parts: int) -> list[slice]:
@@ -117,12 +123,19 @@ class Workers:
                     each(i)
             return
         job = self._slot[0] = _Job(phases)
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL)
+        ours = sys.getswitchinterval()  # as Python keeps it (whole microseconds)
         for wake in self._wakes[: total - 1]:
             if wake.locked():  # not already released: a sleeping or busy helper; it wakes to this job
                 wake.release()
-        job.work()
-        job.wait()
-        self._slot[0] = None
+        try:
+            job.work()
+            job.wait()
+        finally:
+            self._slot[0] = None
+            if sys.getswitchinterval() == ours:  # unless another caller has restored it already
+                sys.setswitchinterval(interval)
         if job.error is not None:
             raise job.error
 
