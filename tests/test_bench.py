@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_info
 
 from mnist_pipeline import compute, config
 from mnist_pipeline.bench import compare as compare_module
@@ -88,13 +89,15 @@ def test_config_round_trips_through_json_dict_and_quick_cuts_work():
 
 
 def test_rotation_puts_each_impl_in_each_position_once_per_cycle():
-    orders = [rotation(r) for r in range(4)]
-    assert orders[0] == ["ours", "portable", "torch", "floor"]
-    for position in range(4):
+    orders = [rotation(r) for r in range(5)]
+    assert orders[0] == ["ours", "portable", "blas_threads", "torch", "floor"]
+    for position in range(5):
         assert sorted(o[position] for o in orders) == sorted(IMPLS)
-    assert rotation(4) == orders[0]
-    # portable runs right after ours (or first when ours is last): their ratio spans the least drift
-    assert all((o.index("portable") - o.index("ours")) % 4 == 1 for o in orders)
+    assert rotation(5) == orders[0]
+    # portable runs right after ours (or first when ours is last), blas_threads right after portable:
+    # each of their ratios spans the least drift
+    assert all((o.index("portable") - o.index("ours")) % 5 == 1 for o in orders)
+    assert all((o.index("blas_threads") - o.index("portable")) % 5 == 1 for o in orders)
 
 
 def test_rotation_without_portable_cycles_over_the_other_three():
@@ -106,7 +109,8 @@ def test_schedule_runs_portable_in_its_own_environment_and_drops_it_where_it_can
     native, portable = {"PATH": "/bin"}, {"PATH": "/bin", "OPENBLAS_CORETYPE": "Haswell"}
     both = schedule({"native": native, "portable": portable})
     assert list(both) == list(IMPLS)
-    assert both["portable"] is portable and all(both[impl] is native for impl in ("ours", "torch", "floor"))
+    assert both["portable"] is portable and both["blas_threads"] is portable
+    assert all(both[impl] is native for impl in ("ours", "torch", "floor"))
     assert list(schedule({"native": native})) == ["ours", "torch", "floor"]
 
 
@@ -135,6 +139,8 @@ def _summary(ours_acc=0.9700, torch_acc=0.9690, torch_init="a", portable=True, p
     if portable:
         seconds = ([2.2, 2.2], [2.8, 2.8])
         runs["portable"] = [{**_run(s, 0.9712, fingerprint=PORTABLE_FP), **(portable_fields or {})} for s in seconds]
+        seconds = ([3.0, 2.0], [9.0, 3.5])  # steady epochs 2.0 and 3.5
+        runs["blas_threads"] = [_run(s, 0.9708, fingerprint=PORTABLE_FP) for s in seconds]
     return summarize(cfg, runs)
 
 
@@ -162,9 +168,15 @@ def test_summarize_portable_against_native_with_the_kernels_each_ran_on():
     assert s["ratios"]["ours_over_torch"] == pytest.approx(2.0 / 3.5)  # ours stays the native runs
 
 
+def test_summarize_the_price_of_chunks_pairs_steady_epochs_rep_by_rep():
+    price = _summary()["ratios"]["chunks_over_blas_threads"]
+    assert price == pytest.approx({"median": (2.2 / 2.0 + 2.8 / 3.5) / 2, "min": 2.8 / 3.5, "max": 2.2 / 2.0, "n": 2})
+
+
 def test_summarize_without_portable_keeps_every_other_statistic():
     s = _summary(portable=False)
     assert "portable" not in s and "portable_over_native" not in s["ratios"]
+    assert "chunks_over_blas_threads" not in s["ratios"]
     assert s["ratios"]["ours_over_floor"] == pytest.approx(2.0) and s["checks"]["valid"]
 
 
@@ -214,8 +226,9 @@ def test_compare_interleaves_the_scheduled_impls_each_in_its_environment(monkeyp
     monkeypatch.setattr(compare_module, "run_worker", fake_worker)
     cfg = replace(CONFIGS[0], reps=2)
     s = compare(cfg, Path("unused"), 1, {"native": {}, "portable": {"OPENBLAS_CORETYPE": "Haswell"}}, 2)
-    assert calls[:4] == [("ours", None), ("portable", "Haswell"), ("torch", None), ("floor", None)]
-    assert [impl for impl, _ in calls[4:]] == ["portable", "torch", "floor", "ours"]
+    first = [("ours", None), ("portable", "Haswell"), ("blas_threads", "Haswell"), ("torch", None), ("floor", None)]
+    assert calls[:5] == first
+    assert [impl for impl, _ in calls[5:]] == ["portable", "blas_threads", "torch", "floor", "ours"]
     assert s["portable"]["kernels"] == ["Haswell / X86_V3"] and s["ratios"]["portable_over_native"] == 1.0
     calls.clear()
     s = compare(cfg, Path("unused"), 1, {"native": {}}, 2)  # portable cannot apply: three-way rotation
@@ -223,12 +236,32 @@ def test_compare_interleaves_the_scheduled_impls_each_in_its_environment(monkeyp
     assert "portable" not in s
 
 
-def test_worker_refuses_to_time_a_portable_run_on_native_kernels(monkeypatch):
+@pytest.mark.parametrize("impl", ["portable", "blas_threads"])
+def test_worker_refuses_to_time_a_portable_run_on_native_kernels(monkeypatch, impl: str):
     monkeypatch.setattr(worker, "load_splits", lambda *_: {})
     monkeypatch.setattr(compute, "fingerprint", lambda: dict(NATIVE_FP))
-    spec = {"impl": "portable", "config": CONFIGS[0].as_dict(), "features": "unused", "threads": 1}
-    with pytest.raises(RuntimeError, match="portable worker is not on portable kernels: OpenBLAS kernel SkylakeX"):
+    spec = {"impl": impl, "config": CONFIGS[0].as_dict(), "features": "unused", "threads": 1}
+    with pytest.raises(RuntimeError, match=f"{impl} worker is not on portable kernels: OpenBLAS kernel SkylakeX"):
         worker.run(spec)
+
+
+@pytest.mark.parametrize(("impl", "expected"), [("portable", (3, 2, 1)), ("blas_threads", (1, 1, 2))])
+def test_worker_runs_blas_threads_unchunked_on_openblas_threads(monkeypatch, impl: str, expected):
+    """(chunks, compute threads, BLAS threads per call) of a run: the pipeline's way, or the design before chunks."""
+    seen = []
+
+    def fake_run_ours(cfg, splits, chunks, threads):
+        blas = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+        seen.append((chunks, threads, *set(blas)))
+        return {"epoch_seconds": [1.0]}
+
+    monkeypatch.setattr(
+        worker, "load_splits", lambda *_: {"train": Split(np.zeros((1, 1)), np.zeros(1), np.zeros((1, 1)))}
+    )
+    monkeypatch.setattr(worker, "run_ours", fake_run_ours)
+    monkeypatch.setattr(compute, "fingerprint", lambda: dict(PORTABLE_FP))
+    worker.run({"impl": impl, "config": CONFIGS[0].as_dict(), "features": "unused", "threads": 2, "chunks": 3})
+    assert seen == [expected]
 
 
 def _result():
@@ -415,13 +448,27 @@ def test_markdown_portable_table_shows_kernels_seconds_and_ratio():
     assert header.count("|") == row.count("|")
 
 
+def test_markdown_and_targets_show_the_price_of_chunks_against_openblas_threads():
+    md = render_markdown(_result())
+    header = next(line for line in md.splitlines() if line.startswith("| net | reps | chunked s/epoch |"))
+    row = next(line for line in md.splitlines() if line.startswith("| 784-256-128-10 relu b100 | 2 | 2.500"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2:] == ["2.500 (2.200–2.800)", "2.750 (2.000–3.500)", "0.95 (0.80–1.10)", "≤ 1.1×"]
+    assert header.count("|") == row.count("|")
+    by_name = {t["target"]: t for t in targets(_result())}
+    price = by_name[
+        "784-256-128-10 alone, portable: fixed chunks ÷ OpenBLAS's own threads (median of paired reps) ≤ 1.1×"
+    ]
+    assert price["measured"] == pytest.approx((2.2 / 2.0 + 2.8 / 3.5) / 2) and price["met"] is True
+
+
 def test_markdown_says_why_portable_was_not_measured():
     result = _result()
     result["environment"]["portable"] = {"variables": {}, "skipped": "this CPU lacks AVX2"}
     result["configs"] = {"headline": _summary(portable=False)}
     md = render_markdown(result)
     assert "Portable kernels not measured: this CPU lacks AVX2." in md
-    assert "portable/native" not in md
+    assert "portable/native" not in md and "OpenBLAS threads s/epoch" not in md
 
 
 def test_markdown_marks_a_void_comparison():

@@ -1,8 +1,9 @@
 """``make bench``: our NumPy trainer against PyTorch CPU and the bare-GEMM floor, same run, same machine.
 
-Our trainer runs twice per repetition: on the CPU's native kernels (``ours``) and on the pipeline's
+Our trainer runs three times per repetition: on the CPU's native kernels (``ours``), on the pipeline's
 default portable kernels (``portable``: OpenBLAS Haswell kernel, numpy SIMD capped at X86_V3), so the
-report shows what portability costs on this machine.
+report shows what portability costs on this machine, and on portable kernels unchunked with OpenBLAS's
+own threads (``blas_threads``), so it shows what bits independent of the thread count cost.
 
 Run ``python -m mnist_pipeline.bench`` from the bench venv (``make bench`` creates ``.venv-bench`` with the
 ``bench`` extra: ``torch`` lives only there, never in the runtime dependencies). It writes

@@ -1,10 +1,14 @@
-"""Interleaved repetitions of ours (native and portable kernels), PyTorch and the GEMM floor on one config.
+"""Interleaved repetitions of ours (native and portable kernels, and portable on OpenBLAS's own threads),
+PyTorch and the GEMM floor on one config.
 
-Repetition ``r`` runs the implementations in an order rotated by ``r`` (ours-portable-torch-floor,
-portable-torch-floor-ours, ...), each in a fresh worker process, so slow drifts of the machine (other
-load, thermal state) spread over all of them instead of biasing one; each holds every position once per
+Repetition ``r`` runs the implementations in an order rotated by ``r`` (ours-portable-blas_threads-torch-floor,
+portable-blas_threads-torch-floor-ours, ...), each in a fresh worker process, so slow drifts of the machine
+(other load, thermal state) spread over all of them instead of biasing one; each holds every position once per
 cycle of as many repetitions as there are implementations. Where portable kernels cannot apply,
-``portable`` is skipped and the rotation is over the other three. A run's seconds per epoch is the mean over
+``portable`` and ``blas_threads`` are skipped and the rotation is over the other three. ``blas_threads`` is
+the trainer unchunked with every BLAS call on the threads (the design before ``compute.chunks``): what the
+thread-independent bits cost alone on a quiet machine is ``chunks_over_blas_threads``, paired as the lead
+below. A run's seconds per epoch is the mean over
 its epochs (first epoch included; each run's median epoch is kept too, as the steady state); the
 statistic reported is the median over repetitions, with min and max as the spread. PyTorch's lead over
 ours (:data:`LEAD_IMPLS`, ``lead`` in the summary) is paired instead: per repetition, PyTorch's steady
@@ -128,6 +132,8 @@ def summarize(cfg: BenchConfig, runs: dict[str, list[dict[str, Any]]]) -> dict[s
     if "portable" in runs:
         out["ratios"]["portable_over_native"] = med["portable"] / med["ours"]
         out["ratios"]["portable_over_native_paired"] = paired(per_epoch["portable"], per_epoch["ours"])
+    if "portable" in runs and "blas_threads" in runs:  # the price of thread-independent bits, paired as the lead
+        out["ratios"]["chunks_over_blas_threads"] = paired(steady["portable"], steady["blas_threads"])
     # The PyTorch lead: per repetition, PyTorch's steady epoch over ours, then the median over repetitions.
     out["lead"] = {impl: paired(steady["torch"], steady[impl]) for impl in LEAD_IMPLS if impl in runs}
     out["checks"] = checks(runs)

@@ -10,6 +10,7 @@ from mnist_pipeline.bench.flops import FORMULA
 MIB_PER_GIB = 1024
 # PyTorch s/epoch over ours (issue 17): at least 1.3x on the headline and classic nets, even on the wide one.
 LEAD_TARGETS = {"headline": 1.3, "classic": 1.3, "wide": 1.0}
+CHUNKS_TARGET = 1.1  # the headline's chunked epoch over the unchunked one on OpenBLAS's threads, alone
 OVERHEAD_TARGET = "default's augmentation + L2 overhead (default epoch ÷ all off epoch, median over rounds)"
 DEFORMATION_TARGET = "elastic + affine deformation on the wide net (deformed epoch ÷ undeformed, median over rounds)"
 
@@ -74,6 +75,10 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             if name in cfgs and (impl == "ours" or lead is not None):
                 label = f"{cfgs[name]['label'].split()[0]} PyTorch ÷ ours, {kernels} kernels (median of paired reps)"
                 rows.append(_target(label, lead, limit, "×", at_most=False))
+    chunks_price = _get(cfgs, "headline", "ratios", "chunks_over_blas_threads", "median")
+    if chunks_price is not None:
+        label = "784-256-128-10 alone, portable: fixed chunks ÷ OpenBLAS's own threads (median of paired reps)"
+        rows.append(_target(label, chunks_price, CHUNKS_TARGET, "×"))
     for name, cfg in cfgs.items():
         diff = cfg["checks"]["accuracy_diff_points"]
         row = _target(f"{name}: test-accuracy gap ours vs PyTorch", abs(diff), 0.3, " points")
@@ -213,7 +218,7 @@ def _config_lines(result: dict[str, Any]) -> list[str]:
             f"{100 * cfg['ours']['test_acc']['median']:.2f}% · {100 * cfg['torch']['test_acc']['median']:.2f}% | "
             f"{valid} |"
         )
-    return lines + _lead_lines(result) + _portable_lines(result)
+    return lines + _lead_lines(result) + _portable_lines(result) + _blas_threads_lines(result)
 
 
 def _lead_lines(result: dict[str, Any]) -> list[str]:
@@ -234,6 +239,32 @@ def _lead_lines(result: dict[str, Any]) -> list[str]:
         lines.append(
             f"| {cfg['label']} | {cfg['config']['reps']} | {' | '.join(cells)} | "
             f"{'—' if limit is None else f'≥ {limit:g}×'} |"
+        )
+    return lines
+
+
+def _blas_threads_lines(result: dict[str, Any]) -> list[str]:
+    """The price of thread-independent bits: chunked epochs over the same trainer on OpenBLAS's own threads."""
+    cfgs = [cfg for cfg in result["configs"].values() if "chunks_over_blas_threads" in cfg["ratios"]]
+    if not cfgs:
+        return []
+    lines = [
+        "",
+        "The price of bits that do not depend on the thread count, alone on a quiet machine: our trainer as the "
+        "pipeline runs it (portable kernels, fixed chunks on free threads, one BLAS thread per call) against the "
+        "same trainer unchunked with every BLAS call on OpenBLAS's own threads (the design before `compute.chunks`, "
+        "whose bits follow the thread count and whose threads spin). Per repetition, steady epoch ÷ steady epoch; "
+        "median over repetitions, min–max. Below 1 the chunked trainer is faster:",
+        "",
+        "| net | reps | chunked s/epoch | OpenBLAS threads s/epoch | chunked ÷ OpenBLAS threads | target |",
+        "|---|---|---|---|---|---|",
+    ]
+    for cfg in cfgs:
+        target = f"≤ {CHUNKS_TARGET:g}×" if cfg["config"]["name"] == "headline" else "—"
+        lines.append(
+            f"| {cfg['label']} | {cfg['config']['reps']} | {_s(cfg['portable']['steady_epoch_seconds'])} | "
+            f"{_s(cfg['blas_threads']['steady_epoch_seconds'])} | {_s(cfg['ratios']['chunks_over_blas_threads'], 2)} | "
+            f"{target} |"
         )
     return lines
 

@@ -23,9 +23,11 @@ from mnist_pipeline import compute
 from mnist_pipeline.bench.configs import BenchConfig
 from mnist_pipeline.bench.runs import load_splits, run_floor, run_ours
 
-OURS = ("ours", "portable")  # our trainer on the CPU's native kernels, and on portable ones
+# Our trainer on the CPU's native kernels, on portable ones, and on portable ones unchunked with OpenBLAS's
+# own threads: the design before compute.chunks, fast alone but with bits that follow the thread count.
+OURS = ("ours", "portable", "blas_threads")
 IMPLS = (*OURS, "torch", "floor")  # ours next to portable in every rotation: their ratio sees the least drift
-PROCESS_KERNELS = {"portable": "portable"}  # the compute.kernels an impl's process starts with; others native
+PROCESS_KERNELS = {"portable": "portable", "blas_threads": "portable"}  # compute.kernels of a process; else native
 
 
 def portable_gap(fingerprint: dict[str, Any]) -> str:
@@ -58,11 +60,15 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     if impl not in IMPLS:
         raise ValueError(f"unknown impl {impl!r}; valid: {', '.join(IMPLS)}")
     splits = load_splits(Path(spec["features"]), cfg)
-    # Ours: one BLAS thread per call and the chunks on the threads, as the train stage runs (compute.apply).
-    with threadpool_limits(limits=1 if impl in OURS else threads):
+    # Ours: one BLAS thread per call and the chunks on the threads, as the train stage runs (compute.apply);
+    # blas_threads: one chunk, and every BLAS call on `threads` threads.
+    chunked = impl in OURS and impl != "blas_threads"
+    with threadpool_limits(limits=1 if chunked else threads):
         fingerprint = checked_fingerprint(PROCESS_KERNELS.get(impl) == "portable", f"{impl} worker")
-        if impl in OURS:
+        if chunked:
             result = run_ours(cfg, splits, int(spec["chunks"]), threads)
+        elif impl == "blas_threads":
+            result = run_ours(cfg, splits, 1, 1)
         elif impl == "floor":
             result = run_floor(cfg, len(splits["train"].y))
         else:
