@@ -14,6 +14,7 @@ gradient piece run. BLAS computes each call on one thread, as the stages set it
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ import threadpoolctl
 from mnist_pipeline.mlp import network
 from mnist_pipeline.mlp.losses import make_loss
 from mnist_pipeline.mlp.network import Network
-from mnist_pipeline.mlp.optimizers import OPTIMIZERS, OptimizerConfig
+from mnist_pipeline.mlp.optimizers import OPTIMIZERS, OptimizerConfig, make_optimizer
 from mnist_pipeline.mlp.parallel import Workers, split
 from mnist_pipeline.mlp.schedules import ScheduleConfig
 from mnist_pipeline.mlp.trainer import Split, TrainConfig, fit
@@ -237,3 +238,31 @@ def test_misuse_gets_a_clear_error() -> None:
     for n, parts in ((-1, 2), (5, 0)):
         with pytest.raises(ValueError, match="split needs n >= 0 rows and parts >= 1"):
             split(n, parts)
+
+
+@pytest.mark.parametrize("name", ["momentum", "adam"])  # a prescaled optimizer and one with plain gradients
+@pytest.mark.parametrize("threads", [1, 3])
+def test_updates_in_the_same_hand_off_as_the_pass_give_the_bytes_of_two_calls(workers, threads: int, name: str):
+    data = blobs(24, seed=8)
+
+    def three_steps(merged: bool) -> dict[str, bytes]:
+        net = make_net(3, workers[threads])
+        params = net.parameters()
+        opt = make_optimizer(OptimizerConfig(name, momentum=0.9), [p for _, p, _ in params], [g for _, _, g in params])
+        loss = make_loss("cross_entropy")
+        for _ in range(3):
+            opt.start_step(0.0 if opt.prescaled else 1e-3)
+            if opt.prescaled:
+                scale, update = -0.1, partial(opt.step_rows_prescaled, decay=-1e-4)
+            else:
+                scale, update = None, partial(opt.step_rows, lr=0.01, l2=1e-3)
+            if merged:
+                net.train_batch(data.x, data.onehot, loss, scale, update=update)
+            else:
+                net.train_batch(data.x, data.onehot, loss, scale)
+                net.gradients(update)
+        return {k: p.tobytes() for k, p, _ in params}
+
+    two_calls, before = three_steps(merged=False), make_net(3, workers[1]).state()
+    assert all(two_calls[k] != before[k].tobytes() for k in two_calls)  # every parameter moved
+    assert three_steps(merged=True) == two_calls

@@ -277,3 +277,41 @@ def test_the_gil_changes_hands_sooner_during_a_run_and_as_before_after_it(worker
     with pytest.raises(Boom):
         bounded(w, fail, 3)
     assert sys.getswitchinterval() == before  # restored when a piece raises too
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("threads", THREADS)
+def test_an_exception_in_the_second_phase_reaches_the_caller_after_the_first_phase_ran(workers, threads: int):
+    w = workers[threads]
+    error = Boom("second phase")
+    first: list[int] = []
+
+    def second(j: int) -> None:
+        if j == 0:
+            raise error
+
+    with pytest.raises(Boom) as info:
+        bounded(w, first.append, 5, (second, 3))
+    assert info.value is error and sorted(first) == list(range(5))
+    raises_then_runs_again(w, lambda i: second(0), 1, error, 4)
+
+
+@pytest.mark.timeout(120)
+def test_runs_on_several_workers_at_once_restore_the_switch_interval_when_the_last_ends(workers) -> None:
+    before = sys.getswitchinterval()
+    barrier = threading.Barrier(2, timeout=BARRIER_TIMEOUT)  # both runs in progress at once
+    seen: list[float] = []
+
+    def piece(i: int) -> None:
+        if i == 0:
+            barrier.wait()
+            seen.append(sys.getswitchinterval())
+            time.sleep(0.01 * len(seen))  # the runs end one after the other
+
+    callers = [threading.Thread(target=bounded, args=(workers[t], piece, 2)) for t in (2, 3)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join(TIMEOUT)
+    assert seen == [pytest.approx(SWITCH_INTERVAL)] * 2
+    assert sys.getswitchinterval() == before

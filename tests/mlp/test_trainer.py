@@ -411,14 +411,14 @@ def test_one_step_keeps_the_dtype_everywhere(activation: str, loss: str, dtype) 
         assert grad_x.dtype == dtype, "d loss / d input"
         opt.step(0.01)
         opt.step(0.01)
-        # the trainer's path: one pass of forward, loss and back-propagation, then piecewise updates
-        value, logits = net.train_batch(x.astype(dtype), targets, loss_fn, -0.01 if opt.prescaled else None)
-        assert isinstance(value, float) and logits.dtype == dtype
+        # the trainer's path: forward, loss and back-propagation, then the piecewise updates, in one hand-off
         opt.start_step(1e-3)
         if opt.prescaled:
-            net.gradients(partial(opt.step_rows_prescaled, decay=-1e-5))
+            scale, update = -0.01, partial(opt.step_rows_prescaled, decay=-1e-5)
         else:
-            net.gradients(partial(opt.step_rows, lr=0.01, l2=1e-3))
+            scale, update = None, partial(opt.step_rows, lr=0.01, l2=1e-3)
+        value, logits = net.train_batch(x.astype(dtype), targets, loss_fn, scale, update=update)
+        assert isinstance(value, float) and logits.dtype == dtype
         assert_only(dtype, net, *net.dense, net.act, net.drop, loss_fn, opt)  # net: its buffers and masks
         assert all(p.dtype == dtype and g.dtype == dtype for _, p, g in net.parameters())
 

@@ -101,7 +101,8 @@ def paired(numerators: Sequence[float], denominators: Sequence[float]) -> dict[s
 def summarize(cfg: BenchConfig, runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """Per-implementation statistics, ratios, GFLOP/s and the accuracy/identity checks of one config.
 
-    ``runs`` holds ``portable`` only if it ran; its ratio to ``ours`` is then ``portable_over_native``.
+    ``runs`` holds ``portable`` and ``blas_threads`` only if they ran; the ratios are then
+    ``portable_over_native`` (portable to ``ours``) and ``chunks_over_blas_threads`` (portable to blas_threads).
     """
     n = runs["ours"][0]["n_train"]
     flops = epoch_flops(cfg.sizes, n, cfg.batch_size)

@@ -57,8 +57,8 @@ def epoch_orders(rng: np.random.Generator, n: int, epochs: int) -> list[np.ndarr
 
 
 def run_ours(cfg: BenchConfig, splits: dict[str, Split], chunks: int, threads: int) -> dict[str, Any]:
-    """Train with the product trainer as the train stage runs it (``chunks`` on ``threads`` threads, one BLAS
-    thread per call); per-epoch seconds as ``fit`` measures them, then test accuracy."""
+    """Train with the product trainer, ``chunks`` on ``threads`` threads (as the train stage runs it when the
+    caller limits BLAS to one thread per call); per-epoch seconds as ``fit`` measures them, then test accuracy."""
     net, rng = initial_network(cfg, chunks, threads)
     init_sha = digest(p for _, p, _ in net.parameters())
     order_sha = digest(epoch_orders(rng, len(splits["train"].y), cfg.epochs))

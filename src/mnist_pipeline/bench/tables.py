@@ -256,7 +256,8 @@ def _blas_threads_lines(result: dict[str, Any]) -> list[str]:
         "whose bits follow the thread count and whose threads spin). Per repetition, steady epoch ÷ steady epoch; "
         "median over repetitions, min–max. Below 1 the chunked trainer is faster:",
         "",
-        "| net | reps | chunked s/epoch | OpenBLAS threads s/epoch | chunked ÷ OpenBLAS threads | target |",
+        "| net | reps | chunked steady epoch s | OpenBLAS threads steady epoch s | chunked ÷ OpenBLAS threads "
+        "| target |",
         "|---|---|---|---|---|---|",
     ]
     for cfg in cfgs:

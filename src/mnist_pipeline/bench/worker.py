@@ -26,7 +26,7 @@ from mnist_pipeline.bench.runs import load_splits, run_floor, run_ours
 # Our trainer on the CPU's native kernels, on portable ones, and on portable ones unchunked with OpenBLAS's
 # own threads: the design before compute.chunks, fast alone but with bits that follow the thread count.
 OURS = ("ours", "portable", "blas_threads")
-IMPLS = (*OURS, "torch", "floor")  # ours next to portable in every rotation: their ratio sees the least drift
+IMPLS = (*OURS, "torch", "floor")  # ours, portable, blas_threads adjacent in every rotation: least drift in ratios
 PROCESS_KERNELS = {"portable": "portable", "blas_threads": "portable"}  # compute.kernels of a process; else native
 
 
@@ -55,7 +55,8 @@ def checked_fingerprint(portable: bool, who: str) -> dict[str, Any]:
 
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
-    """Run ``spec["impl"]`` on ``spec["config"]`` with ``spec["threads"]`` threads (ours: ``spec["chunks"]``)."""
+    """Run ``spec["impl"]`` on ``spec["config"]`` with ``spec["threads"]`` threads (``ours`` and ``portable``:
+    ``spec["chunks"]`` on them; ``blas_threads``: one chunk, the threads inside each BLAS call)."""
     impl, cfg, threads = spec["impl"], BenchConfig.from_dict(spec["config"]), int(spec["threads"])
     if impl not in IMPLS:
         raise ValueError(f"unknown impl {impl!r}; valid: {', '.join(IMPLS)}")

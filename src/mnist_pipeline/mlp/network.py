@@ -204,9 +204,9 @@ class Network:
             grad[rows] = g
             self._backward_block(grad[rows], rows, None)
 
-        self._batch["grad"] = grad
-        then = None if update is None else (self._gradient_piece(update), len(self._pieces))
+        then = None if update is None else (self._gradient_piece(update, grad), len(self._pieces))
         self.workers.run(block, len(blocks), then)
+        self._batch["grad"] = grad
         return sum(totals) / n, bufs["z"][-1]
 
     def gradients(self, update: Callable[[int, slice], None] | None = None) -> None:
@@ -219,11 +219,12 @@ class Network:
         """
         if "grad" not in self._batch:
             raise RuntimeError("gradients needs a back-propagated pass first: train_batch(...) or backward(...)")
-        self.workers.run(self._gradient_piece(update), len(self._pieces))
+        self.workers.run(self._gradient_piece(update, self._batch["grad"]), len(self._pieces))
 
-    def _gradient_piece(self, update: Callable[[int, slice], None] | None) -> Callable[[int], None]:
-        """Piece ``k`` of the last pass's parameter gradients (see :meth:`gradients`), ``update`` after each part."""
-        bufs, grad = self._batch["bufs"], self._batch["grad"]
+    def _gradient_piece(self, update: Callable[[int, slice], None] | None, grad: np.ndarray) -> Callable[[int], None]:
+        """Piece ``k`` of the parameter gradients of the last pass, whose loss gradient is ``grad`` (B, out)
+        (see :meth:`gradients`), ``update`` after each part."""
+        bufs = self._batch["bufs"]
         deltas = [*bufs["g"], grad]  # d loss / d z per layer
         inputs = [self._batch["x"], *bufs["d"]]  # what each Dense layer saw
 

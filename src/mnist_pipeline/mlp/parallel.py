@@ -27,8 +27,32 @@ from collections.abc import Callable
 
 # While pieces run on several threads, a thread that wants the GIL gets it from the holder after at
 # most this many seconds (sys.setswitchinterval; Python's default is 5 ms): a thread back from a BLAS
-# call waits less for one that runs numpy's small calls (docs/performance.md: 3-5% off a default epoch).
+# call then waits less for one that runs numpy's small calls (measured in docs/performance.md).
 SWITCH_INTERVAL = 1e-5
+
+
+class _SwitchInterval:
+    """Process-wide: the GIL switch interval at most :data:`SWITCH_INTERVAL` while any run is on several
+    threads; the first run in saves the interval, the last one out restores it."""
+
+    def __init__(self) -> None:
+        self.lock, self.depth, self.saved = threading.Lock(), 0, 0.0
+
+    def __enter__(self) -> None:
+        with self.lock:
+            if self.depth == 0:
+                self.saved = sys.getswitchinterval()
+                sys.setswitchinterval(min(self.saved, SWITCH_INTERVAL))
+            self.depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self.lock:
+            self.depth -= 1
+            if self.depth == 0:
+                sys.setswitchinterval(self.saved)
+
+
+_SHORT_SWITCHES = _SwitchInterval()
 
 
 def split(n: int, parts: int) -> list[slice]:
@@ -43,8 +67,8 @@ def split(n: int, parts: int) -> list[slice]:
 class _Job:
     """One call of :meth:`Workers.run`: its phases' pieces, numbered on in order and claimed one at a time.
 
-    A thread that claims the first piece of a phase it has not entered waits until every piece of the
-    phase before has finished; pieces are claimed in order, so by then they are all in progress.
+    A thread that claims a piece of a phase it has not entered yet waits until every piece of the phase
+    before has finished; pieces are claimed in order, so by then they are all in progress.
     """
 
     def __init__(self, phases: list[tuple[Callable[[int], object], int]]) -> None:
@@ -90,8 +114,8 @@ class Workers:
 
     With one thread there are no helpers: pieces run in order in the caller's thread. Each helper
     sleeps on a lock of its own between calls (a plain lock is the cheapest wake-up Python has;
-    a training step makes one call of two phases). The helpers are daemon threads and end when the ``Workers``
-    is garbage-collected. One caller at a time: :meth:`run` is not reentrant.
+    a training step makes one call of two phases). The helpers are daemon threads and end when the
+    ``Workers`` is garbage-collected. One caller at a time: :meth:`run` is not reentrant.
     """
 
     def __init__(self, threads: int = 1) -> None:
@@ -112,8 +136,11 @@ class Workers:
         each started only after every ``fn(i)`` has finished. A thread done with the first phase waits
         at that barrier instead of going back to sleep and being woken again.
 
-        The pieces of a phase must touch disjoint outputs. The first exception raised by a piece is
-        re-raised here once every started piece has finished (later pieces, of either phase, are skipped).
+        The pieces of a phase must touch disjoint outputs. An exception raised by a piece (the first;
+        of several raised at once, one of them) is re-raised here once every started piece has finished
+        (later pieces, of either phase, are skipped). While the pieces run on several threads, the
+        process's GIL switch interval is at most :data:`SWITCH_INTERVAL` (other Python threads switch
+        sooner too); it is restored when no run is left on several threads.
         """
         phases = [(fn, n)] if then is None else [(fn, n), then]
         total = sum(count for _, count in phases)
@@ -123,19 +150,19 @@ class Workers:
                     each(i)
             return
         job = self._slot[0] = _Job(phases)
-        interval = sys.getswitchinterval()
-        sys.setswitchinterval(SWITCH_INTERVAL)
-        ours = sys.getswitchinterval()  # as Python keeps it (whole microseconds)
-        for wake in self._wakes[: total - 1]:
-            if wake.locked():  # not already released: a sleeping or busy helper; it wakes to this job
-                wake.release()
-        try:
-            job.work()
-            job.wait()
-        finally:
-            self._slot[0] = None
-            if sys.getswitchinterval() == ours:  # unless another caller has restored it already
-                sys.setswitchinterval(interval)
+        with _SHORT_SWITCHES:
+            for wake in self._wakes[: total - 1]:
+                if wake.locked():  # not already released: a sleeping or busy helper; it wakes to this job
+                    wake.release()
+            try:
+                job.work()
+                job.wait()
+            except BaseException as exc:  # interrupted (KeyboardInterrupt) here: nobody starts another piece
+                if job.error is None:
+                    job.error = exc
+                raise
+            finally:
+                self._slot[0] = None
         if job.error is not None:
             raise job.error
 

@@ -264,7 +264,7 @@ def fit(
     ------
     MLPError
         If ``batch_size`` exceeds the training examples, or at the first non-finite loss (naming the
-        epoch and step).
+        epoch and step; the weights then hold that batch's step too, so the network is of no further use).
     """
     n = len(train.y)
     if cfg.batch_size > n:
