@@ -65,7 +65,7 @@ def split(n: int, parts: int) -> list[slice]:
 
 
 class _Job:
-    """One call of :meth:`Workers.run`: its phases' pieces, numbered on in order and claimed one at a time.
+    """One call of :meth:`Workers.run`: the pieces of its phases, numbered in order across them, claimed one by one.
 
     A thread that claims a piece of a phase it has not entered yet waits until every piece of the phase
     before has finished; pieces are claimed in order, so by then they are all in progress.
