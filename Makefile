@@ -97,9 +97,9 @@ BENCH_VENV := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed
 .PHONY: bench
 
-$(BENCH_STAMP): pyproject.toml requirements.lock
+$(BENCH_STAMP): pyproject.toml requirements.lock Makefile
 	$(PYTHON) -m venv $(BENCH_VENV)
-	$(BENCH_VENV)/bin/python -m pip install --quiet -c requirements.lock -e ".[bench]"
+	$(BENCH_VENV)/bin/python -m pip install --quiet -c requirements.lock -e ".[bench,tune]"
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)

@@ -401,6 +401,35 @@ def test_shared_machine_targets_hold_each_scenario_to_its_limit_and_the_bits_to_
     assert "| two at once | 8.00 |" in text and "took 60.0 s one at a time and 40.0 s two at a time (0.67×" in text
 
 
+def test_tune_measurement_runs_one_worker_then_two_on_one_study_each_with_its_own_seeds(tmp_path, monkeypatch):
+    started, clock = [], iter([0.0, 0.0, 60.0, 60.0, 100.0, 100.0])
+    monkeypatch.setattr(shared.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(shared, "start", lambda cmd, cwd, env: started.append(cmd) or cmd)
+    monkeypatch.setattr(shared, "wait", lambda proc, what: "")
+    out = shared.measure_tune(tmp_path, tmp_path, {}, "dvc")
+    assert (out["w1"], out["w2"], out["ratio"]) == (60.0, 40.0, pytest.approx(2 / 3))
+    assert len(started) == 3 and started[1] == started[2]  # two workers of one study share its budget
+    studies = [cmd[cmd.index("--study") + 1] for cmd in started]
+    seeds = [cmd[cmd.index("--seed") + 1] for cmd in started]
+    assert studies == ["bench-tune-w1", "bench-tune-w2", "bench-tune-w2"] and seeds[0] != seeds[1]
+    assert all("--no-push" in cmd and cmd[cmd.index("--dvc") + 1] == "dvc" for cmd in started)
+
+
+def test_tune_measurement_space_is_a_valid_space_of_default_runs_that_differ_only_in_the_seed(tmp_path):
+    from mnist_pipeline.tune.space import load_space
+
+    (tmp_path / "s.yaml").write_text(shared.TUNE_SPACE)
+    space = load_space(str(tmp_path / "s.yaml"))
+    assert [p.name for p in space.params] == ["train.seed"] and not space.fixed
+    assert space.trials == shared.TUNE_TRIALS == space.startup_trials  # every trial a random seed, none modelled
+    result = {"shared": _shared_result(), "tune": {"trials": 4, "w1": 60.0, "w2": 48.0, "ratio": 0.8}}
+    row = {t["target"]: t for t in shared.targets(result)}["make tune, 4 trials: 2 workers ≤ 0.75× 1 worker"]
+    assert row["measured"] == 0.8 and row["met"] is False
+    assert "took 60.0 s on one worker and 48.0 s on two workers started side by side (0.80×" in "\n".join(
+        shared.lines(result)
+    )
+
+
 def test_shared_machine_workspace_copy_links_the_features_and_keeps_its_own_outputs(tmp_path):
     ws = tmp_path / "ws"
     (ws / "data" / "features").mkdir(parents=True)

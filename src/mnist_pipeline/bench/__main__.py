@@ -82,6 +82,7 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             stage_env = pipeline.stage_env(pipe_env, ws, mirror)
             result["shared"] = shared.measure(ws, workdir, stage_env, 1 if args.quick else shared.ROUNDS)
             result["queue"] = shared.measure_experiments(ws, stage_env, pipeline.DVC)
+            result["tune"] = shared.measure_tune(ws, workdir, stage_env, pipeline.DVC)
         if not args.quick:  # the frontier: default (above), fast (under a minute), best (--best)
             result["fast_preset"] = pipeline.preset_run(ws, pipe_env, mirror, "fast")
         if args.best:

@@ -40,7 +40,7 @@ def _without_best(result: dict[str, Any]) -> float | None:
     the shared-machine table (a few minutes of runs that wait for each other by design)."""
     total = result.get("bench_seconds")
     best = _get(result, "best_preset", "dvc_exp_run", "seconds") or 0.0
-    shared_seconds = (_get(result, "shared", "seconds") or 0.0) + (_get(result, "queue", "seconds") or 0.0)
+    shared_seconds = sum(_get(result, key, "seconds") or 0.0 for key in ("shared", "queue", "tune"))
     return None if total is None else total - best - shared_seconds
 
 
