@@ -183,6 +183,24 @@ def test_activation_hand_values() -> None:
     assert activate("sigmoid", np.array([[-800.0, 800.0]])).tolist() == [[0.0, 1.0]]  # no overflow
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_gives_the_bits_of_maximum_with_a_scalar_zero_for_every_kind_of_float(dtype) -> None:
+    """ReLU compares with an array of zeros (a faster loop); the results are np.maximum(z, 0)'s bit for bit,
+    signed zeros, NaN, infinities and subnormals included, on odd shapes and non-contiguous inputs."""
+    info = np.finfo(dtype)
+    tiny = info.smallest_subnormal
+    special = [0.0, -0.0, np.nan, -np.nan, np.inf, -np.inf, tiny, -tiny, 1.5, -2.5]
+    rng = np.random.default_rng(3)
+    relu = ACTIVATIONS.get("relu")()
+    bits = np.uint32 if dtype == np.float32 else np.uint64
+    for shape in [(3, 7), (64, 256), (5, 1), (3, 7)]:  # (3, 7) again: the cached zeros are reused
+        z = rng.integers(0, np.iinfo(bits).max, size=shape, dtype=bits, endpoint=True).view(dtype)
+        z.flat[: len(special)] = np.array(special, dtype)[: z.size]
+        for view in (z, z[:, ::2], z.T):
+            out = np.empty_like(view)
+            assert relu.forward(view, out).view(bits).tolist() == np.maximum(view, 0).view(bits).tolist()
+
+
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))
 def test_activation_backward_matches_finite_differences(name: str) -> None:
     # f = sum(upstream * act(z)); backward turns upstream into d f / d z in place, from z and act(z).

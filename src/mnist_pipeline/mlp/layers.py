@@ -78,8 +78,18 @@ class Identity(Activation):
 
 @ACTIVATIONS.register("relu")
 class ReLU(Activation):
+    """``max(z, 0)``, against an array of zeros: numpy's loop for two contiguous arrays runs 3-5x faster
+    than the one for an array and a scalar, and gives the same bits (every float32 checked, docs/performance.md)."""
+
+    def __init__(self) -> None:
+        self._zeros: dict[tuple[tuple[int, ...], np.dtype], np.ndarray] = {}  # read-only, one per shape seen
+
     def forward(self, z: np.ndarray, out: np.ndarray) -> np.ndarray:
-        return np.maximum(z, 0, out=out)
+        key = (z.shape, z.dtype)
+        zeros = self._zeros.get(key)
+        if zeros is None:  # two threads may both make it: equal arrays, either is kept
+            zeros = self._zeros[key] = np.zeros(z.shape, z.dtype)
+        return np.maximum(z, zeros, out=out)
 
     def backward(self, grad: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
         grad *= a > 0
