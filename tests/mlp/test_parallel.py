@@ -172,20 +172,21 @@ def test_one_thread_runs_the_pieces_in_order_in_the_callers_thread(workers) -> N
 
 
 def test_helper_threads_end_when_the_workers_are_collected() -> None:
-    def helpers() -> int:
-        return sum(t.name == "mlp-worker" and t.is_alive() for t in threading.enumerate())
+    def helpers() -> set[threading.Thread]:  # other tests' helpers may end meanwhile: only these are counted
+        return {t for t in threading.enumerate() if t.name == "mlp-worker" and t.is_alive()}
 
     before = helpers()
     workers = Workers(3)
+    ours = helpers() - before
     box = [0]
     workers.run(lambda i: box.__setitem__(0, box[0] + 1), 5)  # a closure the helpers ran
-    assert helpers() == before + 2 and box == [5]
+    assert len(ours) == 2 and all(t.is_alive() for t in ours) and box == [5]
     del workers
     gc.collect()
     deadline = time.monotonic() + 10
-    while helpers() > before and time.monotonic() < deadline:
+    while any(t.is_alive() for t in ours) and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert helpers() == before
+    assert not any(t.is_alive() for t in ours)
 
 
 # --- two phases in one run ---------------------------------------------------------------------
