@@ -384,13 +384,13 @@ def test_shared_machine_targets_hold_each_scenario_to_its_limit_and_the_bits_to_
     )
     assert rows["train two at once ≤ 2.2× alone"]["met"] is True
     assert rows["one model.npz in every scenario"]["met"] is True
-    assert rows["4 experiments 2 at a time ≤ 0.75× 1 at a time"]["met"] is True
+    assert rows["4 queued experiments: dvc queue -j 2 ≤ 0.75× -j 1"]["met"] is True
     result = {"shared": _shared_result(two_at_once=2.5, hashes=("ab12", "cd34"))}
     rows = {t["target"]: t for t in shared.targets(result)}
     assert rows["train two at once ≤ 2.2× alone"]["met"] is False
     assert (
         rows["one model.npz in every scenario"]["met"] is False
-        and "4 experiments 2 at a time ≤ 0.75× 1 at a time" not in rows
+        and "4 queued experiments: dvc queue -j 2 ≤ 0.75× -j 1" not in rows
     )
     assert shared.targets({}) == [] and shared.lines({}) == []
     text = "\n".join(
@@ -398,7 +398,31 @@ def test_shared_machine_targets_hold_each_scenario_to_its_limit_and_the_bits_to_
             {"shared": _shared_result(), "queue": result.get("queue") or {"j1": 60.0, "j2": 40.0, "ratio": 2 / 3}}
         )
     )
-    assert "| two at once | 8.00 |" in text and "took 60.0 s one at a time and 40.0 s two at a time (0.67×" in text
+    assert "| two at once | 8.00 |" in text
+    assert "took 60.0 s on `dvc queue start -j 1` and 40.0 s on `-j 2` (0.67×" in text
+
+
+def test_queue_measurement_queues_four_seeds_and_runs_them_on_one_worker_then_two(tmp_path, monkeypatch):
+    calls, runs, clock = [], [], iter([0.0, 0.0, 80.0, 80.0, 130.0, 130.0])
+    monkeypatch.setattr(shared.time, "perf_counter", lambda: next(clock))
+
+    def fake_dvc_call(self, *args, **kwargs):
+        calls.append((self.executable, self.cwd, args))
+        seeds = args[-1].split("=")[1].split(",")
+        return "".join(f"Queued experiment 'exp-{s}' for future execution.\n" for s in seeds)
+
+    monkeypatch.setattr(shared.sweep.Dvc, "__call__", fake_dvc_call)
+    monkeypatch.setattr(shared.sweep, "run_queue", lambda dvc, names, jobs, **kw: runs.append((names, jobs, kw)))
+    out = shared.measure_experiments(tmp_path, {"DATA_MIRROR": "m"}, "/venv/bin/dvc")
+    assert (out["j1"], out["j2"], out["ratio"]) == (80.0, 50.0, pytest.approx(0.625))
+    assert [c[2] for c in calls] == [("exp", "run", "--queue", "-S", "train.seed=11,12,13,14")] + [
+        ("exp", "run", "--queue", "-S", "train.seed=15,16,17,18")
+    ]
+    assert all(c[:2] == ("/venv/bin/dvc", tmp_path) for c in calls)
+    assert [(names, jobs) for names, jobs, _ in runs] == [(["exp-11", "exp-12", "exp-13", "exp-14"], 1)] + [
+        (["exp-15", "exp-16", "exp-17", "exp-18"], 2)
+    ]
+    assert all(kw["env"] == {"DATA_MIRROR": "m"} and kw["repo"] == tmp_path for _, _, kw in runs)
 
 
 def test_tune_measurement_runs_one_worker_then_two_on_one_study_each_with_its_own_seeds(tmp_path, monkeypatch):

@@ -6,6 +6,7 @@ output formats of DVC 3 (copied from real runs); the real queue runs in test_exp
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import stat
@@ -180,6 +181,7 @@ def test_main_queues_runs_and_ranks(fake_dvc: Path, capsys: pytest.CaptureFixtur
     )
     assert _calls(fake_dvc) == [
         ["exp", "run", "--queue", "-S", "train.lr=0.7", "-S", "model=mlp_64_sigmoid,softmax_regression"],
+        ["queue", "status"],  # a worker alive? (none: stale shutdowns are dropped first)
         ["queue", "start", "-j", "2", f"threads={max(1, min(n for n, _ in compute.available_cpus()) // 2)}"],
         ["queue", "status"],
         ["queue", "stop"],
@@ -237,7 +239,8 @@ def test_main_fails_when_nothing_was_queued(fake_dvc: Path, monkeypatch: pytest.
 
 
 class ScriptedDvc:
-    """Stands in for :class:`sweep.Dvc`: ``queue status`` answers from ``script`` (one per call, the last repeats)."""
+    """Stands in for :class:`sweep.Dvc`: ``queue status`` answers from ``script`` (one per call, the last repeats;
+    an entry's ``@workers`` is its worker line, ``1 active, 0 idle`` by default)."""
 
     def __init__(self, script: list[dict[str, str]]) -> None:
         self.script, self.calls = script, []
@@ -246,9 +249,10 @@ class ScriptedDvc:
         self.calls.append(list(args))
         if list(args[:2]) != ["queue", "status"]:
             return ""
-        states = self.script.pop(0) if len(self.script) > 1 else self.script[0]
+        states = dict(self.script.pop(0) if len(self.script) > 1 else self.script[0])
+        workers = states.pop("@workers", "1 active, 0 idle")
         rows = [f"{i:07x}  {name}  11:47 AM  {state}" for i, (name, state) in enumerate(states.items())]
-        return "\n".join(["Task  Name  Created  Status", *rows, "", "Worker status: 1 active, 0 idle"])
+        return "\n".join(["Task  Name  Created  Status", *rows, "", f"Worker status: {workers}"])
 
 
 class Clock:
@@ -271,8 +275,8 @@ def test_run_queue_waits_for_its_experiments_then_stops_the_workers() -> None:
     dvc, clock = ScriptedDvc([{"a": "Queued", "b": "Queued"}, {"a": "Running", "b": "Queued"}]), Clock()
     dvc.script += [{"a": "Success", "b": "Running"}, {"a": "Success", "b": "Failed", "other": "Queued"}]
     sweep.run_queue(dvc, ["a", "b"], 2, timeout=600, clock=clock, sleep=clock.sleep)
-    assert dvc.calls[0] == ["queue", "start", "-j", "2"] and dvc.calls[-1] == ["queue", "stop"]
-    assert dvc.calls.count(["queue", "status"]) == 4  # returned at the first status with both finished
+    assert dvc.calls[1] == ["queue", "start", "-j", "2"] and dvc.calls[-1] == ["queue", "stop"]
+    assert dvc.calls.count(["queue", "status"]) == 4  # one before the start, then up to the first with both finished
 
 
 def test_run_queue_restarts_stalled_workers_once_then_says_so() -> None:
@@ -282,6 +286,71 @@ def test_run_queue_restarts_stalled_workers_once_then_says_so() -> None:
     restarts = [c for c in dvc.calls if c[0] == "queue" and c[1] != "status"]
     assert restarts == [["queue", "start", "-j", "1"], ["queue", "stop", "--kill"], ["queue", "start", "-j", "1"]]
     assert 2 * sweep.STALL_SECONDS <= clock.now < 2 * sweep.STALL_SECONDS + 10
+
+
+def test_parse_workers_counts_the_active_and_the_idle_ones() -> None:
+    assert sweep.parse_workers(ScriptedDvc([{"a": "Running", "@workers": "2 active, 1 idle"}])("queue", "status")) == 3
+    assert sweep.parse_workers("Task  Name  Created  Status\n") is None
+
+
+def starts(dvc: ScriptedDvc) -> list[list[str]]:
+    return [c for c in dvc.calls if c[:2] != ["queue", "status"]]
+
+
+def test_run_queue_starts_workers_that_exited_with_work_queued_again_without_waiting_for_a_stall() -> None:
+    """DVC's worker exits after each experiment here (as seen with -j 1): each is started again within seconds."""
+    gone = {"@workers": "0 active, 0 idle"}
+    script = [{"a": "Running", "b": "Queued"}] * 3 + [{"a": "Success", "b": "Queued", **gone}] * 8
+    script += [{"a": "Success", "b": "Running"}] * 3 + [{"a": "Success", "b": "Success", **gone}]
+    dvc, clock = ScriptedDvc(script), Clock()
+    sweep.run_queue(dvc, ["a", "b"], 1, timeout=3600, clock=clock, sleep=clock.sleep)
+    assert starts(dvc) == [["queue", "start", "-j", "1"]] * 2 + [["queue", "stop"]]  # no kill, no stall
+    assert clock.now < sweep.STALL_SECONDS / 2
+
+
+def test_run_queue_tops_up_to_the_workers_asked_while_one_still_runs() -> None:
+    script = [{"a": "Running", "b": "Queued", "c": "Queued", "@workers": "1 active, 0 idle"}] * 8
+    script += [{"a": "Running", "b": "Running", "c": "Queued", "@workers": "2 active, 0 idle"}] * 3
+    dvc, clock = ScriptedDvc(script + [{"a": "Success", "b": "Success", "c": "Success"}]), Clock()
+    sweep.run_queue(dvc, ["a", "b", "c"], 2, timeout=3600, clock=clock, sleep=clock.sleep)
+    assert starts(dvc) == [["queue", "start", "-j", "2"]] * 2 + [["queue", "stop"]]
+    one_left = [{"a": "Success", "b": "Success", "c": "Running", "@workers": "1 active, 0 idle"}]
+    dvc, clock = ScriptedDvc(one_left * 10 + [{"a": "Success", "b": "Success", "c": "Success"}]), Clock()
+    sweep.run_queue(dvc, ["a", "b", "c"], 2, timeout=3600, clock=clock, sleep=clock.sleep)
+    assert starts(dvc) == [["queue", "start", "-j", "2"], ["queue", "stop"]]  # nothing queued: one worker is enough
+
+
+def test_run_queue_starts_exited_workers_a_bounded_number_of_times_then_stops_with_the_stall_error() -> None:
+    dvc, clock = ScriptedDvc([{"a": "Success", "b": "Queued", "@workers": "0 active, 0 idle"}]), Clock()
+    with pytest.raises(PipelineError, match=r"not finished \(b\): queued, but no queue worker runs them"):
+        sweep.run_queue(dvc, ["a", "b"], 1, timeout=3600, clock=clock, sleep=clock.sleep)
+    revived = [["queue", "start", "-j", "1"]] * (1 + sweep.MAX_REVIVALS)
+    assert starts(dvc) == [*revived, ["queue", "stop", "--kill"], ["queue", "start", "-j", "1"]]
+
+
+def _control_message(inbox: Path, name: str, body: object) -> Path:
+    raw = base64.b64encode(json.dumps(body).encode()).decode()
+    path = inbox / name
+    path.write_text(json.dumps({"body": raw, "properties": {"body_encoding": "base64"}}), encoding="utf-8")
+    return path
+
+
+def test_stale_shutdowns_are_dropped_before_workers_start_when_none_is_alive(tmp_path: Path) -> None:
+    inbox = tmp_path / sweep.BROKER_INBOX
+    inbox.mkdir(parents=True)
+    shutdown = {"method": "shutdown", "arguments": {}, "destination": None}
+    stale = _control_message(inbox, "5_a.dvc-exp-1a2b3c-1@localhost.celery.pidbox.msg", shutdown)
+    other = _control_message(inbox, "5_b.dvc-exp-1a2b3c-1@localhost.celery.pidbox.msg", {"method": "active"})
+    task = _control_message(inbox, "5_c.celery.msg", shutdown)  # a task message, never touched
+    broken = inbox / "5_d.dvc-exp-1a2b3c-2@localhost.celery.pidbox.msg"
+    broken.write_text("{not json", encoding="utf-8")
+    dvc, clock = ScriptedDvc([{"a": "Queued", "@workers": "1 active, 0 idle"}, {"a": "Success"}]), Clock()
+    sweep.run_queue(dvc, ["a"], 1, timeout=600, clock=clock, sleep=clock.sleep, repo=tmp_path)
+    assert stale.exists()  # a worker was alive: its messages are its own
+    dvc, clock = ScriptedDvc([{"a": "Queued", "@workers": "0 active, 0 idle"}, {"a": "Success"}]), Clock()
+    sweep.run_queue(dvc, ["a"], 1, timeout=600, clock=clock, sleep=clock.sleep, repo=tmp_path)
+    assert not stale.exists() and other.exists() and task.exists() and broken.exists()
+    assert sweep.drop_stale_shutdowns(tmp_path / "no-repo") == 0
 
 
 def test_run_queue_is_bounded_by_its_timeout() -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import base64
 import json
 import logging
 import os
@@ -57,6 +58,11 @@ VIEW = (
 )
 FINISHED = ("Success", "Failed")
 STALL_SECONDS = 60.0  # queued work, nothing running, for this long: the workers are stuck
+WORKER_GRACE = 10.0  # seconds a started queue worker may take to show in `dvc queue status`
+MAX_REVIVALS = 3  # workers started again per finished experiment, at most
+_WORKERS = re.compile(r"Worker status: (\d+) active, (\d+) idle")
+# DVC's filesystem message broker: the messages not yet consumed, one file each.
+BROKER_INBOX = Path(".dvc/tmp/exps/celery/broker/in")
 _QUEUED = re.compile(r"Queued experiment '([^']+)'")
 _OVERRIDES = re.compile(r"Queueing with overrides '(\{.*\})'\.?$")
 
@@ -192,6 +198,33 @@ def parse_queue_status(output: str) -> dict[str, str]:
     return states
 
 
+def parse_workers(output: str) -> int | None:
+    """The queue workers alive (active or idle) that ``dvc queue status`` reports; None without its line."""
+    match = _WORKERS.search(output)
+    return None if match is None else int(match[1]) + int(match[2])
+
+
+def drop_stale_shutdowns(repo: Path) -> int:
+    """Delete the undelivered ``shutdown`` control messages in ``repo``'s queue broker; how many.
+
+    Call only with no queue worker alive. ``dvc queue stop``, and a worker that stops itself when idle,
+    broadcast ``shutdown`` into the control queue of every worker name the broker knows, alive or not;
+    the next worker started under a name that was not alive reads it on start and exits after its first
+    experiment, with work still queued (seen with DVC 3.x). Other messages, and anything unreadable, stay.
+    """
+    dropped = 0
+    for path in sorted((repo / BROKER_INBOX).glob("*.celery.pidbox.msg")):
+        try:
+            message = json.loads(path.read_text(encoding="utf-8"))
+            body = json.loads(base64.b64decode(message["body"], validate=True))
+        except (OSError, ValueError, KeyError, TypeError):  # binascii.Error is a ValueError
+            continue
+        if isinstance(body, dict) and body.get("method") == "shutdown":
+            path.unlink(missing_ok=True)
+            dropped += 1
+    return dropped
+
+
 def run_queue(
     dvc: Dvc,
     names: Sequence[str],
@@ -200,13 +233,24 @@ def run_queue(
     poll: float = 2.0,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    repo: Path = Path("."),
+    env: Mapping[str, str] | None = None,
 ) -> None:
-    """Run the queued experiments ``names`` with ``jobs`` queue workers; return when all have finished.
+    """Run the queued experiments ``names`` of ``repo`` with ``jobs`` queue workers; return when all have finished.
+
+    The workers start in ``env`` (this process's environment by default), each experiment's share of the
+    CPUs added (:func:`~mnist_pipeline.compute.shared_by`).
 
     Not ``dvc exp run --run-all``, which users have seen stop after a few experiments and wait
-    forever (iterative/dvc#10398): the wait here is bounded by ``timeout`` seconds, and queued work
-    with nothing running for :data:`STALL_SECONDS` gets its workers restarted once. The workers
-    are stopped once the sweep is done.
+    forever (iterative/dvc#10398): the wait here is bounded by ``timeout`` seconds. DVC's workers
+    sometimes exit, or sit idle, with work still queued (iterative/dvc#10562, treeverse/dvc-task#77).
+    A worker that has exited is started again (``dvc queue start -j N`` starts the missing ones) as
+    soon as the status shows fewer workers than ``jobs`` (or than experiments left) with experiments
+    queued, :data:`WORKER_GRACE` seconds after the last start, at most :data:`MAX_REVIVALS` times per
+    finished experiment. Queued work with nothing
+    running for :data:`STALL_SECONDS` gets every worker killed and restarted, once until an experiment
+    finishes again. Workers are started after :func:`drop_stale_shutdowns` when none is alive. The
+    workers are stopped once the sweep is done.
 
     Raises
     ------
@@ -214,16 +258,24 @@ def run_queue(
         On timeout, or if the workers stall again; the message names the experiments left and
         what to do. They stay in DVC's queue either way.
     """
-    # The queue's workers pass their environment on: each experiment computes on its share of the CPUs.
-    dvc("queue", "start", "-j", str(jobs), env=compute.shared_by(jobs))
-    start = last_progress = clock()
-    restarted, done = False, -1
+
+    def start_workers(alive: int | None) -> None:
+        if alive == 0 and (dropped := drop_stale_shutdowns(repo)):
+            log.info("dropped %d stale shutdown message(s) that would stop the next queue worker", dropped)
+        # The queue's workers pass their environment on: each experiment computes on its share of the CPUs.
+        dvc("queue", "start", "-j", str(jobs), env=compute.shared_by(jobs, os.environ if env is None else env))
+
+    start_workers(parse_workers(dvc("queue", "status")))
+    start = last_progress = last_start = clock()
+    restarted, done, revivals = False, -1, 0
     while True:
-        states = parse_queue_status(dvc("queue", "status"))
+        status = dvc("queue", "status")
+        states = parse_queue_status(status)
         pending = [n for n in names if states.get(n) not in FINISHED]
         now = clock()
         if len(names) - len(pending) != done:
             done, last_progress = len(names) - len(pending), now
+            restarted, revivals = False, 0
             log.info("%d of %d experiment(s) finished", done, len(names))
         if not pending:
             break
@@ -235,7 +287,14 @@ def run_queue(
                 f"{left} after {timeout / 60:g} min (--timeout); they stay queued or running: "
                 "see `dvc queue status` and `dvc queue logs NAME`, stop them with `dvc queue kill NAME`"
             )
-        if now - last_progress > STALL_SECONDS:
+        alive, queued = parse_workers(status), any(states.get(n) == "Queued" for n in pending)
+        wanted = min(jobs, sum(states.get(n) in ("Queued", "Running") for n in pending))  # workers with work
+        gone = queued and alive is not None and alive < wanted and revivals < MAX_REVIVALS
+        if gone and now - last_start > WORKER_GRACE:
+            log.warning("%d of %d queue worker(s) left with experiments queued: starting the others", alive, wanted)
+            start_workers(alive)
+            revivals, last_start = revivals + 1, now
+        elif now - last_progress > STALL_SECONDS:
             if restarted:
                 raise PipelineError(
                     f"{left}: queued, but no queue worker runs them (restarted once); see `dvc queue status`, "
@@ -243,8 +302,8 @@ def run_queue(
                 )
             log.warning("queued experiments and nothing running for %gs: restarting the queue workers", STALL_SECONDS)
             dvc("queue", "stop", "--kill")
-            dvc("queue", "start", "-j", str(jobs), env=compute.shared_by(jobs))
-            restarted, last_progress = True, now
+            start_workers(parse_workers(dvc("queue", "status")))
+            restarted, last_progress, last_start = True, now, now
         sleep(poll)
     dvc("queue", "stop")  # idle workers exit
 
@@ -258,7 +317,7 @@ def sweep(dvc: Dvc, grid: Sequence[str], jobs: int, timeout: float) -> list[Resu
     if not queued:
         raise PipelineError(f"`dvc {' '.join(queue_args)}` queued no experiment")
     log.info("queued %d experiment(s): %s", len(queued), ", ".join(queued))
-    run_queue(dvc, list(queued), jobs, timeout)
+    run_queue(dvc, list(queued), jobs, timeout, repo=dvc.cwd or Path("."))
     shown = dvc("exp", "show", "--json", errors=False)  # a warning on stderr is no JSON
     try:
         experiments = json.loads(shown)

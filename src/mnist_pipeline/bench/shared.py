@@ -7,9 +7,10 @@ the scenarios and the table gives medians, each scenario also as a ratio to the 
 Every run's ``model.npz`` is hashed: the compute threads change with the scenario (two CPUs, one, or
 two shared), the bytes must not.
 
-Then parallel experiments: four default runs (seeds) as ``dvc exp run --temp`` one at a time, and four
-more two at a time, wall seconds of each. (Not through ``dvc queue``: its workers sometimes sit idle
-with work queued, iterative/dvc#10562, which ``make sweep`` waits out; that would time DVC's stalls.)
+Then parallel experiments: four default runs (seeds) queued with ``dvc exp run --queue`` and run by
+``dvc queue start -j 1``, then four more by ``-j 2``, as ``make sweep`` runs a queue
+(:func:`~mnist_pipeline.sweep.run_queue`, which starts again the workers DVC stops with work queued);
+wall seconds from the workers' start until the last experiment has finished.
 Last the tuner as a user runs it (:func:`measure_tune`): a study of four default trials on one
 ``python -m mnist_pipeline.tune`` worker, then another on two workers started side by side with nothing
 set, each trial choosing its threads from the CPUs it may use.
@@ -29,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mnist_pipeline import compute
+from mnist_pipeline import sweep
 from mnist_pipeline.paths import FEATURES_DIR, MODEL_FILE, TIMING_FILE
 
 log = logging.getLogger(__name__)
@@ -142,20 +143,20 @@ def measure(workspace: Path, workdir: Path, env: dict[str, str], rounds: int = R
 
 
 def measure_experiments(workspace: Path, env: dict[str, str], dvc: str) -> dict[str, Any]:
-    """Wall seconds of four default experiments (``dvc exp run --temp``, one seed each) run one at a time,
-    then four others two at a time, each pair sharing the CPUs out (:func:`~mnist_pipeline.compute.shared_by`),
-    as ``make tune`` with two local workers runs its trials."""
+    """Wall seconds of four default experiments (one seed each) queued and run by DVC's queue with one worker,
+    then of four others with two, each sharing the CPUs out (:func:`~mnist_pipeline.compute.shared_by`), as
+    ``make sweep -j N`` runs them."""
     out: dict[str, Any] = {}
     began = time.perf_counter()
+    runner = sweep.Dvc(dvc, workspace)
     for jobs, seeds in ((1, (11, 12, 13, 14)), (2, (15, 16, 17, 18))):
-        job_env = compute.shared_by(jobs, env)
+        queued = sweep.parse_queued(runner("exp", "run", "--queue", "-S", f"train.seed={','.join(map(str, seeds))}"))
+        if len(queued) != len(seeds):
+            raise RuntimeError(f"dvc exp run --queue queued {len(queued)} experiment(s), not {len(seeds)}")
         start_time = time.perf_counter()
-        for k in range(0, len(seeds), jobs):
-            cmds = [[dvc, "exp", "run", "--temp", "-S", f"train.seed={s}"] for s in seeds[k : k + jobs]]
-            for proc in [start(c, workspace, job_env) for c in cmds]:
-                wait(proc, "dvc exp run")
+        sweep.run_queue(runner, list(queued), jobs, timeout=TIMEOUT, repo=workspace, env=env)
         out[f"j{jobs}"] = time.perf_counter() - start_time
-        log.info("4 default experiments, %d at a time: %.1f s", jobs, out[f"j{jobs}"])
+        log.info("4 default experiments by dvc queue -j %d: %.1f s", jobs, out[f"j{jobs}"])
     out["ratio"] = out["j2"] / out["j1"]
     out["seconds"] = time.perf_counter() - began
     return out
@@ -202,7 +203,7 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         ratio = queue["ratio"]
         rows.append(
             {
-                "target": f"4 experiments 2 at a time ≤ {QUEUE_LIMIT}× 1 at a time",
+                "target": f"4 queued experiments: dvc queue -j 2 ≤ {QUEUE_LIMIT}× -j 1",
                 "measured": ratio,
                 "unit": "×",
                 "met": ratio <= QUEUE_LIMIT,
@@ -247,9 +248,9 @@ def lines(result: dict[str, Any]) -> list[str]:
     if queue:
         out += [
             "",
-            f"Parallel experiments: 4 default runs (`dvc exp run --temp`, one seed each) took {queue['j1']:.1f} s "
-            f"one at a time and {queue['j2']:.1f} s two at a time ({queue['ratio']:.2f}×; each pair shares the CPUs "
-            "out with `MNIST_PIPELINE_THREADS`).",
+            f"Parallel experiments: 4 default runs (one seed each) queued with `dvc exp run --queue` took "
+            f"{queue['j1']:.1f} s on `dvc queue start -j 1` and {queue['j2']:.1f} s on `-j 2` ({queue['ratio']:.2f}×; "
+            "run as `make sweep` runs a queue, each experiment on its share of the CPUs).",
         ]
     tune = result.get("tune")
     if tune:
