@@ -10,7 +10,9 @@ import base64
 import json
 import os
 import stat
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -71,6 +73,17 @@ def _show(*experiments) -> list[dict]:
 
 
 # --- parsing ------------------------------------------------------------------------------------
+
+
+def test_a_dvc_command_returns_while_the_workers_it_started_hold_its_output(tmp_path: Path) -> None:
+    """`dvc queue start` leaves workers behind with its stdout: the call must not wait for them to exit."""
+    script = tmp_path / "dvc"
+    worker = f"{sys.executable} -c 'import time; time.sleep(30)'"
+    script.write_text(f"#!/bin/sh\n{worker} &\necho \"Started '1' new experiments task queue worker.\"\n")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    began = time.monotonic()
+    out = sweep.Dvc(str(script), tmp_path)("queue", "start", "-j", "1")
+    assert time.monotonic() - began < 10 and out == "Started '1' new experiments task queue worker.\n"
 
 
 def test_parse_queued_pairs_names_with_their_overrides() -> None:
@@ -266,6 +279,12 @@ class Clock:
         self.now += seconds
 
 
+def run_queue(dvc: ScriptedDvc, names: list[str], jobs: int, **kwargs) -> None:
+    """sweep.run_queue with no experiment saved in git unless the test says which are (``saved``)."""
+    kwargs.setdefault("saved", set)
+    sweep.run_queue(dvc, names, jobs, **kwargs)
+
+
 def test_parse_queue_status() -> None:
     output = ScriptedDvc([{"a-b": "Running", "c-d": "Queued", "e-f": "Success", "g-h": "Failed"}])("queue", "status")
     assert sweep.parse_queue_status(output) == {"a-b": "Running", "c-d": "Queued", "e-f": "Success", "g-h": "Failed"}
@@ -274,7 +293,7 @@ def test_parse_queue_status() -> None:
 def test_run_queue_waits_for_its_experiments_then_stops_the_workers() -> None:
     dvc, clock = ScriptedDvc([{"a": "Queued", "b": "Queued"}, {"a": "Running", "b": "Queued"}]), Clock()
     dvc.script += [{"a": "Success", "b": "Running"}, {"a": "Success", "b": "Failed", "other": "Queued"}]
-    sweep.run_queue(dvc, ["a", "b"], 2, timeout=600, clock=clock, sleep=clock.sleep)
+    run_queue(dvc, ["a", "b"], 2, timeout=600, clock=clock, sleep=clock.sleep)
     assert dvc.calls[1] == ["queue", "start", "-j", "2"] and dvc.calls[-1] == ["queue", "stop"]
     assert dvc.calls.count(["queue", "status"]) == 4  # one before the start, then up to the first with both finished
 
@@ -282,7 +301,7 @@ def test_run_queue_waits_for_its_experiments_then_stops_the_workers() -> None:
 def test_run_queue_restarts_stalled_workers_once_then_says_so() -> None:
     dvc, clock = ScriptedDvc([{"a": "Success", "b": "Queued"}]), Clock()  # b waits, nothing runs
     with pytest.raises(PipelineError, match=r"1 experiment\(s\) not finished \(b\): queued, but no queue worker"):
-        sweep.run_queue(dvc, ["a", "b"], 1, timeout=3600, clock=clock, sleep=clock.sleep)
+        run_queue(dvc, ["a", "b"], 1, timeout=3600, clock=clock, sleep=clock.sleep)
     restarts = [c for c in dvc.calls if c[0] == "queue" and c[1] != "status"]
     assert restarts == [["queue", "start", "-j", "1"], ["queue", "stop", "--kill"], ["queue", "start", "-j", "1"]]
     assert 2 * sweep.STALL_SECONDS <= clock.now < 2 * sweep.STALL_SECONDS + 10
@@ -303,7 +322,7 @@ def test_run_queue_starts_workers_that_exited_with_work_queued_again_without_wai
     script = [{"a": "Running", "b": "Queued"}] * 3 + [{"a": "Success", "b": "Queued", **gone}] * 8
     script += [{"a": "Success", "b": "Running"}] * 3 + [{"a": "Success", "b": "Success", **gone}]
     dvc, clock = ScriptedDvc(script), Clock()
-    sweep.run_queue(dvc, ["a", "b"], 1, timeout=3600, clock=clock, sleep=clock.sleep)
+    run_queue(dvc, ["a", "b"], 1, timeout=3600, clock=clock, sleep=clock.sleep)
     assert starts(dvc) == [["queue", "start", "-j", "1"]] * 2 + [["queue", "stop"]]  # no kill, no stall
     assert clock.now < sweep.STALL_SECONDS / 2
 
@@ -312,18 +331,18 @@ def test_run_queue_tops_up_to_the_workers_asked_while_one_still_runs() -> None:
     script = [{"a": "Running", "b": "Queued", "c": "Queued", "@workers": "1 active, 0 idle"}] * 8
     script += [{"a": "Running", "b": "Running", "c": "Queued", "@workers": "2 active, 0 idle"}] * 3
     dvc, clock = ScriptedDvc(script + [{"a": "Success", "b": "Success", "c": "Success"}]), Clock()
-    sweep.run_queue(dvc, ["a", "b", "c"], 2, timeout=3600, clock=clock, sleep=clock.sleep)
+    run_queue(dvc, ["a", "b", "c"], 2, timeout=3600, clock=clock, sleep=clock.sleep)
     assert starts(dvc) == [["queue", "start", "-j", "2"]] * 2 + [["queue", "stop"]]
     one_left = [{"a": "Success", "b": "Success", "c": "Running", "@workers": "1 active, 0 idle"}]
     dvc, clock = ScriptedDvc(one_left * 10 + [{"a": "Success", "b": "Success", "c": "Success"}]), Clock()
-    sweep.run_queue(dvc, ["a", "b", "c"], 2, timeout=3600, clock=clock, sleep=clock.sleep)
+    run_queue(dvc, ["a", "b", "c"], 2, timeout=3600, clock=clock, sleep=clock.sleep)
     assert starts(dvc) == [["queue", "start", "-j", "2"], ["queue", "stop"]]  # nothing queued: one worker is enough
 
 
 def test_run_queue_starts_exited_workers_a_bounded_number_of_times_then_stops_with_the_stall_error() -> None:
     dvc, clock = ScriptedDvc([{"a": "Success", "b": "Queued", "@workers": "0 active, 0 idle"}]), Clock()
     with pytest.raises(PipelineError, match=r"not finished \(b\): queued, but no queue worker runs them"):
-        sweep.run_queue(dvc, ["a", "b"], 1, timeout=3600, clock=clock, sleep=clock.sleep)
+        run_queue(dvc, ["a", "b"], 1, timeout=3600, clock=clock, sleep=clock.sleep)
     revived = [["queue", "start", "-j", "1"]] * (1 + sweep.MAX_REVIVALS)
     assert starts(dvc) == [*revived, ["queue", "stop", "--kill"], ["queue", "start", "-j", "1"]]
 
@@ -345,18 +364,43 @@ def test_stale_shutdowns_are_dropped_before_workers_start_when_none_is_alive(tmp
     broken = inbox / "5_d.dvc-exp-1a2b3c-2@localhost.celery.pidbox.msg"
     broken.write_text("{not json", encoding="utf-8")
     dvc, clock = ScriptedDvc([{"a": "Queued", "@workers": "1 active, 0 idle"}, {"a": "Success"}]), Clock()
-    sweep.run_queue(dvc, ["a"], 1, timeout=600, clock=clock, sleep=clock.sleep, repo=tmp_path)
+    run_queue(dvc, ["a"], 1, timeout=600, clock=clock, sleep=clock.sleep, repo=tmp_path)
     assert stale.exists()  # a worker was alive: its messages are its own
     dvc, clock = ScriptedDvc([{"a": "Queued", "@workers": "0 active, 0 idle"}, {"a": "Success"}]), Clock()
-    sweep.run_queue(dvc, ["a"], 1, timeout=600, clock=clock, sleep=clock.sleep, repo=tmp_path)
+    run_queue(dvc, ["a"], 1, timeout=600, clock=clock, sleep=clock.sleep, repo=tmp_path)
     assert not stale.exists() and other.exists() and task.exists() and broken.exists()
     assert sweep.drop_stale_shutdowns(tmp_path / "no-repo") == 0
+
+
+def test_saved_experiments_are_the_names_of_the_experiment_refs(tmp_path: Path) -> None:
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    assert sweep.saved_experiments(tmp_path) == set()  # not a git repository
+    git("init", "-q")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "base")
+    for ref in ("refs/exps/ab/cdef12/rummy-tote", "refs/exps/ab/cdef12/fresh-zest", "refs/heads/other"):
+        git("update-ref", ref, "HEAD")
+    assert sweep.saved_experiments(tmp_path) == {"rummy-tote", "fresh-zest"}
+
+
+def test_run_queue_returns_once_every_experiment_is_saved_without_waiting_for_the_status() -> None:
+    dvc, clock = ScriptedDvc([{"a": "Running", "b": "Running"}]), Clock()  # the status lags behind
+    looks: list[float] = []
+
+    def saved() -> set[str]:
+        looks.append(clock.now)
+        return {"a", "b"} if clock.now >= 5.1 else {"a"}
+
+    run_queue(dvc, ["a", "b"], 2, timeout=600, clock=clock, sleep=clock.sleep, saved=saved)
+    assert clock.now == pytest.approx(5.25) and looks[-1] == pytest.approx(5.25)  # the first look after 5.1 s
+    assert dvc.calls[-1] == ["queue", "stop"] and dvc.calls.count(["queue", "status"]) == 4
 
 
 def test_run_queue_is_bounded_by_its_timeout() -> None:
     dvc, clock = ScriptedDvc([{"a": "Running"}]), Clock()  # runs forever
     with pytest.raises(PipelineError, match=r"not finished \(a\) after 5 min \(--timeout\)"):
-        sweep.run_queue(dvc, ["a"], 1, timeout=300, clock=clock, sleep=clock.sleep)
+        run_queue(dvc, ["a"], 1, timeout=300, clock=clock, sleep=clock.sleep)
     assert 300 < clock.now <= 305 and ["queue", "stop", "--kill"] not in dvc.calls  # running is progress
 
 

@@ -25,11 +25,12 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from mnist_pipeline import cli, compute, paths
 from mnist_pipeline.check_metrics import align
@@ -59,6 +60,7 @@ VIEW = (
 FINISHED = ("Success", "Failed")
 STALL_SECONDS = 60.0  # queued work, nothing running, for this long: the workers are stuck
 WORKER_GRACE = 10.0  # seconds a started queue worker may take to show in `dvc queue status`
+SAVED_POLL = 0.25  # seconds between looks at the saved experiments' git refs while waiting for the queue
 MAX_REVIVALS = 3  # workers started again per finished experiment, at most
 _WORKERS = re.compile(r"Worker status: (\d+) active, (\d+) idle")
 # DVC's filesystem message broker: the messages not yet consumed, one file each.
@@ -172,20 +174,27 @@ class Dvc:
         """Run ``dvc *args`` (in ``env`` if given); return its output (with its errors and warnings unless not
         ``errors``), or let it print to the terminal if not ``capture``."""
         log.info("$ dvc %s", " ".join(args))
-        pipe = subprocess.PIPE if capture else None
-        proc = subprocess.run(
-            [self.executable, *args],
-            cwd=self.cwd,
-            stdout=pipe,
-            stderr=(subprocess.STDOUT if errors else subprocess.PIPE) if capture else None,
-            text=True,
-            env=None if env is None else dict(env),
-        )
+        # Output into files, not pipes: `dvc queue start` leaves workers behind that inherit its stdout, and a
+        # pipe would not reach its end (so the call would not return) until every one of them had exited.
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            proc = subprocess.run(
+                [self.executable, *args],
+                cwd=self.cwd,
+                stdout=out if capture else None,
+                stderr=(subprocess.STDOUT if errors else err) if capture else None,
+                text=True,
+                env=None if env is None else dict(env),
+            )
+            said, complaints = (_read(out), _read(err)) if capture else ("", "")
         if proc.returncode != 0:
-            said = (proc.stdout or "") + (proc.stderr or "")
-            tail = " | ".join(said.strip().splitlines()[-3:]) or "see its output above"
+            tail = " | ".join((said + complaints).strip().splitlines()[-3:]) or "see its output above"
             raise PipelineError(f"`dvc {' '.join(args)}` exited {proc.returncode}: {tail}")
-        return proc.stdout or ""
+        return said
+
+
+def _read(file: IO[str]) -> str:
+    file.seek(0)
+    return file.read()
 
 
 def parse_queue_status(output: str) -> dict[str, str]:
@@ -225,6 +234,25 @@ def drop_stale_shutdowns(repo: Path) -> int:
     return dropped
 
 
+def saved_experiments(repo: Path) -> set[str]:
+    """Names of the experiments whose results DVC has saved in ``repo`` (its ``refs/exps/.../<name>`` refs).
+
+    A ``git for-each-ref`` takes milliseconds where ``dvc queue status`` takes seconds; empty if git fails.
+    """
+    try:
+        out = subprocess.run(
+            ["git", "for-each-ref", "--format=%(refname)", "refs/exps"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return set()
+    return {ref.rsplit("/", 1)[-1] for ref in out.splitlines() if ref}
+
+
 def run_queue(
     dvc: Dvc,
     names: Sequence[str],
@@ -235,11 +263,14 @@ def run_queue(
     sleep: Callable[[float], None] = time.sleep,
     repo: Path = Path("."),
     env: Mapping[str, str] | None = None,
+    saved: Callable[[], set[str]] | None = None,
 ) -> None:
     """Run the queued experiments ``names`` of ``repo`` with ``jobs`` queue workers; return when all have finished.
 
     The workers start in ``env`` (this process's environment by default), each experiment's share of the
-    CPUs added (:func:`~mnist_pipeline.compute.shared_by`).
+    CPUs added (:func:`~mnist_pipeline.compute.shared_by`). Between two ``dvc queue status`` calls the
+    experiments' saved results are looked for every :data:`SAVED_POLL` seconds (``saved()``, by default
+    :func:`saved_experiments`): once all are saved the wait is over, without another status call.
 
     Not ``dvc exp run --run-all``, which users have seen stop after a few experiments and wait
     forever (iterative/dvc#10398): the wait here is bounded by ``timeout`` seconds. DVC's workers
@@ -265,10 +296,13 @@ def run_queue(
         # The queue's workers pass their environment on: each experiment computes on its share of the CPUs.
         dvc("queue", "start", "-j", str(jobs), env=compute.shared_by(jobs, os.environ if env is None else env))
 
+    def all_saved() -> bool:
+        return set(names) <= (saved() if saved is not None else saved_experiments(repo))
+
     start_workers(parse_workers(dvc("queue", "status")))
     start = last_progress = last_start = clock()
     restarted, done, revivals = False, -1, 0
-    while True:
+    while not all_saved():
         status = dvc("queue", "status")
         states = parse_queue_status(status)
         pending = [n for n in names if states.get(n) not in FINISHED]
@@ -304,7 +338,12 @@ def run_queue(
             dvc("queue", "stop", "--kill")
             start_workers(parse_workers(dvc("queue", "status")))
             restarted, last_progress, last_start = True, now, now
-        sleep(poll)
+        waited = 0.0
+        while waited < poll and not all_saved():
+            sleep(SAVED_POLL)
+            waited += SAVED_POLL
+    else:
+        log.info("%d of %d experiment(s) finished", len(names), len(names))
     dvc("queue", "stop")  # idle workers exit
 
 
