@@ -434,8 +434,12 @@ def test_tune_measurement_runs_one_worker_then_two_on_one_study_each_with_its_ow
     assert (out["w1"], out["w2"], out["ratio"]) == (60.0, 40.0, pytest.approx(2 / 3))
     assert len(started) == 3 and started[1] == started[2]  # two workers of one study share its budget
     studies = [cmd[cmd.index("--study") + 1] for cmd in started]
-    seeds = [cmd[cmd.index("--seed") + 1] for cmd in started]
-    assert studies == ["bench-tune-w1", "bench-tune-w2", "bench-tune-w2"] and seeds[0] != seeds[1]
+    assert studies == ["bench-tune-w1", "bench-tune-w2", "bench-tune-w2"]
+    journals = [cmd[cmd.index("--storage") + 1] for cmd in started]  # never $TUNE_STORAGE's database
+    assert journals == [str(tmp_path / "bench-tune-w1.log"), *[str(tmp_path / "bench-tune-w2.log")] * 2]
+    # trial n of a study is sampled with seed + n: the two studies' trials never share a sampler seed
+    seeds = [{int(cmd[cmd.index("--seed") + 1]) + n for n in range(shared.TUNE_TRIALS)} for cmd in started[:2]]
+    assert not seeds[0] & seeds[1]
     assert all("--no-push" in cmd and cmd[cmd.index("--dvc") + 1] == "dvc" for cmd in started)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -79,11 +80,17 @@ def test_a_dvc_command_returns_while_the_workers_it_started_hold_its_output(tmp_
     """`dvc queue start` leaves workers behind with its stdout: the call must not wait for them to exit."""
     script = tmp_path / "dvc"
     worker = f"{sys.executable} -c 'import time; time.sleep(30)'"
-    script.write_text(f"#!/bin/sh\n{worker} &\necho \"Started '1' new experiments task queue worker.\"\n")
+    pid = tmp_path / "worker.pid"
+    said = "Started '1' new experiments task queue worker."
+    script.write_text(f'#!/bin/sh\n{worker} &\necho $! > {pid}\necho "{said}"\n')
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
     began = time.monotonic()
-    out = sweep.Dvc(str(script), tmp_path)("queue", "start", "-j", "1")
-    assert time.monotonic() - began < 10 and out == "Started '1' new experiments task queue worker.\n"
+    try:
+        out = sweep.Dvc(str(script), tmp_path)("queue", "start", "-j", "1")
+        assert time.monotonic() - began < 10 and out == said + "\n"
+    finally:
+        if pid.exists():
+            os.kill(int(pid.read_text()), signal.SIGTERM)
 
 
 def test_parse_queued_pairs_names_with_their_overrides() -> None:
@@ -194,7 +201,7 @@ def test_main_queues_runs_and_ranks(fake_dvc: Path, capsys: pytest.CaptureFixtur
     )
     assert _calls(fake_dvc) == [
         ["exp", "run", "--queue", "-S", "train.lr=0.7", "-S", "model=mlp_64_sigmoid,softmax_regression"],
-        ["queue", "status"],  # a worker alive? (none: stale shutdowns are dropped first)
+        ["queue", "status"],  # a worker alive? (here one is idle; with none, stale shutdowns are dropped first)
         ["queue", "start", "-j", "2", f"threads={max(1, min(n for n, _ in compute.available_cpus()) // 2)}"],
         ["queue", "status"],
         ["queue", "stop"],
@@ -280,8 +287,9 @@ class Clock:
 
 
 def run_queue(dvc: ScriptedDvc, names: list[str], jobs: int, **kwargs) -> None:
-    """sweep.run_queue with no experiment saved in git unless the test says which are (``saved``)."""
-    kwargs.setdefault("saved", set)
+    """sweep.run_queue in no repository (no broker, no git refs) unless the test gives one or its ``refs``."""
+    kwargs.setdefault("refs", set)
+    kwargs.setdefault("repo", Path("/nonexistent-repo"))
     sweep.run_queue(dvc, names, jobs, **kwargs)
 
 
@@ -304,7 +312,8 @@ def test_run_queue_restarts_stalled_workers_once_then_says_so() -> None:
         run_queue(dvc, ["a", "b"], 1, timeout=3600, clock=clock, sleep=clock.sleep)
     restarts = [c for c in dvc.calls if c[0] == "queue" and c[1] != "status"]
     assert restarts == [["queue", "start", "-j", "1"], ["queue", "stop", "--kill"], ["queue", "start", "-j", "1"]]
-    assert 2 * sweep.STALL_SECONDS <= clock.now < 2 * sweep.STALL_SECONDS + 10
+    # the killed worker still shows as alive here: the restart waits WORKER_GRACE for it to go, no longer
+    assert 2 * sweep.STALL_SECONDS + sweep.WORKER_GRACE <= clock.now < 2 * sweep.STALL_SECONDS + sweep.WORKER_GRACE + 10
 
 
 def test_parse_workers_counts_the_active_and_the_idle_ones() -> None:
@@ -372,28 +381,29 @@ def test_stale_shutdowns_are_dropped_before_workers_start_when_none_is_alive(tmp
     assert sweep.drop_stale_shutdowns(tmp_path / "no-repo") == 0
 
 
-def test_saved_experiments_are_the_names_of_the_experiment_refs(tmp_path: Path) -> None:
+def test_experiment_refs_are_the_refs_under_refs_exps(tmp_path: Path) -> None:
     def git(*args: str) -> None:
         subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
 
-    assert sweep.saved_experiments(tmp_path) == set()  # not a git repository
+    assert sweep.experiment_refs(tmp_path) == set()  # not a git repository
     git("init", "-q")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "base")
     for ref in ("refs/exps/ab/cdef12/rummy-tote", "refs/exps/ab/cdef12/fresh-zest", "refs/heads/other"):
         git("update-ref", ref, "HEAD")
-    assert sweep.saved_experiments(tmp_path) == {"rummy-tote", "fresh-zest"}
+    assert sweep.experiment_refs(tmp_path) == {"refs/exps/ab/cdef12/rummy-tote", "refs/exps/ab/cdef12/fresh-zest"}
 
 
 def test_run_queue_returns_once_every_experiment_is_saved_without_waiting_for_the_status() -> None:
     dvc, clock = ScriptedDvc([{"a": "Running", "b": "Running"}]), Clock()  # the status lags behind
+    older = "refs/exps/12/3456/b"  # a namesake saved under another baseline before the sweep: not this b
     looks: list[float] = []
 
-    def saved() -> set[str]:
+    def refs() -> set[str]:
         looks.append(clock.now)
-        return {"a", "b"} if clock.now >= 5.1 else {"a"}
+        return {older, "refs/exps/ab/cdef/a", "refs/exps/ab/cdef/b"} if clock.now >= 5.1 else {older}
 
-    run_queue(dvc, ["a", "b"], 2, timeout=600, clock=clock, sleep=clock.sleep, saved=saved)
-    assert clock.now == pytest.approx(5.25) and looks[-1] == pytest.approx(5.25)  # the first look after 5.1 s
+    run_queue(dvc, ["a", "b"], 2, timeout=600, clock=clock, sleep=clock.sleep, refs=refs)
+    assert clock.now == pytest.approx(5.5) and looks[-1] == pytest.approx(5.5)  # the first look after 5.1 s
     assert dvc.calls[-1] == ["queue", "stop"] and dvc.calls.count(["queue", "status"]) == 4
 
 

@@ -60,7 +60,7 @@ VIEW = (
 FINISHED = ("Success", "Failed")
 STALL_SECONDS = 60.0  # queued work, nothing running, for this long: the workers are stuck
 WORKER_GRACE = 10.0  # seconds a started queue worker may take to show in `dvc queue status`
-SAVED_POLL = 0.25  # seconds between looks at the saved experiments' git refs while waiting for the queue
+SAVED_POLL = 0.5  # seconds between looks at the saved experiments' git refs while waiting for the queue
 MAX_REVIVALS = 3  # workers started again per finished experiment, at most
 _WORKERS = re.compile(r"Worker status: (\d+) active, (\d+) idle")
 # DVC's filesystem message broker: the messages not yet consumed, one file each.
@@ -234,8 +234,8 @@ def drop_stale_shutdowns(repo: Path) -> int:
     return dropped
 
 
-def saved_experiments(repo: Path) -> set[str]:
-    """Names of the experiments whose results DVC has saved in ``repo`` (its ``refs/exps/.../<name>`` refs).
+def experiment_refs(repo: Path) -> set[str]:
+    """The git refs under which DVC has saved experiments in ``repo`` (``refs/exps/<baseline>/<name>``).
 
     A ``git for-each-ref`` takes milliseconds where ``dvc queue status`` takes seconds; empty if git fails.
     """
@@ -250,7 +250,7 @@ def saved_experiments(repo: Path) -> set[str]:
         ).stdout
     except (OSError, subprocess.TimeoutExpired):
         return set()
-    return {ref.rsplit("/", 1)[-1] for ref in out.splitlines() if ref}
+    return set(out.split())
 
 
 def run_queue(
@@ -263,14 +263,14 @@ def run_queue(
     sleep: Callable[[float], None] = time.sleep,
     repo: Path = Path("."),
     env: Mapping[str, str] | None = None,
-    saved: Callable[[], set[str]] | None = None,
+    refs: Callable[[], set[str]] | None = None,
 ) -> None:
     """Run the queued experiments ``names`` of ``repo`` with ``jobs`` queue workers; return when all have finished.
 
     The workers start in ``env`` (this process's environment by default), each experiment's share of the
     CPUs added (:func:`~mnist_pipeline.compute.shared_by`). Between two ``dvc queue status`` calls the
-    experiments' saved results are looked for every :data:`SAVED_POLL` seconds (``saved()``, by default
-    :func:`saved_experiments`): once all are saved the wait is over, without another status call.
+    experiments' refs are looked for every :data:`SAVED_POLL` seconds (``refs()``, by default
+    :func:`experiment_refs`): once each name has a ref that was not there at the start, the wait is over.
 
     Not ``dvc exp run --run-all``, which users have seen stop after a few experiments and wait
     forever (iterative/dvc#10398): the wait here is bounded by ``timeout`` seconds. DVC's workers
@@ -296,8 +296,13 @@ def run_queue(
         # The queue's workers pass their environment on: each experiment computes on its share of the CPUs.
         dvc("queue", "start", "-j", str(jobs), env=compute.shared_by(jobs, os.environ if env is None else env))
 
+    def saved_refs() -> set[str]:
+        return refs() if refs is not None else experiment_refs(repo)
+
+    before = saved_refs()  # names are unique per baseline commit only: an older namesake is not this one
+
     def all_saved() -> bool:
-        return set(names) <= (saved() if saved is not None else saved_experiments(repo))
+        return set(names) <= {ref.rsplit("/", 1)[-1] for ref in saved_refs() - before}
 
     start_workers(parse_workers(dvc("queue", "status")))
     start = last_progress = last_start = clock()
@@ -336,8 +341,13 @@ def run_queue(
                 )
             log.warning("queued experiments and nothing running for %gs: restarting the queue workers", STALL_SECONDS)
             dvc("queue", "stop", "--kill")
-            start_workers(parse_workers(dvc("queue", "status")))
-            restarted, last_progress, last_start = True, now, now
+            alive, waited = parse_workers(dvc("queue", "status")), 0.0
+            while alive and waited < WORKER_GRACE:  # killed workers take a moment to go
+                sleep(poll)
+                waited += poll
+                alive = parse_workers(dvc("queue", "status"))
+            start_workers(alive)
+            restarted, last_progress, last_start = True, clock(), clock()
         waited = 0.0
         while waited < poll and not all_saved():
             sleep(SAVED_POLL)

@@ -1,8 +1,9 @@
 """Layers: :class:`Dense`, element-wise activations and :class:`Dropout`, without per-call state.
 
 The :class:`~mnist_pipeline.mlp.network.Network` keeps every intermediate array and computes a batch
-in row blocks on several threads at once, so a layer holds no cache of its own: each method takes
-what it needs and writes into ``out`` (a block of the network's buffer) where it can. An activation's
+in row blocks on several threads at once, so a layer holds no per-call state (ReLU keeps constant
+zeros, nothing else): each method takes what it needs and writes into ``out`` (a block of the
+network's buffer) where it can. An activation's
 ``forward(z, out)`` returns ``f(z)``; its ``backward(grad, z, a)`` turns ``d loss / d a`` into
 ``d loss / d z`` in place, from the pre-activation ``z`` and the output ``a``. ``out`` may be ``z``
 itself unless the activation sets ``keeps_input`` (its backward reads ``z``).
@@ -79,17 +80,23 @@ class Identity(Activation):
 @ACTIVATIONS.register("relu")
 class ReLU(Activation):
     """``max(z, 0)``, against an array of zeros: numpy's loop for two contiguous arrays runs 3-5x faster
-    than the one for an array and a scalar, and gives the same bits (every float32 checked, docs/performance.md)."""
+    than the one for an array and a scalar, and gives the same bits (every float32 checked, docs/performance.md).
+
+    The zeros are one read-only array per row width and dtype, as tall as the tallest ``z`` seen; a shorter
+    ``z`` takes its first rows (still contiguous).
+    """
 
     def __init__(self) -> None:
-        self._zeros: dict[tuple[tuple[int, ...], np.dtype], np.ndarray] = {}  # read-only, one per shape seen
+        self._zeros: dict[tuple[tuple[int, ...], np.dtype[Any]], np.ndarray] = {}
 
     def forward(self, z: np.ndarray, out: np.ndarray) -> np.ndarray:
-        key = (z.shape, z.dtype)
+        key = (z.shape[1:], z.dtype)
         zeros = self._zeros.get(key)
-        if zeros is None:  # two threads may both make it: equal arrays, either is kept
-            zeros = self._zeros[key] = np.zeros(z.shape, z.dtype)
-        return np.maximum(z, zeros, out=out)
+        if zeros is None or len(zeros) < len(z):  # two threads may both make one: equal arrays, either is kept
+            zeros = np.zeros(z.shape, z.dtype)
+            zeros.flags.writeable = False
+            self._zeros[key] = zeros
+        return np.maximum(z, zeros[: len(z)], out=out)
 
     def backward(self, grad: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
         grad *= a > 0
