@@ -306,12 +306,15 @@ def test_run_queue_waits_for_its_experiments_then_stops_the_workers() -> None:
     assert dvc.calls.count(["queue", "status"]) == 4  # one before the start, then up to the first with both finished
 
 
+def starts(dvc: ScriptedDvc) -> list[list[str]]:
+    return [c for c in dvc.calls if c[:2] != ["queue", "status"]]
+
+
 def test_run_queue_restarts_stalled_workers_once_then_says_so() -> None:
     dvc, clock = ScriptedDvc([{"a": "Success", "b": "Queued"}]), Clock()  # b waits, nothing runs
     with pytest.raises(PipelineError, match=r"1 experiment\(s\) not finished \(b\): queued, but no queue worker"):
         run_queue(dvc, ["a", "b"], 1, timeout=3600, clock=clock, sleep=clock.sleep)
-    restarts = [c for c in dvc.calls if c[0] == "queue" and c[1] != "status"]
-    assert restarts == [["queue", "start", "-j", "1"], ["queue", "stop", "--kill"], ["queue", "start", "-j", "1"]]
+    assert starts(dvc) == [["queue", "start", "-j", "1"], ["queue", "stop", "--kill"], ["queue", "start", "-j", "1"]]
     # the killed worker still shows as alive here: the restart waits WORKER_GRACE for it to go, no longer
     assert 2 * sweep.STALL_SECONDS + sweep.WORKER_GRACE <= clock.now < 2 * sweep.STALL_SECONDS + sweep.WORKER_GRACE + 10
 
@@ -319,10 +322,6 @@ def test_run_queue_restarts_stalled_workers_once_then_says_so() -> None:
 def test_parse_workers_counts_the_active_and_the_idle_ones() -> None:
     assert sweep.parse_workers(ScriptedDvc([{"a": "Running", "@workers": "2 active, 1 idle"}])("queue", "status")) == 3
     assert sweep.parse_workers("Task  Name  Created  Status\n") is None
-
-
-def starts(dvc: ScriptedDvc) -> list[list[str]]:
-    return [c for c in dvc.calls if c[:2] != ["queue", "status"]]
 
 
 def test_run_queue_starts_workers_that_exited_with_work_queued_again_without_waiting_for_a_stall() -> None:

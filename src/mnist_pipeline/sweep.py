@@ -278,10 +278,9 @@ def run_queue(
     A worker that has exited is started again (``dvc queue start -j N`` starts the missing ones) as
     soon as the status shows fewer workers than ``jobs`` (or than experiments left) with experiments
     queued, :data:`WORKER_GRACE` seconds after the last start, at most :data:`MAX_REVIVALS` times per
-    finished experiment. Queued work with nothing
-    running for :data:`STALL_SECONDS` gets every worker killed and restarted, once until an experiment
-    finishes again. Workers are started after :func:`drop_stale_shutdowns` when none is alive. The
-    workers are stopped once the sweep is done.
+    finished experiment. Queued work with nothing running for :data:`STALL_SECONDS` gets every worker
+    killed and restarted, once until an experiment finishes again. Workers are started after
+    :func:`drop_stale_shutdowns` when none is alive. The workers are stopped once the sweep is done.
 
     Raises
     ------
@@ -296,6 +295,9 @@ def run_queue(
         # The queue's workers pass their environment on: each experiment computes on its share of the CPUs.
         dvc("queue", "start", "-j", str(jobs), env=compute.shared_by(jobs, os.environ if env is None else env))
 
+    def workers_alive() -> int | None:
+        return parse_workers(dvc("queue", "status"))
+
     def saved_refs() -> set[str]:
         return refs() if refs is not None else experiment_refs(repo)
 
@@ -304,7 +306,7 @@ def run_queue(
     def all_saved() -> bool:
         return set(names) <= {ref.rsplit("/", 1)[-1] for ref in saved_refs() - before}
 
-    start_workers(parse_workers(dvc("queue", "status")))
+    start_workers(workers_alive())
     start = last_progress = last_start = clock()
     restarted, done, revivals = False, -1, 0
     while not all_saved():
@@ -341,11 +343,11 @@ def run_queue(
                 )
             log.warning("queued experiments and nothing running for %gs: restarting the queue workers", STALL_SECONDS)
             dvc("queue", "stop", "--kill")
-            alive, waited = parse_workers(dvc("queue", "status")), 0.0
+            alive, waited = workers_alive(), 0.0
             while alive and waited < WORKER_GRACE:  # killed workers take a moment to go
                 sleep(poll)
                 waited += poll
-                alive = parse_workers(dvc("queue", "status"))
+                alive = workers_alive()
             start_workers(alive)
             restarted, last_progress, last_start = True, clock(), clock()
         waited = 0.0
