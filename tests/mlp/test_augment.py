@@ -75,8 +75,8 @@ def record_training_batches(net: Network) -> list[tuple[np.ndarray, np.ndarray]]
     seen: list[tuple[np.ndarray, np.ndarray]] = []
     train_batch = net.train_batch
 
-    def spy(x, t, loss, scale=None, prepare=None, update=None):
-        out = train_batch(x, t, loss, scale, prepare, update)
+    def spy(x, t, loss, scale=None, prepare=None, update=None, columns=None):
+        out = train_batch(x, t, loss, scale, prepare, update, columns)
         seen.append((x.copy(), t.copy()))
         return out
 
@@ -228,8 +228,8 @@ def test_fit_shifts_training_images_only(monkeypatch: pytest.MonkeyPatch) -> Non
         seen.append((x.copy(), train))
         return forward(x, train)
 
-    def spy_train_batch(x, targets, loss, scale=None, prepare=None, update=None):
-        out = train_batch(x, targets, loss, scale, prepare, update)
+    def spy_train_batch(x, targets, loss, scale=None, prepare=None, update=None, columns=None):
+        out = train_batch(x, targets, loss, scale, prepare, update, columns)
         seen.append((x.copy(), True))  # made by prepare() inside the pass
         return out
 
@@ -309,7 +309,7 @@ def test_fit_training_accuracy_counts_each_shifted_image_against_its_own_label()
     train = Split(x, y, np.eye(3, dtype=np.float32)[y])
     net = Network([35, 3], "identity", "zeros", np.random.default_rng(0))
 
-    def read_labels(xb, targets, loss, scale=None, prepare=None, update=None):
+    def read_labels(xb, targets, loss, scale=None, prepare=None, update=None, columns=None):
         prepare(slice(None))  # the batch is made inside the pass
         logits = 10 * np.eye(3, dtype=np.float32)[[label_of[round(float(v), 3)] for v in xb.sum(axis=1)]]
         return loss.forward(logits, targets), logits
@@ -470,8 +470,8 @@ def test_fit_distorts_training_images_only_and_needs_the_image_shape(monkeypatch
     monkeypatch.setattr(
         net,
         "train_batch",
-        lambda x, t, loss, scale=None, prepare=None, update=None: (
-            train_batch(x, t, loss, scale, prepare, update),
+        lambda x, t, loss, scale=None, prepare=None, update=None, columns=None: (
+            train_batch(x, t, loss, scale, prepare, update, columns),
             seen.append((x.copy(), True)),
         )[0],
     )

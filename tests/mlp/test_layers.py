@@ -304,3 +304,26 @@ def test_dense_gradients_by_hand_and_by_rows_of_w() -> None:
     assert layer.grads["W"].tolist() == [[1.0, 8.0], [2.0, 10.0], [3.0, 12.0]]
     layer.bias_grad(grad)
     assert layer.grads["b"].tolist() == [1.0, 2.0]
+
+
+def test_dense_over_some_input_columns_is_the_product_with_the_others_zero() -> None:
+    # x holds only the columns cols (the others being zero): forward takes their rows of W, weight_grad
+    # fills the rows of W's gradient in cols from them and every other row of ``rows`` with zeros.
+    rng = np.random.default_rng(0)
+    layer = Dense(9, 5, "he_normal", rng, np.float64)
+    layer.params["b"][...] = rng.standard_normal(5)
+    cols = np.array([1, 2, 6, 8])
+    x = np.zeros((4, 9))
+    x[:, cols] = rng.standard_normal((4, len(cols)))  # (B, in), zero outside cols
+    grad = rng.standard_normal((4, 5))  # (B, out)
+    assert np.allclose(layer.forward(x[:, cols], w=layer.params["W"][cols]), layer.forward(x), rtol=1e-13, atol=0)
+    scratch = np.empty((len(cols) + 1) * 5)
+    for rows in [slice(None), slice(0, 4), slice(3, 9), slice(3, 7), slice(3, 6), slice(7, 7)]:  # (3, 6): none of cols
+        layer.grads["W"][...] = np.nan
+        layer.weight_grad(x[:, cols], grad, rows, cols, scratch)
+        assert np.allclose(layer.grads["W"][rows], x[:, rows].T @ grad, rtol=1e-13, atol=0), rows
+        outside = np.ones(9, bool)
+        outside[rows] = False
+        assert np.isnan(layer.grads["W"][outside]).all(), rows  # rows outside ``rows`` untouched
+    with pytest.raises(ValueError, match="needs scratch"):
+        layer.weight_grad(x[:, cols], grad, cols=cols)

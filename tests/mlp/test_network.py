@@ -26,7 +26,7 @@ from mnist_pipeline.mlp.network import Network
 from mnist_pipeline.mlp.optimizers import OPTIMIZERS, OptimizerConfig, make_optimizer
 from mnist_pipeline.mlp.parallel import Workers, split
 from mnist_pipeline.mlp.schedules import ScheduleConfig
-from mnist_pipeline.mlp.trainer import Split, TrainConfig, fit
+from mnist_pipeline.mlp.trainer import BatchMaker, Split, TrainConfig, fit
 
 SIZES = [40, 900, 24, 3]
 DIM, CLASSES = SIZES[0], SIZES[-1]
@@ -266,3 +266,84 @@ def test_updates_in_the_same_hand_off_as_the_pass_give_the_bytes_of_two_calls(wo
     two_calls, before = three_steps(merged=False), make_net(3, workers[1]).state()
     assert all(two_calls[k] != before[k].tobytes() for k in two_calls)  # every parameter moved
     assert three_steps(merged=True) == two_calls
+
+
+# --- blank input columns: left out of the first layer's products ---------------------------------
+
+BLANK = np.sort(np.random.default_rng(9).choice(DIM, 16, replace=False))  # 16 of the 40 input columns
+
+
+def with_blank_columns(data: Split, seed: int) -> Split:
+    """``data`` with the columns :data:`BLANK` zero in every example and about half of the others' entries zero."""
+    x = data.x.copy()
+    x[np.random.default_rng(seed).random(x.shape) < 0.5] = 0
+    x[:, BLANK] = 0
+    return Split(x, data.y, data.onehot)
+
+
+SPARSE = with_blank_columns(TRAIN, seed=10)
+
+
+def test_the_networks_here_are_wide_enough_and_the_data_blank_enough_to_skip_columns() -> None:
+    assert make_net(1, Workers(1)).skips_blank_columns and len(BLANK) >= network.BLANK_SHARE * DIM
+
+
+def fit_sparse(net: Network, monkeypatch: pytest.MonkeyPatch, columns: bool = True) -> tuple[dict, list, int]:
+    """Weights, log rows and the number of batches whose products left out blank columns, after 2 epochs
+    on :data:`SPARSE`; ``columns=False``: the trainer marks no columns (the plain products)."""
+    gathered = []
+    gather = Network._gather
+
+    def recorded(self, *args):
+        out = gather(self, *args)
+        gathered.append(out is not None)
+        return out
+
+    monkeypatch.setattr(Network, "_gather", recorded)
+    if not columns:
+        monkeypatch.setattr(BatchMaker, "epoch_columns", lambda self, perm: None)
+    cfg = TrainConfig(epochs=2, batch_size=16, lr=0.05, l2=1e-3, seed=3, dtype=net.dtype.name)
+    opt = OptimizerConfig("momentum", momentum=0.9)
+    rows, _ = fit(net, SPARSE, VAL, cfg, opt, ScheduleConfig("constant"), np.random.default_rng(4))
+    monkeypatch.undo()
+    return net.state(), rows, sum(gathered)
+
+
+def test_blank_columns_left_out_change_the_training_by_rounding_only(workers, monkeypatch) -> None:
+    skipped, _, gathered = fit_sparse(make_net(3, workers[2], dtype=np.float64), monkeypatch)
+    plain, _, none = fit_sparse(make_net(3, workers[2], dtype=np.float64), monkeypatch, columns=False)
+    assert (gathered, none) == (10, 0)  # every step of the 2 epochs (4 batches of 16 and one of 2), or none
+    for name, expected in plain.items():
+        np.testing.assert_allclose(skipped[name], expected, rtol=1e-10, atol=1e-12, err_msg=name)
+    assert not np.any(skipped["W0"][BLANK] == make_net(3, workers[1], dtype=np.float64).state()["W0"][BLANK])  # L2
+
+
+@pytest.mark.parametrize("chunks", [1, 2, 3])
+def test_blank_columns_left_out_give_the_same_bytes_on_any_number_of_threads(workers, monkeypatch, chunks) -> None:
+    reference, reference_rows, gathered = fit_sparse(make_net(chunks, workers[1]), monkeypatch)
+    assert gathered == 10
+    for threads in THREADS[1:]:
+        state, rows, _ = fit_sparse(make_net(chunks, workers[threads]), monkeypatch)
+        assert all(state[k].tobytes() == reference[k].tobytes() for k in reference), f"{threads} threads"
+        assert rows == reference_rows
+
+
+def test_columns_fall_back_to_the_plain_products_bit_for_bit(workers) -> None:
+    # Too few blank columns, or a first layer narrower than MIN_GATHER_WIDTH: the marks change nothing.
+    loss = make_loss("cross_entropy")
+    few = np.ones(DIM, bool)
+    few[BLANK[: int(network.BLANK_SHARE * DIM) - 1]] = False  # just under the blank share
+    x = SPARSE.x[:16] * few  # (B, D), zero where few is False (and in the BLANK columns)
+    narrow = [DIM, network.MIN_GATHER_WIDTH - 1, CLASSES]
+    cases = [(SIZES, x, few), (narrow, SPARSE.x[:16], np.isin(np.arange(DIM), BLANK, invert=True))]
+    for sizes, inputs, columns in cases:
+        runs = []
+        for marks in (None, columns):
+            net = Network(
+                sizes, "relu", "he_normal", np.random.default_rng(3), np.float32, chunks=2, workers=workers[2]
+            )
+            value, _ = net.train_batch(inputs, SPARSE.onehot[:16], loss, columns=marks)
+            net.gradients()
+            assert net._batch["gathered"] is None
+            runs.append([value] + [g.tobytes() for _, _, g in net.parameters()])
+        assert runs[0] == runs[1], sizes

@@ -189,9 +189,9 @@ def max_norm_run(max_norm: float) -> tuple[Network, list[float], list[float]]:
     seen_train, seen_eval = [], []
     forward, train_batch = net.forward, net.train_batch
 
-    def spy_train(x, targets, loss, scale=None, prepare=None, update=None):
+    def spy_train(x, targets, loss, scale=None, prepare=None, update=None, columns=None):
         seen_train.append(max(n.max() for n in weight_norms(net)))
-        return train_batch(x, targets, loss, scale, prepare, update)
+        return train_batch(x, targets, loss, scale, prepare, update, columns)
 
     def spy_eval(x, train=False):
         assert not train  # fit trains through train_batch
@@ -533,3 +533,25 @@ def test_a_short_batch_is_made_the_same_whole_or_block_by_block(options) -> None
     (idx, xb, tb), (idx2, xb2, tb2) = made
     assert xb.shape == (5, 35) and tb.dtype == np.float32 and np.array_equal(idx, idx2)
     assert np.array_equal(xb, xb2) and np.array_equal(tb, tb2) and np.array_equal(tb, np.eye(CLASSES)[y[idx]])
+
+
+def test_epoch_columns_mark_exactly_the_columns_with_a_non_zero_in_each_batch() -> None:
+    rng = np.random.default_rng(2)
+    x = rng.random((43, 19), dtype=np.float32)  # 19 columns: their bits pad a byte and a half
+    x[rng.random(x.shape) < 0.9] = 0
+    x[5, 3] = np.nan  # not blank
+    y = np.arange(43) % CLASSES
+    train = Split(x, y, np.eye(CLASSES, dtype=np.float32)[y])
+    config = TrainConfig(epochs=1, batch_size=8, lr=0.1, l2=0.0, seed=0, dtype="float32")
+    perm = rng.permutation(43)  # five batches of 8 and one of 3
+    marks = BatchMaker(train, config, np.dtype(np.float32), None, blank_columns=True).epoch_columns(perm)
+    expected = [(x[perm[i : i + 8]] != 0).any(axis=0) for i in range(0, 43, 8)]
+    assert marks.dtype == bool and np.array_equal(marks, expected)
+    assert 0 < marks.sum() < marks.size  # some columns blank in a batch, some not
+    # Not asked for, or with augmentation (which moves pixels): no marks.
+    shifted = TrainConfig(epochs=1, batch_size=8, lr=0.1, l2=0.0, seed=0, dtype="float32", augment_shift=1)
+    deformed = TrainConfig(epochs=1, batch_size=8, lr=0.1, l2=0.0, seed=0, dtype="float32", augment_rotate=5.0)
+    for options, asked in ((config, False), (shifted, True), (deformed, True)):
+        assert (
+            BatchMaker(train, options, np.dtype(np.float32), (1, 19), blank_columns=asked).epoch_columns(perm) is None
+        )

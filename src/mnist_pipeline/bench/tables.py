@@ -323,7 +323,10 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"GEMM FLOPs per epoch: `{FORMULA}`, N = training examples. Both trainers start from the same "
         "initial weights and see the same per-epoch permutations (checked by hash); momentum SGD with constant "
         "lr, float32, each run in a fresh process. The floor is bare `numpy.matmul(..., out=)` on the same GEMM "
-        "shapes and batches. Regenerate with `make bench` (writes reports/benchmark.json).",
+        "shapes and batches. Our trainer leaves the input columns that are zero in a whole batch out of its first "
+        "layer's products when training without augmentation (MNIST: about a third of the pixels; "
+        "docs/performance.md); the GFLOP/s count the full products for every column. "
+        "Regenerate with `make bench` (writes reports/benchmark.json).",
         "",
     ]
     return "\n".join(lines)

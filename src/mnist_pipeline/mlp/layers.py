@@ -35,9 +35,13 @@ class Dense:
         }
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
 
-    def forward(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """``x @ W + b`` for ``x: (B, in)``, into ``out`` (B, out) if given."""
-        z = np.matmul(x, self.params["W"], out=out)  # (B, out)
+    def forward(self, x: np.ndarray, out: np.ndarray | None = None, w: np.ndarray | None = None) -> np.ndarray:
+        """``x @ W + b`` for ``x: (B, in)``, into ``out`` (B, out) if given.
+
+        ``w``: the rows of ``W`` that match the columns of ``x``, when ``x`` holds only some input columns
+        (see :meth:`Network.train_batch`'s ``columns``; the others being zero, their terms are left out of the sums).
+        """
+        z = np.matmul(x, self.params["W"] if w is None else w, out=out)  # (B, out)
         z += self.params["b"]
         return z
 
@@ -45,9 +49,35 @@ class Dense:
         """``d loss / d x = grad @ W^T`` (B, in) from ``grad = d loss / d Z`` (B, out)."""
         return np.matmul(grad, self.params["W"].T, out=out)
 
-    def weight_grad(self, x: np.ndarray, grad: np.ndarray, rows: slice = slice(None)) -> None:
-        """``grads["W"][rows] = x[:, rows]^T @ grad``: rows of ``d loss / d W`` from the whole batch."""
-        np.matmul(x[:, rows].T, grad, out=self.grads["W"][rows])
+    def weight_grad(
+        self,
+        x: np.ndarray,
+        grad: np.ndarray,
+        rows: slice = slice(None),
+        cols: np.ndarray | None = None,
+        scratch: np.ndarray | None = None,
+    ) -> None:
+        """``grads["W"][rows] = x[:, rows]^T @ grad``: rows of ``d loss / d W`` from the whole batch.
+
+        With ``cols`` (sorted input columns), ``x`` holds only those columns of the input, the others being
+        zero: the rows of ``rows`` in ``cols`` come from their columns, the rest are zero. ``scratch``: flat,
+        room for ``(rows in cols + 1) * out_features`` elements.
+        """
+        gw = self.grads["W"]
+        if cols is None:
+            np.matmul(x[:, rows].T, grad, out=gw[rows])
+            return
+        if scratch is None:
+            raise ValueError("weight_grad over some columns needs scratch")
+        start, stop, _ = rows.indices(len(gw))
+        first, last = np.searchsorted(cols, (start, stop))  # x[:, first:last] holds the columns in rows
+        m, width = last - first, gw.shape[1]
+        part = scratch[: (m + 1) * width].reshape(m + 1, width)  # (m + 1, out): a zero row last
+        np.matmul(x[:, first:last].T, grad, out=part[:m])
+        part[m] = 0
+        where = np.full(stop - start, m)  # each row's row of part
+        where[cols[first:last] - start] = np.arange(m)
+        np.take(part, where, axis=0, mode="clip", out=gw[start:stop])
 
     def bias_grad(self, grad: np.ndarray) -> None:
         """``grads["b"] = grad`` summed over the batch."""

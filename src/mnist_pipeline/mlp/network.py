@@ -29,6 +29,12 @@ from mnist_pipeline.mlp.parallel import Workers, split
 # Weight matrices smaller than this (elements) make one gradient piece: cutting them costs more
 # in per-call overhead than the threads win back.
 MIN_SPLIT_ELEMENTS = 32768
+# A training batch whose input has at least this share of blank columns (zero in every row) leaves them out of
+# the first layer's products (train_batch's ``columns``), if that layer has at least MIN_GATHER_WIDTH units.
+# Gathering the other columns costs about what the shorter products save at 9-15% blank, or with a first
+# layer of 64 units (docs/performance.md). MNIST batches of 128 images have about 33% of their pixels blank.
+BLANK_SHARE = 0.2
+MIN_GATHER_WIDTH = 128
 
 
 class Network:
@@ -120,17 +126,30 @@ class Network:
         return bufs, masks, blocks
 
     def _forward_block(
-        self, x: np.ndarray, bufs: dict[str, list[np.ndarray]], masks: list[np.ndarray], rows: slice
+        self,
+        x: np.ndarray,
+        bufs: dict[str, list[np.ndarray]],
+        masks: list[np.ndarray],
+        rows: slice,
+        gathered: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     ) -> np.ndarray:
-        """The logits of the rows ``rows`` of ``x``, every layer's arrays kept in ``bufs``."""
+        """The logits of the rows ``rows`` of ``x``, every layer's arrays kept in ``bufs``.
+
+        ``gathered = (cols, xs, ws)``: the first product takes only the input columns ``cols``, gathered from
+        ``x[rows]`` into ``xs[rows]``, against their rows ``ws`` of ``W0``."""
         h, drop = x[rows], self.drop if masks else None
-        for i, dense in enumerate(self.dense[:-1]):  # hidden layers
-            z = dense.forward(h, out=bufs["z"][i][rows])  # (b, out)
-            a = bufs["a"][i]
-            h = self.act.forward(z, out=z if a is bufs["z"][i] else a[rows])
+        w = None
+        if gathered is not None:
+            cols, xs, w = gathered
+            h = np.take(h, cols, axis=1, mode="clip", out=xs[rows])  # (b, k)
+        z = self.dense[0].forward(h, out=bufs["z"][0][rows], w=w)  # (b, h1), or the logits
+        for i, dense in enumerate(self.dense[1:], start=1):
+            a = bufs["a"][i - 1]
+            h = self.act.forward(z, out=z if a is bufs["z"][i - 1] else a[rows])
             if drop is not None:
-                h = drop.forward(h, masks[i][rows], out=bufs["d"][i][rows])
-        return self.dense[-1].forward(h, out=bufs["z"][-1][rows])  # (b, classes)
+                h = drop.forward(h, masks[i - 1][rows], out=bufs["d"][i - 1][rows])
+            z = dense.forward(h, out=bufs["z"][i][rows])  # (b, out)
+        return z  # (b, classes)
 
     def _backward_block(self, g: np.ndarray, rows: slice, dx: np.ndarray | None) -> None:
         """Back-propagate ``g`` (d loss / d logits of the rows ``rows``) to every hidden layer's ``z``
@@ -177,6 +196,7 @@ class Network:
         scale: float | None = None,
         prepare: Callable[[slice], None] | None = None,
         update: Callable[[int, slice], None] | None = None,
+        columns: np.ndarray | None = None,
     ) -> tuple[float, np.ndarray]:
         """Forward, loss and back-propagation of one training batch, each row block in one piece of work.
 
@@ -185,8 +205,15 @@ class Network:
         With ``update`` the gradients follow in the same hand-off to the workers, calling ``update`` per
         piece as :meth:`gradients` does; without it, call :meth:`gradients` next. Returns the batch's
         mean loss and its logits (a buffer, valid until the next pass).
+
+        ``columns`` (one bool per input column), if given, promises that ``x`` is zero outside the columns
+        it marks, in every row (after ``prepare``). With at least :data:`BLANK_SHARE` of them blank (and
+        :attr:`skips_blank_columns`), the first layer's forward products and weight gradient run over the
+        marked columns only: the blank ones add nothing to the sums, and their rows of ``d loss / d W0``
+        are zero. The bits then depend on ``columns`` too, which the data fixes.
         """
         bufs, masks, blocks = self._start(x, train=True)
+        gathered = self._batch["gathered"] = self._gather(columns, bufs, len(x))
         grad = bufs["loss_grad"][0]  # (B, out)
         totals = [0.0] * len(blocks)
         n, t = len(x), self.dtype.type
@@ -197,7 +224,7 @@ class Network:
             rows = blocks[k]
             if prepare is not None:
                 prepare(rows)
-            totals[k], g = loss.rows(self._forward_block(x, bufs, masks, rows), targets[rows])
+            totals[k], g = loss.rows(self._forward_block(x, bufs, masks, rows, gathered), targets[rows])
             g /= batch
             if factor is not None:
                 g *= factor
@@ -208,6 +235,31 @@ class Network:
         self.workers.run(block, len(blocks), then)
         self._batch["grad"] = grad
         return sum(totals) / n, bufs["z"][-1]
+
+    def _gather(
+        self, columns: np.ndarray | None, bufs: dict[str, list[np.ndarray]], n: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """``(cols, xs, ws)`` for a batch of ``n`` rows with non-blank ``columns``: the column indices, the
+        buffer for their values (n, k) and their rows of ``W0`` (k, h1), gathered here; None: too few blank."""
+        if columns is None or not self.skips_blank_columns:
+            return None
+        cols = np.flatnonzero(columns)
+        if len(cols) > (1 - BLANK_SHARE) * self.sizes[0]:
+            return None
+        first, width = self.sizes[:2]
+        if "columns" not in bufs:  # x's and W0's gathered columns; per gradient piece, W0's rows from them
+            bufs["columns"] = [np.empty(n * first, self.dtype), np.empty(first * width, self.dtype)]
+            parts = [sum(len(range(first)[r]) + 1 for i, r in piece if i == 0 and r) for piece in self._pieces]
+            bufs["parts"] = [np.empty(m * width, self.dtype) for m in parts]
+        k = len(cols)
+        w = self.dense[0].params["W"]
+        ws = np.take(w, cols, axis=0, mode="clip", out=bufs["columns"][1][: k * width].reshape(k, width))
+        return cols, bufs["columns"][0][: n * k].reshape(n, k), ws
+
+    @property
+    def skips_blank_columns(self) -> bool:
+        """Whether :meth:`train_batch` uses ``columns``: its first layer has :data:`MIN_GATHER_WIDTH` units or more."""
+        return self.sizes[1] >= MIN_GATHER_WIDTH
 
     def gradients(self, update: Callable[[int, slice], None] | None = None) -> None:
         """Every parameter's gradient from the last back-propagated pass, in pieces (rows of a weight
@@ -224,14 +276,19 @@ class Network:
     def _gradient_piece(self, update: Callable[[int, slice], None] | None, grad: np.ndarray) -> Callable[[int], None]:
         """Piece ``k`` of the parameter gradients of the last pass, whose loss gradient is ``grad`` (B, out)
         (see :meth:`gradients`), ``update`` after each part."""
-        bufs = self._batch["bufs"]
+        bufs, gathered = self._batch["bufs"], self._batch.get("gathered")
         deltas = [*bufs["g"], grad]  # d loss / d z per layer
         inputs = [self._batch["x"], *bufs["d"]]  # what each Dense layer saw
+        cols = None
+        if gathered is not None:
+            cols, inputs[0], _ = gathered  # the input's non-blank columns
 
         def piece(k: int) -> None:
             for i, rows in self._pieces[k]:
                 if rows is None:
                     self.dense[i].bias_grad(deltas[i])
+                elif i == 0 and cols is not None:
+                    self.dense[0].weight_grad(inputs[0], deltas[0], rows, cols, bufs["parts"][k])
                 else:
                     self.dense[i].weight_grad(inputs[i], deltas[i], rows)
                 if update is not None:
