@@ -288,7 +288,9 @@ def test_the_networks_here_are_wide_enough_and_the_data_blank_enough_to_skip_col
     assert make_net(1, Workers(1)).skips_blank_columns and len(BLANK) >= network.BLANK_SHARE * DIM
 
 
-def fit_sparse(net: Network, monkeypatch: pytest.MonkeyPatch, columns: bool = True) -> tuple[dict, list, int]:
+def fit_sparse(
+    net: Network, monkeypatch: pytest.MonkeyPatch, columns: bool = True, optimizer: str = "momentum"
+) -> tuple[dict, list, int]:
     """Weights, log rows and the number of batches whose products left out blank columns, after 2 epochs
     on :data:`SPARSE`; ``columns=False``: the trainer marks no columns (the plain products)."""
     gathered = []
@@ -302,8 +304,8 @@ def fit_sparse(net: Network, monkeypatch: pytest.MonkeyPatch, columns: bool = Tr
     monkeypatch.setattr(Network, "_gather", recorded)
     if not columns:
         monkeypatch.setattr(BatchMaker, "epoch_columns", lambda self, perm: None)
-    cfg = TrainConfig(epochs=2, batch_size=16, lr=0.05, l2=1e-3, seed=3, dtype=net.dtype.name)
-    opt = OptimizerConfig("momentum", momentum=0.9)
+    cfg = TrainConfig(epochs=2, batch_size=16, lr=LR[optimizer], l2=1e-3, seed=3, dtype=net.dtype.name)
+    opt = OptimizerConfig(optimizer, momentum=0.9)
     rows, _ = fit(net, SPARSE, VAL, cfg, opt, ScheduleConfig("constant"), np.random.default_rng(4))
     monkeypatch.undo()
     return net.state(), rows, sum(gathered)
@@ -318,12 +320,15 @@ def test_blank_columns_left_out_change_the_training_by_rounding_only(workers, mo
     assert not np.any(skipped["W0"][BLANK] == make_net(3, workers[1], dtype=np.float64).state()["W0"][BLANK])  # L2
 
 
+@pytest.mark.parametrize("optimizer", ["momentum", "adam"])
 @pytest.mark.parametrize("chunks", [1, 2, 3])
-def test_blank_columns_left_out_give_the_same_bytes_on_any_number_of_threads(workers, monkeypatch, chunks) -> None:
-    reference, reference_rows, gathered = fit_sparse(make_net(chunks, workers[1]), monkeypatch)
+def test_blank_columns_left_out_give_the_same_bytes_on_any_number_of_threads(
+    workers, monkeypatch, chunks: int, optimizer: str
+) -> None:
+    reference, reference_rows, gathered = fit_sparse(make_net(chunks, workers[1]), monkeypatch, optimizer=optimizer)
     assert gathered == 10
     for threads in THREADS[1:]:
-        state, rows, _ = fit_sparse(make_net(chunks, workers[threads]), monkeypatch)
+        state, rows, _ = fit_sparse(make_net(chunks, workers[threads]), monkeypatch, optimizer=optimizer)
         assert all(state[k].tobytes() == reference[k].tobytes() for k in reference), f"{threads} threads"
         assert rows == reference_rows
 
@@ -347,3 +352,40 @@ def test_columns_fall_back_to_the_plain_products_bit_for_bit(workers) -> None:
             assert net._batch["gathered"] is None
             runs.append([value] + [g.tobytes() for _, _, g in net.parameters()])
         assert runs[0] == runs[1], sizes
+
+
+def record(reported: list[int], i: int, rows: slice) -> None:
+    reported.append(i)
+
+
+# W0 cut into pieces, W0 in the last piece (under MIN_SPLIT_ELEMENTS), W0 the only layer
+@pytest.mark.parametrize("path", ["train_batch", "train_batch(update)"])
+@pytest.mark.parametrize("sizes", [SIZES, [DIM, 128, CLASSES], [DIM, 128]])
+def test_a_pass_over_the_non_blank_columns_has_the_plain_gradients(workers, sizes: list[int], path: str) -> None:
+    x = SPARSE.x[:16].astype(np.float64)
+    targets = np.eye(sizes[-1])[SPARSE.y[:16]]
+    columns = np.isin(np.arange(DIM), BLANK, invert=True)
+    columns[BLANK[: int(network.BLANK_SHARE * DIM)]] = False  # exactly the blank share: still left out
+    columns[BLANK[int(network.BLANK_SHARE * DIM) :]] = True
+    loss = make_loss("cross_entropy")
+    runs = []
+    for marks in (None, columns):
+        net = Network(sizes, "relu", "he_normal", np.random.default_rng(3), np.float64, chunks=3, workers=workers[2])
+        reported: list[int] = []
+        update = partial(record, reported) if path == "train_batch(update)" else None
+        value, _ = net.train_batch(x, targets, loss, update=update, columns=marks)
+        if update is None:
+            net.gradients()
+        assert (net._batch["gathered"] is None) == (marks is None)
+        assert sorted(set(reported)) == ([] if update is None else list(range(2 * len(net.dense))))
+        runs.append({"loss": np.array(value)} | {name: g.copy() for name, _, g in net.parameters()})
+    for name, expected in runs[0].items():
+        np.testing.assert_allclose(runs[1][name], expected, rtol=1e-12, atol=1e-14, err_msg=name)
+
+
+def test_columns_of_the_wrong_kind_are_an_error(workers) -> None:
+    net = make_net(2, workers[2])
+    loss = make_loss("cross_entropy")
+    for bad in (np.ones(DIM + 1, bool), np.ones(DIM, np.uint8), np.flatnonzero(np.ones(DIM))):
+        with pytest.raises(ValueError, match="columns must be one bool per input column"):
+            net.train_batch(SPARSE.x[:8], SPARSE.onehot[:8], loss, columns=bad)

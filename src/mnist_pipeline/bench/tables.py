@@ -178,7 +178,8 @@ def _overhead_lines(result: dict[str, Any]) -> list[str]:
         "no validation), median over counted rounds, min–max. ÷ all off: median over counted rounds of the "
         "variant's epoch over all off's epoch in the same round (min–max): what the variant leaves on costs. "
         "Each round is a fresh one-epoch fit (schedule and momentum restart), so the validation accuracy after "
-        "the last round is no measure of the default run's.",
+        "the last round is no measure of the default run's. Without shifts the trainer leaves the batch's blank "
+        "input columns out of the first layer (docs/performance.md), so what the shifts cost includes that saving.",
         "",
         "| variant | left on | s/epoch | ÷ all off (min–max) | val acc after the last round |",
         "|---|---|---|---|---|",

@@ -11,6 +11,10 @@ into row blocks of each weight matrix instead, and the optimizer may update each
 gradient is ready (``backward(..., update=...)``). The pieces depend on the shapes and ``chunks``
 alone, so :class:`~mnist_pipeline.mlp.parallel.Workers` with any number of threads compute the same
 bits; ``chunks=1`` is the plain unsplit computation.
+
+A training batch may also come with the input columns it leaves blank (``train_batch``'s ``columns``,
+which the trainer takes from the data): the first layer's products then run over the others. Those
+depend on the data alone, so they too compute the same bits on any number of threads.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ MIN_SPLIT_ELEMENTS = 32768
 # the first layer's products (train_batch's ``columns``), if that layer has at least MIN_GATHER_WIDTH units.
 # Gathering the other columns costs about what the shorter products save at 9-15% blank, or with a first
 # layer of 64 units (docs/performance.md). MNIST batches of 128 images have about 33% of their pixels blank.
+# A blank column's weights are left out even when not finite (0 * inf is NaN in the full product): a
+# diverged W0 shows in the loss once its column is used, or in the validation pass (full products).
 BLANK_SHARE = 0.2
 MIN_GATHER_WIDTH = 128
 
@@ -89,6 +95,7 @@ class Network:
         self._pieces: list[list[tuple[int, slice | None]]] = [[(i, rows)] for i, rows in big]
         self._pieces.append(rest)
         self._train_buffers: dict[int, dict[str, list[np.ndarray]]] = {}
+        self._gathering: dict[str, list[np.ndarray]] = {}  # see _gather
         self._batch: dict[str, Any] = {}
 
     def _move_to_huge_pages(self) -> None:
@@ -213,7 +220,7 @@ class Network:
         are zero. The bits then depend on ``columns`` too, which the data fixes.
         """
         bufs, masks, blocks = self._start(x, train=True)
-        gathered = self._batch["gathered"] = self._gather(columns, bufs, len(x))
+        gathered = self._batch["gathered"] = self._gather(x, columns, bufs)
         grad = bufs["loss_grad"][0]  # (B, out)
         totals = [0.0] * len(blocks)
         n, t = len(x), self.dtype.type
@@ -237,24 +244,34 @@ class Network:
         return sum(totals) / n, bufs["z"][-1]
 
     def _gather(
-        self, columns: np.ndarray | None, bufs: dict[str, list[np.ndarray]], n: int
+        self, x: np.ndarray, columns: np.ndarray | None, bufs: dict[str, list[np.ndarray]]
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """``(cols, xs, ws)`` for a batch of ``n`` rows with non-blank ``columns``: the column indices, the
-        buffer for their values (n, k) and their rows of ``W0`` (k, h1), gathered here; None: too few blank."""
-        if columns is None or not self.skips_blank_columns:
-            return None
-        cols = np.flatnonzero(columns)
-        if len(cols) > (1 - BLANK_SHARE) * self.sizes[0]:
-            return None
+        """``(cols, xs, ws)`` for the batch ``x`` with non-blank ``columns``: the column indices, the buffer
+        for their values (B, k) and their rows of ``W0`` (k, h1), gathered here. None for the plain products:
+        no columns, fewer than :data:`BLANK_SHARE` blank, a first layer under :data:`MIN_GATHER_WIDTH` units,
+        or ``x`` not of the network's dtype (the plain product then computes in the wider of the two)."""
         first, width = self.sizes[:2]
-        if "columns" not in bufs:  # x's and W0's gathered columns; per gradient piece, W0's rows from them
-            bufs["columns"] = [np.empty(n * first, self.dtype), np.empty(first * width, self.dtype)]
-            parts = [sum(len(range(first)[r]) + 1 for i, r in piece if i == 0 and r) for piece in self._pieces]
-            bufs["parts"] = [np.empty(m * width, self.dtype) for m in parts]
-        k = len(cols)
-        w = self.dense[0].params["W"]
-        ws = np.take(w, cols, axis=0, mode="clip", out=bufs["columns"][1][: k * width].reshape(k, width))
-        return cols, bufs["columns"][0][: n * k].reshape(n, k), ws
+        if columns is None or not self.skips_blank_columns or x.dtype != self.dtype:
+            return None
+        if columns.dtype != bool or columns.shape != (first,) or x.shape[1:] != (first,):
+            raise ValueError(
+                f"columns must be one bool per input column: {first} for x of shape (B, {first}), "
+                f"got {columns.dtype} {columns.shape} for x of shape {x.shape}"
+            )
+        cols = np.flatnonzero(columns)
+        if first - len(cols) < BLANK_SHARE * first:
+            return None
+        if not self._gathering:  # W0's rows of the columns; per gradient piece, its rows of d loss / d W0
+            parts = [
+                sum(len(range(first)[r]) + 1 for i, r in piece if i == 0 and r is not None) for piece in self._pieces
+            ]
+            self._gathering = {"ws": [np.empty(first * width, self.dtype)]}
+            self._gathering["parts"] = [np.empty(m * width, self.dtype) for m in parts]
+        if "xs" not in bufs:  # the batch's values in the columns
+            bufs["xs"] = [np.empty(len(x) * first, self.dtype)]
+        k, w = len(cols), self.dense[0].params["W"]
+        ws = np.take(w, cols, axis=0, mode="clip", out=self._gathering["ws"][0][: k * width].reshape(k, width))
+        return cols, bufs["xs"][0][: len(x) * k].reshape(len(x), k), ws
 
     @property
     def skips_blank_columns(self) -> bool:
@@ -288,7 +305,7 @@ class Network:
                 if rows is None:
                     self.dense[i].bias_grad(deltas[i])
                 elif i == 0 and cols is not None:
-                    self.dense[0].weight_grad(inputs[0], deltas[0], rows, cols, bufs["parts"][k])
+                    self.dense[0].weight_grad(inputs[0], deltas[0], rows, cols, self._gathering["parts"][k])
                 else:
                     self.dense[i].weight_grad(inputs[i], deltas[i], rows)
                 if update is not None:

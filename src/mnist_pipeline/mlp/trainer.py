@@ -210,12 +210,13 @@ class BatchMaker:
         cast = train.x.dtype != dtype or train.onehot.dtype != dtype
         self.x_cast = np.empty(self.x.shape, dtype) if cast else None
         self.t_cast = np.empty(self.t.shape, dtype) if cast else None
-        # Pixels moved in from outside (shift, deformation): the training set's minimum, the same for every batch.
-        self.background = train.x.min() if (cfg.augment_shift or cfg.deforms) and train.x.size else 0
+        self.moves_pixels = bool(cfg.augment_shift or cfg.deforms)  # prepare() moves pixels: shifts, deformations
+        # Pixels moved in from outside: the training set's minimum, the same for every batch.
+        self.background = train.x.min() if self.moves_pixels and train.x.size else 0
         # Each training image's non-zero pixels, as bits, for the batches' blank columns (see epoch_columns).
         # Made in slices of rows: one pass over the whole set is 10x slower.
         self.ink = None
-        if blank_columns and not cfg.augment_shift and not cfg.deforms:
+        if blank_columns and not self.moves_pixels:
             rows = range(0, len(train.x), INK_ROWS)
             self.ink = np.concatenate([np.packbits(train.x[i : i + INK_ROWS] != 0, axis=1) for i in rows])  # (N, D/8)
 
@@ -296,7 +297,8 @@ def fit(
     ------
     MLPError
         If ``batch_size`` exceeds the training examples, or at the first non-finite loss (naming the
-        epoch and step; the weights then hold that batch's step too, so the network is of no further use).
+        epoch and step; the weights then hold that batch's step too, so the network is of no further use)
+        or validation loss.
     """
     n = len(train.y)
     if cfg.batch_size > n:
