@@ -152,18 +152,23 @@ def test_inference_is_the_unsplit_network_applied_block_by_block(workers, chunks
     np.testing.assert_allclose(by_blocks, whole, rtol=1e-5, atol=1e-5 * np.abs(whole).max())
 
 
-def gradients_of(net: Network, x: np.ndarray, targets: np.ndarray, path: str) -> dict[str, np.ndarray]:
-    """Every parameter's gradient (and, through ``backward``, d loss / d input) of one training pass."""
+def gradients_of(
+    net: Network, x: np.ndarray, targets: np.ndarray, path: str, columns: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Every parameter's gradient (and, through ``backward``, d loss / d input) of one training pass;
+    ``columns`` go to ``train_batch``. With the updates in the pass, every parameter must get one."""
     loss = make_loss("cross_entropy")
     if path == "backward":
         loss.forward(net.forward(x, train=True), targets)
         extra = {"input": net.backward(loss.backward(), input_grad=True)}
     elif path == "train_batch":
-        value, _ = net.train_batch(x, targets, loss)
+        value, _ = net.train_batch(x, targets, loss, columns=columns)
         net.gradients()
         extra = {"loss": np.array(value)}
     else:  # the gradients in the same hand-off as the pass
-        value, _ = net.train_batch(x, targets, loss, update=lambda i, rows: None)
+        updated: list[int] = []
+        value, _ = net.train_batch(x, targets, loss, update=lambda i, rows: updated.append(i), columns=columns)
+        assert sorted(set(updated)) == list(range(len(net.parameters())))
         extra = {"loss": np.array(value)}
     return {name: g.copy() for name, _, g in net.parameters()} | extra
 
@@ -335,7 +340,6 @@ def test_blank_columns_left_out_give_the_same_bytes_on_any_number_of_threads(
 
 def test_columns_fall_back_to_the_plain_products_bit_for_bit(workers) -> None:
     # Too few blank columns, or a first layer narrower than MIN_GATHER_WIDTH: the marks change nothing.
-    loss = make_loss("cross_entropy")
     few = np.ones(DIM, bool)
     few[BLANK[: int(network.BLANK_SHARE * DIM) - 1]] = False  # just under the blank share
     x = SPARSE.x[:16] * few  # (B, D), zero where few is False (and in the BLANK columns)
@@ -347,15 +351,9 @@ def test_columns_fall_back_to_the_plain_products_bit_for_bit(workers) -> None:
             net = Network(
                 sizes, "relu", "he_normal", np.random.default_rng(3), np.float32, chunks=2, workers=workers[2]
             )
-            value, _ = net.train_batch(inputs, SPARSE.onehot[:16], loss, columns=marks)
-            net.gradients()
+            runs.append(gradients_of(net, inputs, SPARSE.onehot[:16], "train_batch", marks))
             assert net._batch["gathered"] is None
-            runs.append([value] + [g.tobytes() for _, _, g in net.parameters()])
-        assert runs[0] == runs[1], sizes
-
-
-def record(reported: list[int], i: int, rows: slice) -> None:
-    reported.append(i)
+        assert {k: v.tobytes() for k, v in runs[0].items()} == {k: v.tobytes() for k, v in runs[1].items()}, sizes
 
 
 # W0 cut into pieces, W0 in the last piece (under MIN_SPLIT_ELEMENTS), W0 the only layer
@@ -367,18 +365,11 @@ def test_a_pass_over_the_non_blank_columns_has_the_plain_gradients(workers, size
     columns = np.isin(np.arange(DIM), BLANK, invert=True)
     columns[BLANK[: int(network.BLANK_SHARE * DIM)]] = False  # exactly the blank share: still left out
     columns[BLANK[int(network.BLANK_SHARE * DIM) :]] = True
-    loss = make_loss("cross_entropy")
     runs = []
     for marks in (None, columns):
         net = Network(sizes, "relu", "he_normal", np.random.default_rng(3), np.float64, chunks=3, workers=workers[2])
-        reported: list[int] = []
-        update = partial(record, reported) if path == "train_batch(update)" else None
-        value, _ = net.train_batch(x, targets, loss, update=update, columns=marks)
-        if update is None:
-            net.gradients()
+        runs.append(gradients_of(net, x, targets, path, marks))
         assert (net._batch["gathered"] is None) == (marks is None)
-        assert sorted(set(reported)) == ([] if update is None else list(range(2 * len(net.dense))))
-        runs.append({"loss": np.array(value)} | {name: g.copy() for name, _, g in net.parameters()})
     for name, expected in runs[0].items():
         np.testing.assert_allclose(runs[1][name], expected, rtol=1e-12, atol=1e-14, err_msg=name)
 
