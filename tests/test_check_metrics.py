@@ -37,7 +37,16 @@ def test_flatten_keeps_numeric_leaves_with_dotted_keys() -> None:
     assert cm.flatten(data) == {"test.accuracy": 0.5, "test.n": 3, "top": 1.5}
 
 
-@pytest.mark.parametrize(("text", "needle"), [("{not json", "not valid JSON"), ("[1, 2]", "JSON object")])
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "JSON object"),
+        ('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}", r"not usable JSON \(nested too deeply\)"),
+        ('{"test": {"accuracy": 1' + "0" * 5000 + "}}", r"not usable JSON \(Exceeds the limit \(4300 digits\)"),
+        ('{"test": {"accuracy": 1' + "0" * 400 + "}}", r"test\.accuracy is 1000.*left out.*not a finite number"),
+    ],
+)
 def test_parse_metrics_rejects_bad_json(text: str, needle: str) -> None:
     with pytest.raises(DataError, match=needle):
         cm.parse_metrics(text, "m.json")
@@ -82,6 +91,9 @@ def _write(path: Path, data) -> Path:
         ({"mnist": {"default": {}}}, r"mnist\.default must map metric names"),
         ({"mnist": {"default": {"test.accuracy": "high"}}}, r"test\.accuracy='high' is invalid"),
         ({"mnist": {"default": {"test.accuracy": True}}}, r"test\.accuracy=True is invalid"),
+        ({"mnist": {"default": {"test.accuracy": 10**400}}}, r"test\.accuracy=1000.*left out.* must be a finite"),
+        ({"mnist": {"default": {"test.accuracy": 0.98, 1: 0.5}}}, r"mnist\.default: the name 1 must be text"),
+        ({5: {"default": {"test.accuracy": 0.98}}}, r"5\.default: the name 5 must be text; quote it"),
     ],
 )
 def test_load_gates_rejects_malformed_files(tmp_path: Path, gates, needle: str) -> None:
@@ -367,6 +379,18 @@ def test_cli_reproduce_rejects_a_malformed_fingerprint_file(run_dir: Path) -> No
     result = _check(run_dir, "--baseline", "baseline.json", "--baseline-compute", "base_compute.json", "--reproduce")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.startswith("error: check-metrics: reports/compute.json is not valid JSON")
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--drift-tol", "nan"), ("--drift-tol", "-0.5"), ("--rel-tol", "-1"), ("--rel-tol", "inf")]
+)
+def test_a_tolerance_that_is_not_a_finite_non_negative_number_is_refused(run_dir: Path, flag: str, value: str) -> None:
+    # NaN would pass every comparison, and so a real regression; a negative one would fail every metric
+    result = _check(run_dir, "--baseline", "baseline.json", "--reproduce", flag, value)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (
+        f"error: check-metrics: argument {flag}: '{value}' is not a tolerance: give a finite number >= 0; see --help\n"
+    )
 
 
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])

@@ -306,6 +306,43 @@ def test_impossible_value_names_the_key(params_dict: dict, dotted: str, value) -
     assert "invalid" in message or "not one of" in message
 
 
+@pytest.mark.parametrize(
+    "dotted", ["train.lr", "optimizer.momentum", "train.epochs", "featurize.val_size", "model.hidden"]
+)
+def test_a_number_beyond_float_is_refused_in_a_short_line(params_dict: dict, dotted: str) -> None:
+    # validation compares counts with budgets in floats: 10**400 would be an OverflowError traceback there
+    _set(params_dict, dotted, [10**400] if dotted == "model.hidden" else 10**400)
+    with pytest.raises(ConfigError) as info:
+        config.from_dict(params_dict)
+    message = str(info.value)
+    assert re.fullmatch(
+        rf"{re.escape(dotted)}(\[0\])?=1(0{{39}})\.\.\.\(321 characters left out\)\.\.\.(0{{40}}) is invalid: "
+        r"must be (a finite number|an integer of at most 2\*\*63 - 1)",
+        message,
+    ), message
+
+
+def test_the_largest_int64_is_an_integer_and_one_more_is_not(params_dict: dict) -> None:
+    _set(params_dict, "train.seed", 2**63 - 1)
+    assert config.from_dict(params_dict).train.seed == 2**63 - 1
+    _set(params_dict, "train.seed", 2**63)
+    with pytest.raises(
+        ConfigError, match=r"^train\.seed=9223372036854775808 is invalid: must be an integer of at most"
+    ):
+        config.from_dict(params_dict)
+
+
+def test_a_pasted_value_is_cut_in_the_error_line(tmp_path: Path, params_dict: dict) -> None:
+    _set(params_dict, "optimizer.name", "a" * 120_000)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params_dict, sort_keys=False), encoding="utf-8")
+    result = _run_stage("train", tmp_path)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr[:300]
+    line = result.stderr.rstrip("\n")
+    assert line.startswith("error: train: optimizer.name='aaaa") and len(line) < 1100
+    assert re.search(r"a\.\.\.\(119\d{3} characters left out\)\.\.\.a", line), line
+    assert line.endswith("' is not one of: adam, adamw, ema_momentum, momentum, nesterov, rmsprop, sgd")
+
+
 def test_valid_edge_values_pass(params_dict: dict) -> None:
     _set(params_dict, "model.hidden", [])
     _set(params_dict, "train.lr", 1)  # an int where a float is expected is fine

@@ -171,6 +171,8 @@ def test_model_normalization_comes_from_its_metadata(tmp_path: Path, model_path:
         ({"mean": 0.5, "std": 1e-44}, "must normalize to finite float32 values"),  # a subnormal: 0.5 / std overflows
         ({"normalize": "whiten"}, "bad normalization"),
         ({"mean": "zero"}, "corrupt model metadata"),
+        ({"image_shape": [float("inf"), 28]}, "corrupt model metadata (cannot convert float infinity to integer)"),
+        ({"mean": 10**400}, "corrupt model metadata (int too large to convert to float)"),
     ],
 )
 def test_model_metadata_inconsistent_with_network_is_refused(tmp_path: Path, overrides: dict, message: str) -> None:
@@ -244,6 +246,8 @@ def test_missing_or_corrupt_model_gives_one_line_error(
     code, out, err = run_cli(["--model", str(model), str(save_png(tmp_path / "d.png", digit()))], capsys)
     assert code == 1 and out == ""
     assert err.count("\n") == 1 and err.startswith("error: predict: ") and str(model) in err
+    # another file than the pipeline's model: rebuilding the pipeline is not the fix (nor deleting the file)
+    assert err.endswith("; pass --model a model.npz that the train stage wrote\n") and "dvc repro" not in err
 
 
 # --- inputs, outputs and per-file errors ----------------------------------------------------------
@@ -316,6 +320,26 @@ def test_truncated_png_is_a_per_file_error(tmp_path: Path, model_path: Path, cap
     code, out, err = run_cli(["--model", str(model_path), str(tmp_path / "cut.png")], capsys)
     assert code == 1 and out == ""
     assert err.splitlines()[0].startswith(f"error: predict: {tmp_path / 'cut.png'}: corrupt image")
+
+
+def test_an_image_pillow_warns_about_is_a_per_file_error(
+    tmp_path: Path, model_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # A TIFF whose PhotometricInterpretation tag claims 1000 values past the end of the file: Pillow
+    # would warn on stderr, skip the tag and guess; a corrupt file is refused instead.
+    Image.new("L", (8, 8), 200).save(tmp_path / "ok.tif")
+    data = bytearray((tmp_path / "ok.tif").read_bytes())
+    ifd = int.from_bytes(data[4:8], "little")
+    entries = [ifd + 2 + 12 * i for i in range(int.from_bytes(data[ifd : ifd + 2], "little"))]
+    (entry,) = [e for e in entries if int.from_bytes(data[e : e + 2], "little") == 262]
+    data[entry + 4 : entry + 8] = (1000).to_bytes(4, "little")  # its count
+    (tmp_path / "bad.tif").write_bytes(bytes(data))
+    code, out, err = run_cli(["--model", str(model_path), str(tmp_path / "bad.tif")], capsys)
+    assert code == 1 and out == ""
+    assert err.splitlines() == [
+        f"error: predict: {tmp_path / 'bad.tif'}: corrupt image (Tag data larger than file. Skipping tag 262)",
+        "error: predict: 1 of 1 input files failed",
+    ]
 
 
 def test_module_entry_point_runs(tmp_path: Path, model_path: Path) -> None:

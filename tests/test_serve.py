@@ -11,6 +11,7 @@ import os
 import re
 import select
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -120,7 +121,7 @@ BAD_REQUESTS = {
         "/predict",
         idx.serialize(np.zeros((10_001, 1, 1), np.uint8)),
         400,
-        "body: 10001 images, more than the 10000 accepted per request",
+        "body: 10001 images, more than the 10000 accepted per IDX file; split it",
     ),
     "too-large": ("POST", "/predict", b"\0" * (MAX_BODY + 1), 413, f"more than the {MAX_BODY} accepted"),
     "unknown-path": ("GET", "/admin", None, 404, "Not Found"),
@@ -177,6 +178,40 @@ def test_serve_refuses_a_bad_model_in_one_line_before_serving(tmp_path: Path) ->
     )
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(f"error: serve: {bad}")
+
+
+@pytest.mark.parametrize(
+    ("case", "hint"),
+    [
+        ("port-in-use", "Address already in use; pick another --port (0 picks a free one)"),
+        ("host-not-here", "--host must be an address of this machine (127.0.0.1, or 0.0.0.0 for all)"),
+    ],
+)
+def test_serve_that_cannot_listen_names_the_flag_to_change(model_file: Path, case: str, hint: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        host = "127.0.0.1" if case == "port-in-use" else "192.0.2.1"  # TEST-NET-1: no machine's own address
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mnist_pipeline.serve",
+                "--model",
+                str(model_file),
+                "--host",
+                host,
+                "--port",
+                str(port),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(f"error: serve: cannot listen on {host}:{port}: ")
+    assert proc.stderr.endswith(f"{hint}\n"), proc.stderr
 
 
 def test_without_the_serve_extra_it_says_how_to_install_it(tmp_path: Path) -> None:

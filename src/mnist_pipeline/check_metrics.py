@@ -66,10 +66,12 @@ def flatten(data: Any, prefix: str = "") -> dict[str, float]:
 
 def parse_metrics(text: str, source: str) -> dict[str, float]:
     """Flattened metrics from JSON ``text``; DataError naming ``source`` if it is not a JSON object."""
-    metrics = flatten(json_object(text, source))
+    metrics = flatten(json_object(text, source))  # (JSON that json_object reads is not too deep for flatten)
     for metric, value in metrics.items():
-        if not math.isfinite(value):
-            raise DataError(f"{source}: {metric} is {value}, not a finite number; rerun `dvc repro evaluate`")
+        if not params.is_finite_number(value):
+            raise DataError(
+                f"{source}: {metric} is {params.shown(value)}, not a finite number; rerun `dvc repro evaluate`"
+            )
     return metrics
 
 
@@ -152,9 +154,12 @@ def load_gates(path: str | Path) -> dict[str, dict[str, dict[str, float]]]:
             if not isinstance(gate, dict) or not gate:
                 raise ConfigError(f"{where} must map metric names to minimums, e.g. {{test.accuracy: 0.98}}")
             for metric, minimum in gate.items():
-                ok = isinstance(minimum, int | float) and not isinstance(minimum, bool) and math.isfinite(minimum)
-                if not ok:
-                    raise ConfigError(f"{where}.{metric}={minimum!r} is invalid: must be a finite number")
+                if not params.is_finite_number(minimum):
+                    raise ConfigError(f"{where}.{metric}={params.shown(minimum)} is invalid: must be a finite number")
+            names = [dataset, preset, *gate]
+            if not all(isinstance(name, str) for name in names):  # YAML reads `1:` or `true:` as a number
+                odd = next(name for name in names if not isinstance(name, str))
+                raise ConfigError(f"{where}: the name {odd!r} must be text; quote it in {path}")
     return data
 
 
@@ -317,6 +322,17 @@ def reproduction(
     return drift_failures(current, baseline, label, tol, source)
 
 
+def tolerance(text: str) -> float:
+    """A tolerance argument: a finite number >= 0 (NaN would pass every comparison, so every check)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a tolerance: give a finite number >= 0")
+    return value
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = cli.ArgumentParser(prog=PREFIX, description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group()
@@ -328,14 +344,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--conf", type=Path, default=Path(compose.CONF_DIR), help="Hydra config directory")
     parser.add_argument("--preset", help="gate by this preset instead of detecting it from params.yaml")
     parser.add_argument("--reproduce", action="store_true", help="also require the baseline's metrics back")
-    parser.add_argument("--rel-tol", type=float, default=1e-6, help="relative tolerance of --reproduce (non-accuracy)")
+    parser.add_argument(
+        "--rel-tol", type=tolerance, default=1e-6, help="relative tolerance of --reproduce (non-accuracy)"
+    )
     parser.add_argument("--compute", type=Path, default=Path(COMPUTE_FILE), help="compute fingerprints of the run")
     parser.add_argument(
         "--baseline-compute", type=Path, help="the baseline's compute.json (with --baseline; default: from --rev)"
     )
     parser.add_argument(
         "--drift-tol",
-        type=float,
+        type=tolerance,
         help=f"--reproduce across fingerprints: largest accuracy change accepted (default {DRIFT_TOL})",
     )
     return parser.parse_args(argv)

@@ -30,13 +30,15 @@ from typing import Any, NoReturn
 
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.mlp.errors import MLPError
-from mnist_pipeline.text import terminal, terminal_lines
+from mnist_pipeline.text import clipped, terminal, terminal_lines
 
 log = logging.getLogger("mnist_pipeline")
 
 VERBOSE_FLAG = "--verbose"
 SHELLS = {"sh", "dash", "bash", "zsh", "ksh", "fish"}  # a ``sh -c`` between dvc and the stage
 WATCH_SECONDS = 0.5  # how often the stage looks whether what started it is still there
+# An error line's most characters: a message that echoes a pasted file or a huge value is cut in the middle.
+MAX_LINE_CHARS = 1000
 
 
 class Stopped(BaseException):
@@ -115,7 +117,7 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse's parser, whose errors are one terminal-safe line (it echoes the arguments it refuses)."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {self.prog}: {terminal(message)}; see --help\n")
+        self.exit(2, f"error: {self.prog}: {terminal(clipped(one_line(message), MAX_LINE_CHARS))}; see --help\n")
 
 
 def one_line(text: str) -> str:
@@ -163,7 +165,7 @@ def run(main: Callable[[], None], name: str, before: Callable[[], None] | None =
         if verbose:
             log.exception("%s failed", name)
         message = str(exc) if isinstance(exc, PipelineError | MLPError) else f"{type(exc).__name__}: {exc}"
-        print(f"error: {name}: {terminal(one_line(message))}", file=sys.stderr)
+        print(f"error: {name}: {terminal(clipped(one_line(message), MAX_LINE_CHARS))}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print(f"error: {name}: interrupted", file=sys.stderr)

@@ -31,7 +31,8 @@ def compose(overrides: list[str] | None = None, conf_dir: str | Path = CONF_DIR,
     ConfigError
         If an override sets ``hydra.*`` (its search path would read files outside ``conf_dir``), a
         config file holds a YAML alias, or Hydra or OmegaConf cannot compose it (an unknown group
-        option, a bad override, a YAML error or tag, a missing interpolation, nesting too deep),
+        option, a bad override, a YAML error or tag, a missing interpolation, nesting too deep, an
+        integer too long to read),
         with their message folded into one line.
     """
     from hydra import compose as hydra_compose
@@ -58,7 +59,8 @@ def compose(overrides: list[str] | None = None, conf_dir: str | Path = CONF_DIR,
         if resolve:
             OmegaConf.resolve(cfg)
         return OmegaConf.to_yaml(cfg)
-    except (HydraException, OmegaConfBaseException, yaml.YAMLError, RecursionError) as exc:
+    except (HydraException, OmegaConfBaseException, yaml.YAMLError, RecursionError, ValueError) as exc:
+        # ValueError: Python's own refusal of an override's integer of over 4300 digits
         raise ConfigError(f"cannot compose {conf_dir}/{given}: {reason(exc)}") from exc
 
 

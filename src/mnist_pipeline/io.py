@@ -105,7 +105,7 @@ def save_npz(path: str | Path, meta: dict[str, Any] | None = None, **arrays: np.
             zf.writestr(info, buf.getvalue())
 
 
-def load_npz(path: str | Path, required: Sequence[str] = ()) -> dict[str, np.ndarray]:
+def load_npz(path: str | Path, required: Sequence[str] = (), fix: str | None = None) -> dict[str, np.ndarray]:
     """Load every array of an ``.npz`` into memory, refusing pickled objects and sizes beyond limits.
 
     Before a member is decompressed or allocated, its zip entry's uncompressed size (all entries
@@ -115,10 +115,11 @@ def load_npz(path: str | Path, required: Sequence[str] = ()) -> dict[str, np.nda
 
     Raises DataError (naming ``path``) if the file is missing, not a regular file, not a zip
     archive (a bare ``.npy``, a pickle, anything else), too large, corrupt, holds pickled
-    object arrays or anything but ``.npy`` members, or lacks one of the ``required`` arrays.
+    object arrays or anything but ``.npy`` members, or lacks one of the ``required`` arrays. The message
+    ends with ``fix`` if given, else with the pipeline's own (``dvc repro`` rebuilds its files).
     """
     path = Path(path)
-    rerun = "delete it and rerun `dvc repro`"
+    rerun = fix or "delete it and rerun `dvc repro`"
     try:
         with open_regular(path) as f:
             magic = f.read(4)
@@ -135,14 +136,14 @@ def load_npz(path: str | Path, required: Sequence[str] = ()) -> dict[str, np.nda
                     )
                 arrays = {m.filename.removesuffix(".npy"): _load_member(zf, m, path, rerun) for m in members}
     except FileNotFoundError as exc:
-        raise DataError(f"{path} is missing; run `dvc repro` to build it") from exc
+        raise DataError(f"{path} is missing; {fix or 'run `dvc repro` to build it'}") from exc
     except ValueError as exc:  # numpy reports bad .npy headers and truncated data with ValueError
         raise DataError(f"{path} is corrupt ({exc}); {rerun}") from exc
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
         raise DataError(f"{path} is not a readable .npz ({exc}); {rerun}") from exc
     missing = [k for k in required if k not in arrays]
     if missing:
-        raise DataError(f"{path} lacks array {missing[0]!r}; rebuild it with `dvc repro`")
+        raise DataError(f"{path} lacks array {missing[0]!r}; {fix or 'rebuild it with `dvc repro`'}")
     return arrays
 
 
@@ -195,6 +196,10 @@ def json_object(text: str, source: str, fix: str = "") -> dict[str, Any]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"{source} is not valid JSON ({exc.msg} at line {exc.lineno}){then}") from exc
+    except ValueError as exc:  # an integer of over 4300 digits
+        raise DataError(f"{source} is not usable JSON ({' '.join(str(exc).split())}){then}") from exc
+    except RecursionError as exc:
+        raise DataError(f"{source} is not usable JSON (nested too deeply){then}") from exc
     if not isinstance(data, dict):
         raise DataError(f"{source} must hold a JSON object{then}")
     return data

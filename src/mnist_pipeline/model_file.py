@@ -26,11 +26,12 @@ def save_network(path: str | Path, net: Network, meta: dict[str, Any]) -> None:
     save_npz(path, {**meta, **net.architecture()}, **net.state())
 
 
-def load_network(path: str | Path, threads: int = 1) -> tuple[Network, dict[str, Any]]:
+def load_network(path: str | Path, threads: int = 1, fix: str | None = None) -> tuple[Network, dict[str, Any]]:
     """Load a model saved by :func:`save_network`: the network (inference only: no dropout) and its metadata.
 
     It computes in the row blocks its training used (``compute.chunks`` in the metadata, else 1), so it
-    rounds as the train stage's validation did, on ``threads`` threads.
+    rounds as the train stage's validation did, on ``threads`` threads. ``fix``: what a missing or
+    unreadable file's error tells the user to do (default: the pipeline's own, see :func:`load_npz`).
 
     Raises
     ------
@@ -40,7 +41,7 @@ def load_network(path: str | Path, threads: int = 1) -> tuple[Network, dict[str,
         NaN or infinite values. Shapes are checked before the network is allocated, so metadata
         that claims a huge network costs nothing.
     """
-    arrays = load_npz(path, ["meta"])
+    arrays = load_npz(path, ["meta"], fix)
     meta = npz_meta(arrays, path)
     try:
         sizes, activation, dtype = list(meta["sizes"]), meta["activation"], meta["dtype"]

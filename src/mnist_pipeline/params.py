@@ -25,8 +25,13 @@ import yaml
 from mnist_pipeline.errors import ConfigError
 from mnist_pipeline.mlp.errors import MLPError
 from mnist_pipeline.paths import read_capped_text
+from mnist_pipeline.text import clipped
 
 PARAMS_FILE = "params.yaml"
+# The largest integer a config value may be: numpy's int64 holds it, and a float holds it approximately,
+# which is what the checks that compare counts with sizes and budgets need.
+MAX_INT = 2**63 - 1
+SHOWN_CHARS = 80  # of a refused value, in its error line (a pasted file or a 400-digit number is cut)
 # Every top-level section params.yaml has (mnist_pipeline.config.Config has one field each; tested).
 SECTIONS = (
     "compute",
@@ -114,6 +119,22 @@ def build_sections(cls: type, data: Any) -> Any:
     return built
 
 
+def shown(value: Any) -> str:
+    """``repr(value)`` for an error line, its middle left out beyond :data:`SHOWN_CHARS` characters."""
+    return clipped(repr(value), SHOWN_CHARS)
+
+
+def is_finite_number(value: Any) -> bool:
+    """Whether ``value`` is an int or a float (not a bool) and finite as a float: an int beyond float's
+    range (a 400-digit number in YAML or JSON) is not."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _convert(tp: Any, value: Any, key: str) -> Any:
     """Convert a YAML value to the annotated type ``tp``, naming ``key`` on mismatch."""
     origin = typing.get_origin(tp)
@@ -121,29 +142,31 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         return _build(tp, value, key)
     if origin is tuple:
         if not isinstance(value, list):
-            raise ConfigError(f"{key}={value!r} is invalid: must be a list")
+            raise ConfigError(f"{key}={shown(value)} is invalid: must be a list")
         (item_tp, _) = typing.get_args(tp)
         return tuple(_convert(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value))
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}={value!r} is invalid: must be a mapping")
+            raise ConfigError(f"{key}={shown(value)} is invalid: must be a mapping")
         (_, item_tp) = typing.get_args(tp)
         return {k: _convert(item_tp, v, f"{key}.{k}") for k, v in value.items()}
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key}={value!r} is invalid: must be true or false")
+            raise ConfigError(f"{key}={shown(value)} is invalid: must be true or false")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}={value!r} is invalid: must be an integer")
+            raise ConfigError(f"{key}={shown(value)} is invalid: must be an integer")
+        if abs(value) > MAX_INT:
+            raise ConfigError(f"{key}={shown(value)} is invalid: must be an integer of at most 2**63 - 1")
         return value
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise ConfigError(f"{key}={value!r} is invalid: must be a finite number")
+        if not is_finite_number(value):
+            raise ConfigError(f"{key}={shown(value)} is invalid: must be a finite number")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key}={value!r} is invalid: must be a string")
+            raise ConfigError(f"{key}={shown(value)} is invalid: must be a string")
         return value
     raise TypeError(f"unsupported config type {tp!r} for {key}")  # a bug, not user error
 
@@ -156,7 +179,7 @@ def _hints(cls: type) -> dict[str, Any]:
 
 def _build(cls: type, data: Any, key: str) -> Any:
     if not isinstance(data, dict):
-        raise ConfigError(f"{key} must be a mapping, got {data!r}")
+        raise ConfigError(f"{key} must be a mapping, got {shown(data)}")
     hints = _hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))

@@ -77,6 +77,10 @@ MAX_INPUT_BYTES = 64 << 20
 # Per image, from its header before decoding: 25 megapixels (5000x5000) are 100 MB as float32, and
 # a few copies of that are made on the way to 28x28.
 MAX_IMAGE_PIXELS = 25_000_000
+# Per IDX file: each image becomes a float32 image of the model's shape on the way (0.3 GB for 100,000
+# MNIST-sized ones), however small it is in the file: MAX_INPUT_BYTES alone would let 1x1 images through by
+# the tens of millions. MNIST's training file has 60,000.
+MAX_IDX_IMAGES = 100_000
 META_KEYS = ("class_names", "image_shape", "normalize", "mean", "std")
 
 
@@ -101,14 +105,16 @@ def load_model(path: str | Path) -> Model:
         normalization or weights do not fit the network.
     """
     try:
-        net, meta = load_network(path)
+        # Another file than the pipeline's own model: `dvc repro` would not mend it (it may be any file)
+        fix = None if Path(path) == MODEL_FILE else f"pass --model a {MODEL_FILE.name} that the train stage wrote"
+        net, meta = load_network(path, fix=fix)
         missing = [k for k in META_KEYS if k not in meta]
         if missing:
             raise DataError(f"{path}: model metadata lacks {missing[0]!r}; retrain with `dvc repro train`")
         names = tuple(str(c) for c in meta["class_names"])
         shape = tuple(int(s) for s in meta["image_shape"])
         mean, std = float(meta["mean"]), float(meta["std"])
-    except (KeyError, TypeError, ValueError) as exc:  # metadata of the wrong types
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:  # metadata of the wrong types or sizes
         raise DataError(f"{path}: corrupt model metadata ({exc}); retrain with `dvc repro train`") from exc
     if len(shape) != 2 or min(shape) <= 0 or shape[0] * shape[1] != net.sizes[0]:
         raise DataError(
@@ -160,11 +166,13 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
     """Decode image bytes to grayscale (:func:`to_gray`), applying any EXIF orientation.
 
     The pixel count is checked against :data:`MAX_IMAGE_PIXELS` from the header, before decoding;
-    Pillow's own decompression-bomb check (``Image.MAX_IMAGE_PIXELS``) is an error, not a warning.
+    Pillow's own decompression-bomb check (``Image.MAX_IMAGE_PIXELS``) is an error, not a warning, and
+    so is any other warning Pillow gives while decoding (a TIFF tag that points past the file's end):
+    what it would skip or guess is a corrupt file.
     """
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("error")
             with Image.open(io.BytesIO(data)) as img:
                 check_pixels(img.height, img.width, name)
                 return to_gray(ImageOps.exif_transpose(img))
@@ -172,12 +180,13 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
         raise DataError(f"{name}: neither an image Pillow can read nor an IDX file") from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DataError(f"{name}: refused by Pillow's decompression-bomb check ({' '.join(str(exc).split())})") from exc
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, Warning) as exc:
         raise DataError(f"{name}: corrupt image ({' '.join(str(exc).split())})") from exc
 
 
-def decode_idx(f: IO[bytes], name: str, compressed: bool) -> np.ndarray:
-    """Decode an IDX image stream (gzip-compressed if ``compressed``) to uint8 ``(N, rows, cols)``.
+def decode_idx(f: IO[bytes], name: str, compressed: bool, max_images: int = MAX_IDX_IMAGES) -> np.ndarray:
+    """Decode an IDX image stream (gzip-compressed if ``compressed``) to uint8 ``(N, rows, cols)``,
+    ``N`` at most ``max_images``.
 
     Read incrementally, never more than :data:`MAX_INPUT_BYTES` decompressed (see :func:`idx.read_stream`).
     """
@@ -191,6 +200,8 @@ def decode_idx(f: IO[bytes], name: str, compressed: bool) -> np.ndarray:
         images = idx.read_stream(f, name, idx.IMAGES_MAGIC, MAX_INPUT_BYTES)
     if images.size == 0:
         raise DataError(f"{name}: IDX file holds no images (shape {images.shape})")
+    if len(images) > max_images:
+        raise DataError(f"{name}: {len(images)} images, more than the {max_images} accepted per IDX file; split it")
     check_pixels(images.shape[1], images.shape[2], name)
     return images
 
@@ -200,12 +211,15 @@ def is_idx(head: bytes) -> bool:
     return head.startswith(GZIP_MAGIC) or (len(head) >= 4 and head[:2] == b"\0\0" and head[2] in idx.DTYPES)
 
 
-def decode_bytes(data: bytes, name: str) -> tuple[list[str], Sequence[np.ndarray] | np.ndarray]:
-    """The input names and grayscale images in ``data``, the bytes of a file as :func:`read_input` reads one."""
+def decode_bytes(
+    data: bytes, name: str, max_images: int = MAX_IDX_IMAGES
+) -> tuple[list[str], Sequence[np.ndarray] | np.ndarray]:
+    """The input names and grayscale images in ``data``, the bytes of a file as :func:`read_input` reads one
+    (an IDX file of at most ``max_images``)."""
     if len(data) > MAX_INPUT_BYTES:
         raise DataError(f"{name}: {len(data)} bytes, more than the {MAX_INPUT_BYTES >> 20} MiB accepted per input")
     if is_idx(data[:4]):
-        images = decode_idx(io.BytesIO(data), name, compressed=data.startswith(GZIP_MAGIC))
+        images = decode_idx(io.BytesIO(data), name, data.startswith(GZIP_MAGIC), max_images)
         return [f"{name}[{i}]" for i in range(len(images))], images
     return [name], [decode_image(data, name)]
 

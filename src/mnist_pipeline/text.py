@@ -46,3 +46,12 @@ def markdown(text: str) -> str:
     """``text`` as inline Markdown that renders as exactly this text, on one line (see the module docstring)."""
     escaped = _MARKDOWN.sub(r"\\\1", terminal(text))
     return "".join(_HTML.get(char, char) for char in escaped)
+
+
+def clipped(text: str, limit: int) -> str:
+    """``text``, its middle left out (and counted) if it is longer than ``limit`` characters: an error line
+    that echoes a pasted file or a 400-digit number stays readable."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}...({len(text) - 2 * half} characters left out)...{text[-half:]}"

@@ -12,7 +12,8 @@ One test per kind of attack:
 2. ``.npz`` bombs and lying ``.npy`` headers, for ``featurize`` and ``predict --model`` (``io.load_npz``);
 3. FIFOs and devices, in ``predict`` inputs, ``data/raw``, ``params.yaml`` and the mirror folder
    (``paths.open_regular``);
-4. images over the pixel cap and Pillow's decompression-bomb check (``predict.decode_image``);
+4. images over the pixel cap and Pillow's decompression-bomb check (``predict.decode_image``), and IDX
+   files of millions of tiny images (``predict.MAX_IDX_IMAGES``: each becomes a 28x28 float32 image);
 5. deep nesting in ``params.yaml`` and in model metadata, and ``make params`` errors (``compose``);
 6. credentials in mirror URLs (``data_config.mask_credentials``, used for every line ``download`` prints);
 7. sizes that would exhaust memory or time, refused by validation (``Config.validate`` and friends);
@@ -23,6 +24,7 @@ One test per kind of attack:
 from __future__ import annotations
 
 import functools
+import gzip
 import os
 import shutil
 import struct
@@ -206,13 +208,34 @@ def test_huge_images_are_refused_before_decoding(tmp_path, model_file, case):
     assert run.stdout == ""
 
 
+def test_idx_file_of_millions_of_tiny_images_is_refused_by_its_count(tmp_path, model_file):
+    # 5 MB of 1x1 images, well under the 64 MiB read cap: 15.7 GB once each is 28x28 float32
+    n = 5_000_000
+    path = tmp_path / "tiny.idx.gz"
+    path.write_bytes(gzip.compress(struct.pack(">HBBIII", 0, 0x08, 3, n, 1, 1) + b"\x80" * n))
+
+    run = predict(tmp_path, model_file, path)
+
+    assert_refused(run, str(path), f"{n} images, more than the 100000 accepted per IDX file; split it")
+    assert run.stdout == ""
+
+
 # --- 5. deep nesting and configuration errors: one line, not a traceback -------------------------
 
 DEPTH = 20_000
 
 
 @pytest.mark.parametrize(
-    "case", ["deep-params-yaml", "deep-model-metadata", "deep-conf-file", "compose-yaml-tag", "compose-bad-override"]
+    "case",
+    [
+        "deep-params-yaml",
+        "deep-model-metadata",
+        "deep-conf-file",
+        "compose-yaml-tag",
+        "compose-bad-override",
+        "compose-400-digit-number",
+        "compose-5001-digit-number",
+    ],
 )
 def test_deep_nesting_and_compose_errors_give_one_line(tmp_path, repo_root, digit_png, case):
     if case == "deep-params-yaml":
@@ -233,9 +256,15 @@ def test_deep_nesting_and_compose_errors_give_one_line(tmp_path, repo_root, digi
             with open(tmp_path / "conf" / "model" / "mlp_256_128.yaml", "a", encoding="utf-8") as f:
                 f.write('evil: !!python/object/apply:os.system ["echo pwned"]\n')
             needles = ("could not determine a constructor for the tag", "conf/model/mlp_256_128.yaml")
-        else:
+        elif case == "compose-bad-override":
             overrides = ["train.lr=["]
             needles = ("cannot compose conf/ with overrides train.lr=[", "no viable alternative at input")
+        elif case == "compose-400-digit-number":  # beyond float: refused by params, not an OverflowError
+            overrides = ["train.epochs=1" + "0" * 400]
+            needles = ("train.epochs=1000", "(321 characters left out)", "must be an integer of at most 2**63 - 1")
+        else:  # beyond what Python reads as an int by default: refused by compose, not a ValueError
+            overrides = ["train.lr=1" + "0" * 5000]
+            needles = ("cannot compose conf/ with overrides train.lr=1000", "characters left out", "4300 digits")
         run = run_capped(python_module("mnist_pipeline.compose", *overrides), tmp_path)
         assert not (tmp_path / "params.yaml").exists()
 

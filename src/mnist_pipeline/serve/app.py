@@ -52,13 +52,14 @@ def create_app(model: predict.Model, model_path: str) -> Starlette:
     lock = threading.Lock()  # one prediction at a time: the network's buffers are its own
 
     def run_prediction(data: bytes, invert: str, center: bool) -> list[dict[str, Any]] | None:
-        """The records, or None if the model stayed busy with other requests for :data:`WAIT` seconds."""
-        names, images = predict.decode_bytes(data, "body")
-        if len(images) > MAX_IMAGES:
-            raise PipelineError(f"body: {len(images)} images, more than the {MAX_IMAGES} accepted per request")
+        """The records, or None if the model stayed busy with other requests for :data:`WAIT` seconds.
+
+        Decoding waits its turn too: one request's images (up to a 25-megapixel photo, about 1 GB on the
+        way to 28x28) are in memory at a time, however many requests come at once."""
         if not lock.acquire(timeout=WAIT):
             return None
         try:
+            names, images = predict.decode_bytes(data, "body", MAX_IMAGES)
             return predict.predict_images(model, "body", names, images, invert, center)
         finally:
             lock.release()

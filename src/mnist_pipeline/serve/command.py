@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import socket
 from collections.abc import Sequence
@@ -26,6 +27,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+# What to change when the socket cannot listen, by errno (others: both flags are named).
+LISTEN_HINTS = {
+    errno.EADDRINUSE: "pick another --port (0 picks a free one)",
+    errno.EACCES: "pick a --port above 1023",
+    errno.EADDRNOTAVAIL: "--host must be an address of this machine (127.0.0.1, or 0.0.0.0 for all)",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     if not 0 <= args.port <= 65535:
@@ -40,7 +49,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         sock.listen(128)  # connections wait in the backlog from now on, until uvicorn accepts them
     except OSError as exc:
         sock.close()
-        raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}; pick another --port") from exc
+        hint = LISTEN_HINTS.get(exc.errno or 0, "check --host and --port")
+        raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}; {hint}") from exc
     port = sock.getsockname()[1]
     log.info("serving %s on http://%s:%d/ (Ctrl-C stops it)", args.model, args.host, port)
     config = uvicorn.Config(create_app(model, args.model), log_level="warning", access_log=False)
