@@ -6,6 +6,7 @@ and no traceback; the page names nothing but the server's own files, and says so
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import os
 import re
@@ -14,7 +15,9 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +31,7 @@ from helpers.services import unavailable
 from mnist_pipeline import idx, predict
 from mnist_pipeline.mlp.network import Network
 from mnist_pipeline.model_file import save_network
-from mnist_pipeline.serve.app import MAX_BODY
+from mnist_pipeline.serve.app import MAX_BODY, OneAtATime
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -212,6 +215,30 @@ def test_serve_that_cannot_listen_names_the_flag_to_change(model_file: Path, cas
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(f"error: serve: cannot listen on {host}:{port}: ")
     assert proc.stderr.endswith(f"{hint}\n"), proc.stderr
+
+
+def test_jobs_run_one_at_a_time_and_one_that_waited_too_long_is_not_run() -> None:
+    turns = OneAtATime(wait=0.3)
+    ran: list[str] = []
+
+    def job(name: str, seconds: float) -> Callable[[], str]:
+        def work() -> str:
+            ran.append(f"{name} on {threading.current_thread().name}")
+            time.sleep(seconds)
+            return name
+
+        return work
+
+    async def scenario() -> list[str | None]:
+        first = asyncio.ensure_future(turns.run(job("slow", 0.6)))
+        await asyncio.sleep(0.05)  # "slow" has started: "late" waits behind it for 0.55 s, over 0.3
+        late = await turns.run(job("late", 0.0))
+        again = await turns.run(job("again", 0.0))  # the queue is free: runs at once
+        return [await first, late, again]
+
+    assert asyncio.run(scenario()) == ["slow", None, "again"]
+    (thread,) = {entry.split(" on ")[1] for entry in ran}  # every job on the one thread
+    assert ran == [f"slow on {thread}", f"again on {thread}"] and thread.startswith("predict")
 
 
 def test_without_the_serve_extra_it_says_how_to_install_it(tmp_path: Path) -> None:

@@ -15,8 +15,9 @@ extra: Starlette on uvicorn) serves:
 Bounded: a body over :data:`~mnist_pipeline.serve.app.MAX_BODY` bytes is refused (413) before it
 is read whole, images over predict's pixel cap before decoding and more than
 :data:`~mnist_pipeline.serve.app.MAX_IMAGES` images per request (400), which bounds the work of
-one prediction; predictions run one at a time, and a request that waits more than
-:data:`~mnist_pipeline.serve.app.WAIT` seconds for the model gets 503 and ``Retry-After``. Every
+one prediction; requests are decoded and predicted one at a time, on one thread, and a request that
+has waited more than :data:`~mnist_pipeline.serve.app.WAIT` seconds by its turn gets 503 and
+``Retry-After``. Every
 error is a JSON ``{"error": "one line"}``: 4xx for the request, 503 when busy, 500 and no
 traceback for a bug.
 """
