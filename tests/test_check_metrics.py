@@ -43,7 +43,7 @@ def test_flatten_keeps_numeric_leaves_with_dotted_keys() -> None:
         ("{not json", "not valid JSON"),
         ("[1, 2]", "JSON object"),
         ('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}", r"not usable JSON \(nested too deeply\)"),
-        ('{"test": {"accuracy": 1' + "0" * 5000 + "}}", r"not usable JSON \(Exceeds the limit \(4300 digits\)"),
+        ('{"test": {"accuracy": 1' + "0" * 5000 + "}}", r"not usable JSON \(an integer of over 4300 digits\)"),
         ('{"test": {"accuracy": 1' + "0" * 400 + "}}", r"test\.accuracy is 1000.*left out.*not a finite number"),
     ],
 )
@@ -296,6 +296,29 @@ def test_cli_baseline_from_git_head(run_dir: Path) -> None:
     assert (
         reproduced.returncode == 1 and "val.accuracy 0.98 != 0.9792 in HEAD:reports/metrics.json" in reproduced.stderr
     )
+
+
+def test_cli_a_rev_that_names_no_commit_or_non_utf8_metrics_is_one_line(run_dir: Path) -> None:
+    git_env = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+    (run_dir / "reports" / "metrics.json").write_bytes(b'{"test": {"accuracy": 0.98}} \xff\xfe')
+    for args in (
+        ["init", "-q"],
+        ["add", "reports/metrics.json"],
+        ["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "not utf-8"],
+    ):
+        subprocess.run(["git", *args], cwd=run_dir, env=git_env, check=True, capture_output=True, timeout=60)
+    _write(run_dir / "reports" / "metrics.json", METRICS)
+    typo = _check(run_dir, "--rev", "HAED")  # without the check: "no baseline", then OK and exit 0
+    assert typo.returncode == 1 and typo.stdout == ""
+    assert typo.stderr == (
+        "error: check-metrics: --rev 'HAED' names no commit of this repository; check it with `git log`\n"
+    )
+    for args in ([], ["--rev", "HEAD"]):
+        result = _check(run_dir, *args)
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert result.stderr == (
+            "error: check-metrics: HEAD:reports/metrics.json is not UTF-8 text (byte 29); is it the right file?\n"
+        )
 
 
 def test_cli_without_git_baseline_still_gates(run_dir: Path) -> None:

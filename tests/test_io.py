@@ -91,6 +91,21 @@ def test_load_npz_corrupt_member_header_is_called_corrupt_not_pickled(tmp_path):
         io.load_npz(path)
 
 
+@pytest.mark.parametrize(("offset", "value"), [(6, 0x1), (8, 99)], ids=["encrypted-flag", "compression-99"])
+def test_load_npz_member_zipfile_cannot_extract_is_a_data_error(tmp_path, offset, value):
+    # zipfile raises RuntimeError (encrypted) or NotImplementedError (unknown method) for these
+    path = tmp_path / "a.npz"
+    io.save_npz(path, x=np.arange(10, dtype=np.float32))
+    data = bytearray(path.read_bytes())
+    for header in (b"PK\x03\x04", b"PK\x01\x02"):  # the local header and the central directory entry
+        at = data.find(header) + (offset if header == b"PK\x03\x04" else offset + 2)
+        data[at : at + 2] = value.to_bytes(2, "little")
+    path.write_bytes(bytes(data))
+
+    with pytest.raises(DataError, match=r"a\.npz: member 'x\.npy' is encrypted or compressed in a way numpy never"):
+        io.load_npz(path)
+
+
 def test_load_npz_on_a_directory_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="is a directory, not a regular file"):
         io.load_npz(tmp_path)

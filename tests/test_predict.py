@@ -342,6 +342,28 @@ def test_an_image_pillow_warns_about_is_a_per_file_error(
     ]
 
 
+def test_a_photo_whose_exif_is_cut_short_is_still_predicted_without_a_warning(
+    tmp_path: Path, model_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # A JPEG whose EXIF ImageDescription claims 100,000 bytes past the end (phones cut EXIF short):
+    # Pillow warns about the tag, but the pixels are whole, so the photo is predicted and nothing printed.
+    exif = Image.Exif()
+    exif[270] = "a digit"
+    Image.fromarray(digit()).save(tmp_path / "ok.jpg", exif=exif.tobytes())
+    data = bytearray((tmp_path / "ok.jpg").read_bytes())
+    tiff = data.find(b"Exif\0\0") + 6
+    order = "little" if data[tiff : tiff + 2] == b"II" else "big"
+    ifd = tiff + int.from_bytes(data[tiff + 4 : tiff + 8], order)
+    entries = [ifd + 2 + 12 * i for i in range(int.from_bytes(data[ifd : ifd + 2], order))]
+    (entry,) = [e for e in entries if int.from_bytes(data[e : e + 2], order) == 270]
+    data[entry + 4 : entry + 8] = (100_000).to_bytes(4, order)  # its count
+    (tmp_path / "cut.jpg").write_bytes(bytes(data))
+    code, out, err = run_cli(["--model", str(model_path), str(tmp_path / "ok.jpg"), str(tmp_path / "cut.jpg")], capsys)
+    assert code == 0 and err == ""
+    first, second = out.splitlines()
+    assert second.startswith(f"{tmp_path / 'cut.jpg'}: ") and first.split(": ", 1)[1] == second.split(": ", 1)[1]
+
+
 def test_module_entry_point_runs(tmp_path: Path, model_path: Path) -> None:
     image = save_png(tmp_path / "d.png", 255 - digit((100, 100)))
     proc = subprocess.run(

@@ -31,6 +31,18 @@ def test_a_good_split_loads_unchanged(tmp_path: Path) -> None:
     np.testing.assert_array_equal(split.y, y)
 
 
+def test_a_split_whose_onehot_is_not_finite_is_refused_not_called_diverged(tmp_path: Path) -> None:
+    x, y = good()
+    path = write_split(tmp_path / "s.npz", x, y)
+    arrays = dict(np.load(path))
+    arrays["onehot"][0, 0] = np.nan
+    np.savez(path, **arrays)
+    with pytest.raises(
+        DataError, match=r"s\.npz: onehot holds NaN, infinite or non-float values; rerun `dvc repro featurize`"
+    ):
+        load_feature_split(path, D, C)
+
+
 @pytest.mark.parametrize(
     ("mutate", "needle"),
     [

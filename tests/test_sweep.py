@@ -413,9 +413,13 @@ def test_run_queue_is_bounded_by_its_timeout() -> None:
     assert 300 < clock.now <= 305 and ["queue", "stop", "--kill"] not in dvc.calls  # running is progress
 
 
-def test_jobs_must_be_positive() -> None:
-    with pytest.raises(SystemExit):
-        sweep.parse_args(["-j", "0"])
+@pytest.mark.parametrize("jobs", ["0", "65", "100000"])
+def test_jobs_must_be_from_1_to_64(jobs: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        sweep.parse_args(["-j", jobs])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == f"error: sweep: --jobs must be from 1 to 64, got {jobs}; see --help\n"
+    assert sweep.parse_args(["-j", "64"]).jobs == 64
 
 
 def test_queue_workers_share_the_cpus_out_unless_the_user_chose(monkeypatch: pytest.MonkeyPatch) -> None:

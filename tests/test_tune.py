@@ -7,6 +7,7 @@ Optuna studies, and bad input is given to the real command, which must stop with
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -228,6 +229,52 @@ def test_bad_input_stops_with_one_line_naming_it(tmp_path: Path, space: dict, ar
     assert not (REPO / storage.JOURNAL_DIR / "tune-space.log").exists()  # nothing written
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--minutes", "nan"], "--minutes must be a positive number, got nan"),  # NaN: a deadline never reached
+        (["--minutes", "-1"], "--minutes must be a positive number, got -1.0"),
+        (["--trials", "0"], "--trials must be a positive number, got 0"),
+        (["--seed", str(2**32)], "--seed must be a whole number from 0 to 2147483647, got 4294967296"),
+    ],
+)
+def test_a_bad_budget_or_seed_is_a_usage_error(tmp_path: Path, args: list[str], message: str) -> None:
+    result = _tune("--space", str(_write(tmp_path, SPACE)), *args)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == f"error: tune: {message}; see --help\n"
+
+
+@pytest.mark.parametrize(
+    ("top", "message"),
+    [
+        (
+            {"seed": 2**31},
+            "seed must be a whole number from 0 to 2147483647, not 2147483648",
+        ),  # optuna: < 2**32 - trials
+        ({"minutes": 10**400}, "minutes must be a positive number, not 1000"),  # beyond float: no OverflowError
+        (
+            {"params": {"train.lr": {"type": "float", "low": 0.01, "high": 0.1, "log": "false"}}},
+            "train.lr.log must be true or false, not 'false'",  # a string: bool("false") would switch log on
+        ),
+    ],
+)
+def test_a_space_seed_or_budget_out_of_range_names_it(tmp_path: Path, top: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_space(str(_write(tmp_path, {**SPACE, **top})), REPO / "conf")
+
+
+@pytest.mark.parametrize("bad", [b"garbage{\n", b"\xff\xfe\n", b'{"x": 1}\n', b"[1]\n"])
+def test_a_corrupt_study_journal_is_one_line_naming_it(tmp_path: Path, bad: bytes) -> None:
+    journal = tmp_path / "study.log"
+    study = optuna.create_study(study_name="s", storage=storage.open_storage(str(journal), "s"))
+    study.set_user_attr("a", 1)
+    study.set_user_attr("b", 2)
+    first, _, *rest = journal.read_bytes().splitlines(keepends=True)
+    journal.write_bytes(first + bad + b"".join(rest))  # a line in the middle that Optuna did not write
+    with pytest.raises(ConfigError, match=rf"^the study journal {re.escape(str(journal))} is corrupt \(\w+Error: "):
+        storage.open_storage(str(journal), "s")
+
+
 def _finished(study: optuna.Study, value: float | None, **attrs) -> None:
     trial = study.ask()
     for key, val in attrs.items():
@@ -250,7 +297,9 @@ def test_budget_leaves_out_requeued_and_skipped_trials() -> None:
     assert budget_spent(study, Budget(1, None), None)
 
 
-def test_ranking_by_validation_accuracy_and_a_preset_that_composes(tmp_path: Path) -> None:
+def test_ranking_by_validation_accuracy_and_a_preset_that_composes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     study = optuna.create_study(direction="maximize")
     space = parse_space("t", SPACE, "t.yaml")
     for value in (0.91, 0.95, None):
@@ -273,6 +322,19 @@ def test_ranking_by_validation_accuracy_and_a_preset_that_composes(tmp_path: Pat
     assert path == conf / "experiment" / "tuned.yaml"
     assert params["train"]["lr"] == study.best_trial.params["train.lr"] and params["train"]["epochs"] == 1
     assert params["optimizer"]["name"] == study.best_trial.params["optimizer"]
+    before = sorted(p.name for p in conf.iterdir()), (conf / "config.yaml").read_bytes()
+    for name in ("../config", str(conf / "config"), "-x", "a.b"):  # a path, an option, a dotted name
+        with pytest.raises(ConfigError, match=re.escape(f"--preset {name!r} is not a preset name")):
+            report.write_preset(name, study.best_trial, space, conf)
+    assert (sorted(p.name for p in conf.iterdir()), (conf / "config.yaml").read_bytes()) == before
+    # a preset that does not compose is put back as it was
+    (conf / "experiment" / "tuned.yaml").write_text("# mine\n", encoding="utf-8")
+    monkeypatch.setattr(report, "preset_yaml", lambda *args: "train:\n  lr: [\n")  # YAML that cannot compose
+    for name in ("tuned", "fresh"):
+        with pytest.raises(ConfigError, match=f"cannot compose .* experiment={name}"):
+            report.write_preset(name, study.best_trial, space, conf)
+    assert (conf / "experiment" / "tuned.yaml").read_text(encoding="utf-8") == "# mine\n"
+    assert not (conf / "experiment" / "fresh.yaml").exists()
 
 
 def test_pushes_only_where_a_git_and_a_dvc_remote_are_both_set(tmp_path: Path) -> None:

@@ -53,20 +53,22 @@ PREFIX = "check-metrics"
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, float]:
-    """Numeric leaves of nested JSON as ``{"test.accuracy": 0.98, ...}`` (dotted keys, as DVC shows them)."""
-    if isinstance(data, dict):
-        out: dict[str, float] = {}
-        for key, value in data.items():
-            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    if isinstance(data, int | float) and not isinstance(data, bool):
-        return {prefix: data}
-    return {}
+    """Numeric leaves of nested JSON as ``{"test.accuracy": 0.98, ...}`` (dotted keys, as DVC shows them),
+    in document order. A loop, not recursion: it takes any nesting that the JSON parser took."""
+    out: dict[str, float] = {}
+    todo: list[tuple[str, Any]] = [(prefix, data)]
+    while todo:
+        name, node = todo.pop()
+        if isinstance(node, dict):
+            todo += reversed([(f"{name}.{key}" if name else str(key), value) for key, value in node.items()])
+        elif isinstance(node, int | float) and not isinstance(node, bool):
+            out[name] = node
+    return out
 
 
 def parse_metrics(text: str, source: str) -> dict[str, float]:
     """Flattened metrics from JSON ``text``; DataError naming ``source`` if it is not a JSON object."""
-    metrics = flatten(json_object(text, source))  # (JSON that json_object reads is not too deep for flatten)
+    metrics = flatten(json_object(text, source))
     for metric, value in metrics.items():
         if not params.is_finite_number(value):
             raise DataError(
@@ -107,14 +109,17 @@ def git_show(rev: str, path: str, cwd: Path | None = None) -> tuple[str | None, 
             f"{rev}:{path} is {int(size):,} bytes, over the {paths.TEXT_CAP:,}-byte cap on files read whole; "
             "is it the right file?"
         )
-    text, why = _git(["show", f"{rev}:./{path}"], cwd)
+    try:
+        text, why = _git(["show", f"{rev}:./{path}"], cwd)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{rev}:{path} is not UTF-8 text (byte {exc.start}); is it the right file?") from exc
     return (text, "") if text is not None else (None, f"git show {rev}:{path} failed: {why}")
 
 
 def _git(args: list[str], cwd: Path | None) -> tuple[str | None, str]:
     """The output of ``git args`` run in ``cwd``, or ``(None, its last error line)``."""
     try:
-        result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False)
+        result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, encoding="utf-8", timeout=60, check=False)
     except OSError as exc:
         return None, f"git unavailable ({exc.strerror})"
     if result.returncode != 0:
@@ -327,7 +332,7 @@ def tolerance(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        value = math.nan
+        value = -1.0  # refused below, with the same words
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a tolerance: give a finite number >= 0")
     return value
@@ -336,7 +341,7 @@ def tolerance(text: str) -> float:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = cli.ArgumentParser(prog=PREFIX, description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--rev", default="HEAD", help="git revision holding the baseline metrics (default HEAD)")
+    source.add_argument("--rev", help="git revision holding the baseline metrics (default HEAD)")
     source.add_argument("--baseline", type=Path, help="a metrics.json file to use as the baseline instead of git")
     parser.add_argument("--metrics", type=Path, default=Path(METRICS_FILE), help="metrics to check")
     parser.add_argument("--gates", type=Path, default=Path(GATES_FILE), help="gate file")
@@ -377,10 +382,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.baseline is not None:
         baseline, old_label, why = read_metrics(args.baseline), str(args.baseline), ""
     else:
+        # HEAD's metrics if any, else the gates alone (a new repository, or none); but another revision the
+        # user names must exist: a typo would pass as "no baseline"
+        args.rev = args.rev or "HEAD"
+        if args.rev != "HEAD" and _git(["rev-parse", "--verify", "--quiet", f"{args.rev}^{{commit}}"], None)[0] is None:
+            raise DataError(f"--rev {args.rev!r} names no commit of this repository; check it with `git log`")
         (baseline, why), old_label = git_metrics(args.rev, source), args.rev
     print(format_table(current, baseline, old_label, gate, source))
     for line in filter(None, (note, why and f"no baseline: {why}")):
-        print(f"{PREFIX}: {terminal(line)}")
+        print(f"{PREFIX}: {cli.error_text(line)}")
     failures = gate_failures(current, gate, label, source)
     if args.reproduce:
         if baseline is None:

@@ -37,7 +37,8 @@ log = logging.getLogger("mnist_pipeline")
 VERBOSE_FLAG = "--verbose"
 SHELLS = {"sh", "dash", "bash", "zsh", "ksh", "fish"}  # a ``sh -c`` between dvc and the stage
 WATCH_SECONDS = 0.5  # how often the stage looks whether what started it is still there
-# An error line's most characters: a message that echoes a pasted file or a huge value is cut in the middle.
+# An error line's message is cut in the middle to about this many characters (once escaped), so that
+# one that echoes a pasted file or a huge value stays readable.
 MAX_LINE_CHARS = 1000
 
 
@@ -117,12 +118,18 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse's parser, whose errors are one terminal-safe line (it echoes the arguments it refuses)."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {self.prog}: {terminal(clipped(one_line(message), MAX_LINE_CHARS))}; see --help\n")
+        self.exit(2, f"error: {self.prog}: {error_text(message)}; see --help\n")
 
 
 def one_line(text: str) -> str:
     """``text`` with every run of whitespace (newlines included) folded into one space."""
     return " ".join(text.split())
+
+
+def error_text(message: str) -> str:
+    """``message`` as the text of one error line: whitespace folded, escaped for the terminal, then cut to
+    about :data:`MAX_LINE_CHARS` characters."""
+    return clipped(terminal(one_line(message)), MAX_LINE_CHARS)
 
 
 def run_extra(name: str, load: Callable[[], Callable[[], None]], packages: tuple[str, ...]) -> None:
@@ -165,7 +172,7 @@ def run(main: Callable[[], None], name: str, before: Callable[[], None] | None =
         if verbose:
             log.exception("%s failed", name)
         message = str(exc) if isinstance(exc, PipelineError | MLPError) else f"{type(exc).__name__}: {exc}"
-        print(f"error: {name}: {terminal(clipped(one_line(message), MAX_LINE_CHARS))}", file=sys.stderr)
+        print(f"error: {name}: {error_text(message)}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print(f"error: {name}: interrupted", file=sys.stderr)

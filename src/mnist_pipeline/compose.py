@@ -59,9 +59,12 @@ def compose(overrides: list[str] | None = None, conf_dir: str | Path = CONF_DIR,
         if resolve:
             OmegaConf.resolve(cfg)
         return OmegaConf.to_yaml(cfg)
-    except (HydraException, OmegaConfBaseException, yaml.YAMLError, RecursionError, ValueError) as exc:
-        # ValueError: Python's own refusal of an override's integer of over 4300 digits
+    except (HydraException, OmegaConfBaseException, yaml.YAMLError, RecursionError) as exc:
         raise ConfigError(f"cannot compose {conf_dir}/{given}: {reason(exc)}") from exc
+    except ValueError as exc:
+        if "integer string conversion" not in str(exc):  # Hydra's parser reading an override's number
+            raise
+        raise ConfigError(f"cannot compose {conf_dir}/{given}: an integer of over 4300 digits") from exc
 
 
 NOT_HYDRAS = ("gates.yaml", "tune")  # under conf/ but read by their own commands (capped there), never composed

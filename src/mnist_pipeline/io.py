@@ -128,6 +128,12 @@ def load_npz(path: str | Path, required: Sequence[str] = (), fix: str | None = N
             f.seek(0)
             with zipfile.ZipFile(f) as zf:
                 members = zf.infolist()
+                for m in members:  # what zipfile would refuse with RuntimeError or NotImplementedError
+                    if m.flag_bits & 0x1 or m.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                        raise DataError(
+                            f"{path}: member {m.filename!r} is encrypted or compressed in a way numpy never "
+                            f"writes (method {m.compress_type}); {rerun}"
+                        )
                 total = sum(m.file_size for m in members)
                 if total > MAX_NPZ_BYTES:
                     raise DataError(
@@ -178,6 +184,10 @@ def npz_meta(arrays: dict[str, np.ndarray], path: str | Path) -> dict[str, Any]:
         return json.loads(str(arrays["meta"]))
     except json.JSONDecodeError as exc:
         raise DataError(f"{path} has corrupt metadata ({exc}); rebuild it with `dvc repro`") from exc
+    except ValueError as exc:  # Python refuses to read an integer of over 4300 digits
+        raise DataError(
+            f"{path} has corrupt metadata (an integer of over 4300 digits); rebuild it with `dvc repro`"
+        ) from exc
     except RecursionError as exc:  # json recurses once per level of nesting
         raise DataError(f"{path} has metadata nested too deeply to read; rebuild it with `dvc repro`") from exc
 
@@ -196,8 +206,8 @@ def json_object(text: str, source: str, fix: str = "") -> dict[str, Any]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"{source} is not valid JSON ({exc.msg} at line {exc.lineno}){then}") from exc
-    except ValueError as exc:  # an integer of over 4300 digits
-        raise DataError(f"{source} is not usable JSON ({' '.join(str(exc).split())}){then}") from exc
+    except ValueError as exc:  # Python refuses to read an integer of over 4300 digits
+        raise DataError(f"{source} is not usable JSON (an integer of over 4300 digits){then}") from exc
     except RecursionError as exc:
         raise DataError(f"{source} is not usable JSON (nested too deeply){then}") from exc
     if not isinstance(data, dict):

@@ -28,9 +28,6 @@ from mnist_pipeline.paths import read_capped_text
 from mnist_pipeline.text import clipped
 
 PARAMS_FILE = "params.yaml"
-# The largest integer a config value may be: numpy's int64 holds it, and a float holds it approximately,
-# which is what the checks that compare counts with sizes and budgets need.
-MAX_INT = 2**63 - 1
 SHOWN_CHARS = 80  # of a refused value, in its error line (a pasted file or a 400-digit number is cut)
 # Every top-level section params.yaml has (mnist_pipeline.config.Config has one field each; tested).
 SECTIONS = (
@@ -65,7 +62,17 @@ class YamlLoader(yaml.SafeLoader):
             )
         return super().compose_node(parent, index)
 
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        """An int; a YAML error for one of over 4300 decimal digits, which Python refuses to read."""
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, "an integer of over 4300 digits", node.start_mark
+            ) from exc
 
+
+YamlLoader.add_constructor("tag:yaml.org,2002:int", YamlLoader.construct_yaml_int)
 YamlLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
@@ -120,8 +127,13 @@ def build_sections(cls: type, data: Any) -> Any:
 
 
 def shown(value: Any) -> str:
-    """``repr(value)`` for an error line, its middle left out beyond :data:`SHOWN_CHARS` characters."""
-    return clipped(repr(value), SHOWN_CHARS)
+    """``repr(value)`` for an error line, its middle left out beyond :data:`SHOWN_CHARS` characters (an int
+    too long to write out, which a hexadecimal YAML number can be, is named by its size)."""
+    try:
+        text = repr(value)
+    except ValueError:  # over 4300 decimal digits
+        return f"<an integer of {value.bit_length()} bits>"
+    return clipped(text, SHOWN_CHARS)
 
 
 def is_finite_number(value: Any) -> bool:
@@ -157,8 +169,8 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key}={shown(value)} is invalid: must be an integer")
-        if abs(value) > MAX_INT:
-            raise ConfigError(f"{key}={shown(value)} is invalid: must be an integer of at most 2**63 - 1")
+        if not is_finite_number(value):  # checks compare counts and sizes with budgets in floats
+            raise ConfigError(f"{key}={shown(value)} is invalid: must be an integer of at most 308 digits")
         return value
     if tp is float:
         if not is_finite_number(value):

@@ -32,11 +32,12 @@ probabilities; with ``--json`` a JSON list of ``{"file", "prediction", "top3": [
 
 Limits, checked before anything is decoded or allocated: an input file holds at most 64 MiB (an IDX
 file once decompressed, read incrementally), an image at most 25 megapixels (Pillow's own
-decompression-bomb check is an error too); FIFOs, devices and other special files are refused.
+decompression-bomb check is an error too); FIFOs, devices and other special files are refused. An
+IDX file holds at most 100,000 images (checked once it is read, before any is converted).
 
 Errors: a missing or unreadable input prints ``error: predict: <file>: <reason>`` on stderr, the
-other inputs are still predicted, and the exit status is 1. A missing or corrupt model is one
-line on stderr and exit status 1; a usage error exits with 2.
+other inputs are still predicted, a last line counts the failed files, and the exit status is 1.
+A missing or corrupt model is one line on stderr and exit status 1; a usage error exits with 2.
 """
 
 from __future__ import annotations
@@ -166,21 +167,27 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
     """Decode image bytes to grayscale (:func:`to_gray`), applying any EXIF orientation.
 
     The pixel count is checked against :data:`MAX_IMAGE_PIXELS` from the header, before decoding;
-    Pillow's own decompression-bomb check (``Image.MAX_IMAGE_PIXELS``) is an error, not a warning, and
-    so is any other warning Pillow gives while decoding (a TIFF tag that points past the file's end):
-    what it would skip or guess is a corrupt file.
+    Pillow's own decompression-bomb check (``Image.MAX_IMAGE_PIXELS``) is an error, not a warning. A
+    TIFF that Pillow warns about (a tag that points past the file's end) is corrupt: its tags describe
+    the pixels, and Pillow would skip the tag and guess. Other formats' warnings concern metadata (a
+    photo's cut-short EXIF) and are dropped, not printed.
     """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
+        with warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always")
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
                 check_pixels(img.height, img.width, name)
-                return to_gray(ImageOps.exif_transpose(img))
+                gray = to_gray(ImageOps.exif_transpose(img))
+                pillows = [w for w in warned if issubclass(w.category, UserWarning) and "PIL" in Path(w.filename).parts]
+                if img.format == "TIFF" and pillows:
+                    raise DataError(f"{name}: corrupt image ({' '.join(str(pillows[0].message).split())})")
+                return gray
     except UnidentifiedImageError as exc:
         raise DataError(f"{name}: neither an image Pillow can read nor an IDX file") from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DataError(f"{name}: refused by Pillow's decompression-bomb check ({' '.join(str(exc).split())})") from exc
-    except (OSError, ValueError, Warning) as exc:
+    except (OSError, ValueError) as exc:
         raise DataError(f"{name}: corrupt image ({' '.join(str(exc).split())})") from exc
 
 
@@ -378,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         try:
             found = predict_file(model, path, args.invert, args.center)
         except PipelineError as exc:
-            print(f"error: predict: {terminal(str(exc))}", file=sys.stderr)
+            print(f"error: predict: {cli.error_text(str(exc))}", file=sys.stderr)
             failed += 1
             continue
         records.extend(found)

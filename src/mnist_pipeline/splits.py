@@ -31,4 +31,6 @@ def load_feature_split(path: Path, num_features: int, num_classes: int) -> Split
         raise DataError(f"{path}: x holds NaN, infinite or non-float values; {fix}")
     if y.dtype.kind not in "iu" or y.min() < 0 or y.max() >= num_classes:
         raise DataError(f"{path}: y must hold integer labels 0..{num_classes - 1}; {fix}")
+    if onehot.dtype.kind != "f" or not np.isfinite(onehot).all():  # else a NaN looks like a diverged run
+        raise DataError(f"{path}: onehot holds NaN, infinite or non-float values; {fix}")
     return Split(x, y, onehot)

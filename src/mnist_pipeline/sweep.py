@@ -379,6 +379,10 @@ def sweep(dvc: Dvc, grid: Sequence[str], jobs: int, timeout: float) -> list[Resu
     return collect(experiments, queued)
 
 
+# Each job is a DVC queue worker process (and its stages' threads): more than this is no sweep a machine runs.
+MAX_JOBS = 64
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = cli.ArgumentParser(prog="sweep", description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -396,8 +400,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--dvc", default="dvc", help="the dvc executable")
     parser.add_argument("--show", action="store_true", help="only print every experiment's readable dvc exp show view")
     args = parser.parse_args(argv)
-    if args.jobs < 1:
-        parser.error("--jobs must be at least 1")
+    if not 1 <= args.jobs <= MAX_JOBS:
+        parser.error(f"--jobs must be from 1 to {MAX_JOBS}, got {args.jobs}")
     if not args.timeout > 0:
         parser.error("--timeout must be a positive number of minutes")
     args.grid = args.grid or list(DEFAULT_GRID)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from mnist_pipeline.errors import ConfigError
+from mnist_pipeline.errors import ConfigError, DataError
 from mnist_pipeline.io import load_npz
 from mnist_pipeline.stages import featurize, prepare
 
@@ -141,3 +143,29 @@ def test_main_writes_three_consistent_splits(tiny_workspace) -> None:
     val_rows = {r.tobytes() for r in out["val"]["x"]}
     assert not train_rows & val_rows and train_rows | val_rows == rows
     assert set(out["val"]["y"]) == set(range(C))
+
+
+# --- the prepared arrays it reads ----------------------------------------------------------------
+
+
+def _prepared(n: int = 12) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {"x": rng.random((n, 6), dtype=np.float32), "y": (np.arange(n) % C).astype(np.uint8)}
+
+
+@pytest.mark.parametrize(
+    ("mutate", "needle"),
+    [
+        (lambda a: {**a, "y": np.where(a["y"] == 1, 200, a["y"]).astype(np.uint8)}, "y must hold integer labels 0..9"),
+        (lambda a: {**a, "y": a["y"].astype(np.float32)}, "y must hold integer labels"),  # was a TypeError
+        (lambda a: {**a, "x": np.where(a["x"] > 0.5, np.nan, a["x"])}, "x holds NaN"),  # was written to the splits
+        (lambda a: {**a, "x": a["x"].astype(np.int64)}, "non-float"),
+        (lambda a: {**a, "x": a["x"].reshape(12, 2, 3)}, r"shapes x\(12, 2, 3\) y\(12,\) do not fit 6 features"),
+        (lambda a: {**a, "x": a["x"][:0], "y": a["y"][:0]}, "do not fit"),
+    ],
+)
+def test_prepared_arrays_that_are_not_what_prepare_writes_are_refused(mutate, needle: str) -> None:
+    with pytest.raises(DataError, match=needle) as err:
+        featurize.check_prepared(mutate(_prepared()), Path("data/prepared/train.npz"), 6, C)
+    assert str(err.value).startswith("data/prepared/train.npz: ") and str(err.value).endswith("`dvc repro prepare`")
+    featurize.check_prepared(_prepared(), Path("data/prepared/train.npz"), 6, C)  # and the real thing passes

@@ -15,10 +15,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from mnist_pipeline import predict
+from mnist_pipeline import cli, predict
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.serve import page
-from mnist_pipeline.text import terminal
 
 MAX_BODY = 4 << 20  # bytes of one request body: a photo of a digit, or an IDX file of a few thousand images
 MAX_IMAGES = 10_000  # images one request may hold (an IDX file): with MAX_BODY, what bounds one prediction
@@ -55,8 +54,9 @@ class OneAtATime:
 
 
 def error(status: int, message: str) -> JSONResponse:
-    """``{"error": message}`` with ``status``: one line, control characters shown escaped."""
-    return JSONResponse({"error": terminal(" ".join(message.split()))}, status_code=status, headers=SECURITY)
+    """``{"error": message}`` with ``status``: one line, control characters shown escaped, cut as the
+    command line's errors are (:func:`mnist_pipeline.cli.error_text`)."""
+    return JSONResponse({"error": cli.error_text(message)}, status_code=status, headers=SECURITY)
 
 
 async def read_body(request: Request) -> bytes:

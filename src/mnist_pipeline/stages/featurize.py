@@ -16,12 +16,13 @@ Run: ``python -m mnist_pipeline.stages.featurize``.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mnist_pipeline import data_config
-from mnist_pipeline.errors import ConfigError
+from mnist_pipeline.errors import ConfigError, DataError
 from mnist_pipeline.io import load_npz, npz_meta, save_npz
 from mnist_pipeline.paths import FEATURES_DIR, PREPARED_DIR
 
@@ -67,12 +68,28 @@ def split(
     return train_idx, val_idx
 
 
+def check_prepared(arrays: dict[str, np.ndarray], path: Path, num_features: int, num_classes: int) -> None:
+    """DataError unless ``arrays`` are what ``prepare`` writes: ``x`` finite floats (N, num_features) and
+    ``y`` N integer labels below ``num_classes``, N at least 1 (so nothing wrong reaches the splits)."""
+    x, y, fix = arrays["x"], arrays["y"], "rerun `dvc repro prepare`"
+    if x.ndim != 2 or x.shape[1] != num_features or y.shape != (len(x),) or not len(x):
+        raise DataError(f"{path}: shapes x{x.shape} y{y.shape} do not fit {num_features} features per row; {fix}")
+    if x.dtype.kind != "f" or not np.isfinite(x).all():
+        raise DataError(f"{path}: x holds NaN, infinite or non-float values; {fix}")
+    if y.dtype.kind not in "iu" or y.min() < 0 or y.max() >= num_classes:
+        raise DataError(f"{path}: y must hold integer labels 0..{num_classes - 1}; {fix}")
+
+
 def main() -> None:
     cfg = data_config.load()
+    c = cfg.dataset.num_classes
     train = load_npz(PREPARED_DIR / "train.npz", ["x", "y", "meta"])
     test = load_npz(PREPARED_DIR / "test.npz", ["x", "y", "meta"])
+    for arrays, name in ((train, "train.npz"), (test, "test.npz")):
+        check_prepared(arrays, PREPARED_DIR / name, cfg.dataset.num_features, c)
     meta = npz_meta(train, PREPARED_DIR / "train.npz")
-    c = cfg.dataset.num_classes
+    if not isinstance(meta, dict):
+        raise DataError(f"{PREPARED_DIR / 'train.npz'}: its metadata is not a JSON object; rerun `dvc repro prepare`")
     rng = np.random.default_rng(cfg.featurize.seed)
     train_idx, val_idx = split(train["y"], cfg.featurize.val_size, cfg.featurize.stratify, c, rng)
     parts = {

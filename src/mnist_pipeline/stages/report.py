@@ -22,7 +22,6 @@ import csv
 import io
 import json
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,7 @@ from mnist_pipeline.errors import DataError
 from mnist_pipeline.io import atomic_write, json_object, load_npz, npz_meta, write_text
 from mnist_pipeline.metrics import AVERAGES, METRIC_KEYS, confusion_matrix
 from mnist_pipeline.model_file import load_network
-from mnist_pipeline.params import as_dict
+from mnist_pipeline.params import as_dict, is_finite_number, shown
 from mnist_pipeline.paths import (
     CLASSIFICATION_REPORT_FILE,
     COMPUTE_FILE,
@@ -242,8 +241,10 @@ def _numbers(data: Any, path: Path, section: str, keys: Sequence[str]) -> None:
     part = data.get(section) if isinstance(data, dict) else None
     for key in keys:
         value = part.get(key) if isinstance(part, dict) else None
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise DataError(f"{path}: {section}.{key} is {value!r}, not a finite number; rerun `dvc repro evaluate`")
+        if not is_finite_number(value):
+            raise DataError(
+                f"{path}: {section}.{key} is {shown(value)}, not a finite number; rerun `dvc repro evaluate`"
+            )
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import math
 import os
 import re
 import signal
@@ -19,7 +20,7 @@ from mnist_pipeline.text import terminal_lines
 from mnist_pipeline.tune import __doc__ as DOC
 from mnist_pipeline.tune import report, storage
 from mnist_pipeline.tune.experiment import push_remote
-from mnist_pipeline.tune.space import load_space
+from mnist_pipeline.tune.space import MAX_SEED, load_space
 from mnist_pipeline.tune.study import Budget, load_study, optimize
 
 log = logging.getLogger("mnist_pipeline.tune")
@@ -49,8 +50,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--dvc", default="dvc", help="the dvc executable")
     args = parser.parse_args(argv)
     for flag in ("trials", "minutes"):
-        if getattr(args, flag) is not None and getattr(args, flag) <= 0:
-            parser.error(f"--{flag} must be positive")
+        value = getattr(args, flag)
+        if value is not None and not (math.isfinite(value) and value > 0):  # NaN would never end the study
+            parser.error(f"--{flag} must be a positive number, got {value}")
+    if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
+        parser.error(f"--seed must be a whole number from 0 to {MAX_SEED}, got {args.seed}")
     return args
 
 

@@ -13,7 +13,6 @@ import contextlib
 import ctypes
 import json
 import logging
-import math
 import os
 import shutil
 import signal
@@ -26,6 +25,7 @@ from mnist_pipeline import paths
 from mnist_pipeline.check_metrics import flatten, git_show
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.io import json_object
+from mnist_pipeline.params import is_finite_number
 from mnist_pipeline.sweep import Dvc
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ def read_outcome(name: str, cwd: Path | None = None) -> Outcome:
     ref = experiment_ref(name, cwd)
     metrics = flatten(json_object(_show(ref, paths.METRICS_FILE, cwd), f"experiment {name}'s {paths.METRICS_FILE}"))
     accuracy = metrics.get(OBJECTIVE)
-    if accuracy is None or not math.isfinite(accuracy):
+    if accuracy is None or not is_finite_number(accuracy):
         raise PipelineError(f"experiment {name} diverged or has no {OBJECTIVE}: {accuracy}")
     try:
         timing = flatten(json_object(_show(ref, paths.TIMING_FILE, cwd), str(paths.TIMING_FILE)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +12,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from mnist_pipeline import compose
 from mnist_pipeline.check_metrics import align
-from mnist_pipeline.io import write_text
+from mnist_pipeline.errors import ConfigError
+from mnist_pipeline.io import atomic_write, write_text
 from mnist_pipeline.tune import storage
 from mnist_pipeline.tune.space import Space, override
 
 PRESET_DIR = "experiment"  # conf/experiment/<name>.yaml
+PRESET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # a file name in it: no path, no dot, no option
 
 
 def ranked(study: optuna.Study) -> list[FrozenTrial]:
@@ -83,8 +86,23 @@ def preset_yaml(trial: FrozenTrial, space: Space, conf_dir: str | Path) -> str:
 
 
 def write_preset(name: str, trial: FrozenTrial, space: Space, conf_dir: str | Path = compose.CONF_DIR) -> Path:
-    """Write ``conf/experiment/<name>.yaml`` for ``trial`` and check that it composes."""
+    """Write ``conf/experiment/<name>.yaml`` for ``trial`` and check that it composes; if it does not, the
+    file is put back as it was (or removed). ConfigError for a name that is not a plain file name."""
+    if not PRESET_NAME.fullmatch(name):
+        raise ConfigError(
+            f"--preset {name!r} is not a preset name: use letters, digits, _ and - (it becomes "
+            f"{Path(conf_dir) / PRESET_DIR}/<name>.yaml)"
+        )
     path = Path(conf_dir) / PRESET_DIR / f"{name}.yaml"
+    before = path.read_bytes() if path.is_file() else None
     write_text(path, preset_yaml(trial, space, conf_dir))
-    compose.compose([f"experiment={name}"], conf_dir)
+    try:
+        compose.compose([f"experiment={name}"], conf_dir)
+    except BaseException:
+        if before is None:
+            path.unlink()
+        else:
+            with atomic_write(path) as f:
+                f.write(before)
+        raise
     return path

@@ -12,7 +12,6 @@ stage would refuse. :func:`suggest` turns one Optuna trial into ``dvc exp run -S
 from __future__ import annotations
 
 import copy
-import math
 import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ import yaml
 
 from mnist_pipeline import compose, config
 from mnist_pipeline.errors import ConfigError
-from mnist_pipeline.params import YamlLoader
+from mnist_pipeline.params import YamlLoader, is_finite_number, shown
 from mnist_pipeline.paths import read_capped_text
 
 if TYPE_CHECKING:
@@ -31,6 +30,9 @@ if TYPE_CHECKING:
 SPACE_DIR = "tune"  # conf/tune/<name>.yaml
 MAX_VALUES = 1000  # choices and range ends of a whole space: each is validated, and TPE gains nothing from more
 MAX_COMPOSED = 32  # of those, values that need a whole Hydra composition each (about 0.1 s)
+# Optuna's samplers take seeds below 2**32, and trial k of a study samples with seed + k: a 31-bit seed
+# leaves room for 2**31 trials.
+MAX_SEED = 2**31 - 1
 TOP_KEYS = {"params", "fixed", "trials", "minutes", "seed", "startup_trials"}
 # Per type, the keys a param may have (besides `type` and `when`) and the ones it must have.
 TYPES = {
@@ -146,7 +148,7 @@ def parse_space(name: str, data: Any, source: str) -> Space:
     _check(f"{source}: trials", trials is None or (_is_int(trials) and trials > 0), "a positive whole number", trials)
     _check(f"{source}: minutes", minutes is None or (_is_num(minutes) and minutes > 0), "a positive number", minutes)
     seed, startup = data.get("seed", 0), data.get("startup_trials", 10)
-    _check(f"{source}: seed", _is_int(seed) and seed >= 0, "a whole number >= 0", seed)
+    _check(f"{source}: seed", _is_int(seed) and 0 <= seed <= MAX_SEED, f"a whole number from 0 to {MAX_SEED}", seed)
     _check(f"{source}: startup_trials", _is_int(startup) and startup >= 1, "a whole number >= 1", startup)
     return Space(name, tuple(params), {str(k): v for k, v in fixed.items()}, trials, minutes, seed, startup)
 
@@ -170,7 +172,8 @@ def _parse_param(where: str, name: str, spec: Any, earlier: list[Param]) -> Para
         scalars = all(isinstance(c, bool | int | float | str) for c in choices)
         _check(f"{where}.choices", scalars and len(set(choices)) == len(choices), "distinct scalars", choices)
         return Param(name, "categorical", choices=tuple(choices), when=when)
-    low, high, log, step = spec["low"], spec["high"], bool(spec.get("log", False)), spec.get("step")
+    low, high, log, step = spec["low"], spec["high"], spec.get("log", False), spec.get("step")
+    _check(f"{where}.log", isinstance(log, bool), "true or false", log)  # bool("false") would be True
     number = _is_int if spec["type"] == "int" else _is_num
     _check(f"{where}.low", number(low), f"a {spec['type']}", low)
     _check(f"{where}.high", number(high), f"a {spec['type']}", high)
@@ -316,7 +319,11 @@ _SHORT.maxstring = _SHORT.maxother = 60
 
 def _check(where: str, ok: bool, expected: str, value: Any) -> None:
     if not ok:
-        raise ConfigError(f"{where} must be {expected}, not {_SHORT.repr(value)}")
+        try:
+            text = _SHORT.repr(value)
+        except ValueError:  # an int too long to write out (YAML reads long hexadecimal numbers)
+            text = shown(value)
+        raise ConfigError(f"{where} must be {expected}, not {text}")
 
 
 def _is_int(value: Any) -> bool:
@@ -324,4 +331,4 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_num(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return is_finite_number(value)

@@ -61,14 +61,20 @@ def open_storage(url: str | None, study: str) -> optuna.storages.BaseStorage:
     ------
     ConfigError
         If the database cannot be reached or the URL is not understood; the message names the URL
-        (password hidden).
+        (password hidden). If the journal file is not one Optuna wrote (a line that is not its JSON).
     """
     if not url:
         url = str(JOURNAL_DIR / f"{study}.log")
     if "://" not in url:
         Path(url).parent.mkdir(parents=True, exist_ok=True)
         backend = optuna.storages.journal.JournalFileBackend(url)  # type: ignore[attr-defined]  # a lazy submodule
-        return optuna.storages.JournalStorage(backend)
+        try:
+            return optuna.storages.JournalStorage(backend)  # replays the whole journal
+        except (ValueError, KeyError, TypeError) as exc:  # not JSON, not UTF-8, or JSON of other fields
+            raise ConfigError(
+                f"the study journal {url} is corrupt ({type(exc).__name__}: {' '.join(str(exc).split())}); "
+                "move it away to start the study afresh, or pass another --storage"
+            ) from exc
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     connect_args = {"connect_timeout": CONNECT_TIMEOUT} if url.startswith("postgresql") else {}
