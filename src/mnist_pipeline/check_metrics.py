@@ -341,7 +341,7 @@ def tolerance(text: str) -> float:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = cli.ArgumentParser(prog=PREFIX, description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--rev", help="git revision holding the baseline metrics (default HEAD)")
+    source.add_argument("--rev", default="HEAD", help="git revision holding the baseline metrics (default HEAD)")
     source.add_argument("--baseline", type=Path, help="a metrics.json file to use as the baseline instead of git")
     parser.add_argument("--metrics", type=Path, default=Path(METRICS_FILE), help="metrics to check")
     parser.add_argument("--gates", type=Path, default=Path(GATES_FILE), help="gate file")
@@ -384,7 +384,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     else:
         # HEAD's metrics if any, else the gates alone (a new repository, or none); but another revision the
         # user names must exist: a typo would pass as "no baseline"
-        args.rev = args.rev or "HEAD"
         if args.rev != "HEAD" and _git(["rev-parse", "--verify", "--quiet", f"{args.rev}^{{commit}}"], None)[0] is None:
             raise DataError(f"--rev {args.rev!r} names no commit of this repository; check it with `git log`")
         (baseline, why), old_label = git_metrics(args.rev, source), args.rev

@@ -176,6 +176,15 @@ def _load_member(zf: zipfile.ZipFile, member: zipfile.ZipInfo, path: Path, rerun
         return np.lib.format.read_array(f, allow_pickle=False)
 
 
+def check_labelled(path: str | Path, x: np.ndarray, y: np.ndarray, num_classes: int, fix: str) -> None:
+    """DataError naming ``path`` (then ``fix``) unless ``x`` holds finite floats and ``y`` integer labels
+    below ``num_classes``: what a data file of examples must hold before anything is computed from it."""
+    if x.dtype.kind != "f" or not np.isfinite(x).all():
+        raise DataError(f"{path}: x holds NaN, infinite or non-float values; {fix}")
+    if y.dtype.kind not in "iu" or y.min() < 0 or y.max() >= num_classes:
+        raise DataError(f"{path}: y must hold integer labels 0..{num_classes - 1}; {fix}")
+
+
 def npz_meta(arrays: dict[str, np.ndarray], path: str | Path) -> dict[str, Any]:
     """The JSON metadata stored by :func:`save_npz` under ``meta``."""
     if "meta" not in arrays:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_pipeline.errors import DataError
-from mnist_pipeline.io import load_npz
+from mnist_pipeline.io import check_labelled, load_npz
 from mnist_pipeline.mlp.trainer import Split
 
 
@@ -27,10 +27,7 @@ def load_feature_split(path: Path, num_features: int, num_classes: int) -> Split
     fix = "rerun `dvc repro featurize`"
     if not len(x):
         raise DataError(f"{path} has no rows; {fix}")
-    if x.dtype.kind != "f" or not np.isfinite(x).all():
-        raise DataError(f"{path}: x holds NaN, infinite or non-float values; {fix}")
-    if y.dtype.kind not in "iu" or y.min() < 0 or y.max() >= num_classes:
-        raise DataError(f"{path}: y must hold integer labels 0..{num_classes - 1}; {fix}")
+    check_labelled(path, x, y, num_classes, fix)
     if onehot.dtype.kind != "f" or not np.isfinite(onehot).all():  # else a NaN looks like a diverged run
         raise DataError(f"{path}: onehot holds NaN, infinite or non-float values; {fix}")
     return Split(x, y, onehot)

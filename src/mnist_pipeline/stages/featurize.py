@@ -23,7 +23,7 @@ import numpy as np
 
 from mnist_pipeline import data_config
 from mnist_pipeline.errors import ConfigError, DataError
-from mnist_pipeline.io import load_npz, npz_meta, save_npz
+from mnist_pipeline.io import check_labelled, load_npz, npz_meta, save_npz
 from mnist_pipeline.paths import FEATURES_DIR, PREPARED_DIR
 
 log = logging.getLogger(__name__)
@@ -74,10 +74,7 @@ def check_prepared(arrays: dict[str, np.ndarray], path: Path, num_features: int,
     x, y, fix = arrays["x"], arrays["y"], "rerun `dvc repro prepare`"
     if x.ndim != 2 or x.shape[1] != num_features or y.shape != (len(x),) or not len(x):
         raise DataError(f"{path}: shapes x{x.shape} y{y.shape} do not fit {num_features} features per row; {fix}")
-    if x.dtype.kind != "f" or not np.isfinite(x).all():
-        raise DataError(f"{path}: x holds NaN, infinite or non-float values; {fix}")
-    if y.dtype.kind not in "iu" or y.min() < 0 or y.max() >= num_classes:
-        raise DataError(f"{path}: y must hold integer labels 0..{num_classes - 1}; {fix}")
+    check_labelled(path, x, y, num_classes, fix)
 
 
 def main() -> None:
